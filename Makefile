@@ -1,0 +1,56 @@
+# leadflow: the two commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.leadflow-installed
+STATE := .local
+UV_VERSION := 0.12.3
+
+.PHONY: install run demo test lint sheets outbox bench lock mwaa-bundle clean
+
+install: $(STAMP)
+
+# Re-installs only when a requirements or constraints file changed (otherwise a no-op).
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt scripts/find-python312.sh
+	@set -euo pipefail; \
+	py312=$$(scripts/find-python312.sh); \
+	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then \
+	  rm -rf $(VENV); echo "creating $(VENV) with $$py312"; $$py312 -m venv $(VENV); \
+	fi; \
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); \
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements-dev.txt -c constraints.txt; \
+	site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	printf '%s\n%s\n' "$(CURDIR)/include" "$(CURDIR)" > "$$site/leadflow-dev.pth"; \
+	touch $(STAMP); echo "installed the pinned stack into $(VENV)"
+
+run: install
+	$(PY) -m devstack.run --state-dir $(STATE)
+
+demo: install
+	$(PY) -m devstack.demo
+
+test: install lint
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+sheets:
+	$(PY) -m devstack.sheets_server dump --data-dir $(STATE)/stack/sheets
+
+outbox:
+	$(PY) -m devstack.whatsapp_server outbox --data-dir $(STATE)/stack/whatsapp
+
+bench: install
+	$(PY) -m bench.reports
+	$(PY) -m bench.followups
+
+# Recompute the "leadflow additions" section of constraints.txt after editing requirements*.txt.
+lock: install
+	$(PY) scripts/lock.py
+
+mwaa-bundle: install
+	$(PY) scripts/mwaa_bundle.py --out dist/mwaa
+
+clean:
+	rm -rf $(STATE) dist

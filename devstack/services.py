@@ -1,0 +1,274 @@
+"""Start, health-check and stop the local stand-in services that replace the cloud.
+
+Every stand-in is a real network server on 127.0.0.1, reached by the real client library
+(boto3, pymongo, googleapiclient, openai, requests), so the production code path runs unchanged
+and only connection endpoints differ. ``make run``, ``make demo`` and the tests all start the
+stack through :func:`start_stack`, which writes the endpoints to ``stack.json`` in the state
+folder so other processes (the Airflow components, ``make sheets``) find them.
+
+    python -m devstack.services up --state-dir .local      # foreground; Ctrl-C stops it all
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import requests
+
+from leadflow.config import FOLLOWUPS_DLQ, FOLLOWUPS_QUEUE
+
+HOST = "127.0.0.1"
+AWS_REGION = "us-east-1"
+ALERTS_TOPIC = "leadflow-alerts"
+# The ports airflow_settings.yaml names; a busy one is swapped for a free one and the
+# settings loader rewrites the connection to match (see devstack.airflow_settings).
+DEFAULT_PORTS = {"sqs": 5055, "mongo": 27018, "sheets": 8091, "openai": 8092, "whatsapp": 8093}
+STARTUP_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Stack:
+    """Endpoints of a running stand-in stack (what stack.json holds)."""
+
+    state_dir: str
+    ports: dict[str, int]
+    queue_url: str = ""
+    dlq_url: str = ""
+    alerts_topic_arn: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sqs_url(self) -> str:
+        return f"http://{HOST}:{self.ports['sqs']}"
+
+    @property
+    def mongo_uri(self) -> str:
+        return f"mongodb://{HOST}:{self.ports['mongo']}"
+
+    @property
+    def sheets_url(self) -> str:
+        return f"http://{HOST}:{self.ports['sheets']}/"
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://{HOST}:{self.ports['openai']}/v1"
+
+    @property
+    def whatsapp_url(self) -> str:
+        return f"http://{HOST}:{self.ports['whatsapp']}"
+
+    def control_url(self, service: str) -> str:
+        return f"http://{HOST}:{self.ports[service]}"
+
+    def save(self) -> None:
+        path = Path(self.state_dir) / "stack.json"
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, state_dir: str | Path) -> Stack:
+        return cls(**json.loads((Path(state_dir) / "stack.json").read_text()))
+
+    def boto3_client(self, service: str):
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.sqs_url,
+            region_name=AWS_REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def choose_ports(prefer_defaults: bool) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for name, default in DEFAULT_PORTS.items():
+        ports[name] = default if prefer_defaults and port_is_free(default) else free_port()
+    return ports
+
+
+def _commands(ports: dict[str, int], state: Path) -> dict[str, list[str]]:
+    py = sys.executable
+    return {
+        "sqs": [py, "-m", "moto.server", "-H", HOST, "-p", str(ports["sqs"])],
+        "mongo": [
+            py, "-m", "secantus", "--host", HOST, "--port", str(ports["mongo"]),
+            "--storage-path", str(state / "mongo"), "--log-level", "WARNING",
+        ],
+        "sheets": [
+            py, "-m", "devstack.sheets_server", "--host", HOST, "--port", str(ports["sheets"]),
+            "--data-dir", str(state / "sheets"),
+        ],
+        "openai": [
+            py, "-m", "devstack.openai_server", "--host", HOST, "--port", str(ports["openai"]),
+            "--data-dir", str(state / "openai"),
+        ],
+        "whatsapp": [
+            py, "-m", "devstack.whatsapp_server", "--host", HOST, "--port", str(ports["whatsapp"]),
+            "--data-dir", str(state / "whatsapp"),
+        ],
+    }  # fmt: skip
+
+
+def _healthy(name: str, stack: Stack) -> bool:
+    try:
+        if name == "mongo":
+            import pymongo
+
+            with pymongo.MongoClient(stack.mongo_uri, serverSelectionTimeoutMS=500) as client:
+                client.admin.command("ping")
+            return True
+        if name == "sqs":
+            return requests.get(f"{stack.sqs_url}/moto-api/", timeout=1).ok
+        return requests.get(f"{stack.control_url(name)}/_control/health", timeout=1).ok
+    except Exception:  # noqa: BLE001 - any failure just means "not up yet"
+        return False
+
+
+def _create_aws_resources(stack: Stack) -> None:
+    sqs = stack.boto3_client("sqs")
+    dlq_url = sqs.create_queue(QueueName=FOLLOWUPS_DLQ)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    queue_url = sqs.create_queue(
+        QueueName=FOLLOWUPS_QUEUE,
+        Attributes={
+            # Longer than the worst-case processing of one batch, so a message being worked on
+            # is not handed to the next run (see leadflow.followups.dag_settings).
+            "VisibilityTimeout": "900",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+        },
+    )["QueueUrl"]
+    topic_arn = stack.boto3_client("sns").create_topic(Name=ALERTS_TOPIC)["TopicArn"]
+    stack.queue_url, stack.dlq_url, stack.alerts_topic_arn = queue_url, dlq_url, topic_arn
+
+
+def start_stack(state_dir: str | Path, *, prefer_default_ports: bool = False) -> Stack:
+    """Start every stand-in, wait until each answers, create the queues, write stack.json."""
+    state = Path(state_dir).resolve()
+    for sub in ("mongo", "sheets", "openai", "whatsapp", "logs"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    stack = Stack(state_dir=str(state), ports=choose_ports(prefer_default_ports))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, cmd in _commands(stack.ports, state).items():
+            log = (state / "logs" / f"{name}.log").open("ab")
+            procs[name] = subprocess.Popen(  # noqa: S603 - our own fixed command lines
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+            stack.pids[name] = procs[name].pid
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        pending = set(procs)
+        while pending:
+            for name in list(pending):
+                if procs[name].poll() is not None:
+                    raise RuntimeError(
+                        f"stand-in {name!r} exited with {procs[name].returncode}; "
+                        f"see {state / 'logs' / (name + '.log')}"
+                    )
+                if _healthy(name, stack):
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                raise RuntimeError(f"stand-ins not healthy after {STARTUP_TIMEOUT_S:.0f}s: {pending}")
+            if pending:
+                time.sleep(0.2)
+        _create_aws_resources(stack)
+    except BaseException:
+        stop_stack(stack)
+        raise
+    stack.save()
+    return stack
+
+
+def stop_stack(stack: Stack, timeout: float = 10.0) -> None:
+    """Stop every process of the stack (SIGTERM, then SIGKILL for stragglers)."""
+    for pid in stack.pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid in stack.pids.values():
+        while time.monotonic() < deadline:
+            try:
+                finished, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                finished = pid  # not our child (another process started it): just probe
+                try:
+                    os.kill(pid, 0)
+                    finished = 0
+                except ProcessLookupError:
+                    pass
+            if finished:
+                break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_stack(state_dir: str | Path, **kwargs: bool) -> Iterator[Stack]:
+    stack = start_stack(state_dir, **kwargs)
+    try:
+        yield stack
+    finally:
+        stop_stack(stack)
+
+
+def _serve_forever(args: argparse.Namespace) -> None:
+    stack = start_stack(args.state_dir, prefer_default_ports=True)
+    print(json.dumps({"stack": asdict(stack)}, indent=2), flush=True)
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+    finally:
+        stop_stack(stack)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the stack in the foreground")
+    up.add_argument("--state-dir", default=".local")
+    up.set_defaults(func=_serve_forever)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

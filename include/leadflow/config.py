@@ -1,0 +1,45 @@
+"""Names that tie the code, the docs and ``airflow_settings.yaml`` together (the contract)."""
+
+from __future__ import annotations
+
+# Connection ids
+MONGO_CONN_ID = "mongo_default"
+GOOGLE_CONN_ID = "google_cloud_default"
+AWS_CONN_ID = "aws_default"
+OPENAI_CONN_ID = "openai_default"
+WHATSAPP_CONN_ID = "whatsapp_default"
+
+# Database and collections
+DEFAULT_DATABASE = "leadflow"
+USERS = "users"
+INTERACTIONS = "interactions"
+DELIVERIES = "followup_deliveries"
+
+# Variables
+VAR_OBJECT_STORE_BASE = "leadflow_object_store_base"
+VAR_SESSION_SPREADSHEET = "leadflow_session_report_spreadsheet_id"
+VAR_CONSOLIDATED_SPREADSHEET = "leadflow_consolidated_report_spreadsheet_id"
+VAR_SHARE_WITH = "leadflow_report_share_with"
+VAR_REPORT_LOOKBACK_MINUTES = "leadflow_report_lookback_minutes"
+VAR_QUEUE_URL = "leadflow_followups_queue_url"
+VAR_DLQ_URL = "leadflow_followups_dlq_url"
+VAR_OPENAI_MODEL = "leadflow_openai_model"
+VAR_WHATSAPP_TEMPLATES = "leadflow_whatsapp_templates"
+VAR_FOLLOWUP_CONCURRENCY = "leadflow_followup_concurrency"
+VAR_FOLLOWUP_SEND_RATE = "leadflow_followup_send_rate_per_second"
+VAR_ALERTS_SNS_TOPIC = "leadflow_alerts_sns_topic_arn"
+
+# Defaults used when a Variable is unset
+DEFAULT_OBJECT_STORE_BASE = "file:///tmp/leadflow-objects/"
+DEFAULT_LOOKBACK_MINUTES = 15
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+# Pools
+GOOGLE_SHEETS_POOL = "google_sheets"
+
+# SQS queue names (the URLs come from Variables)
+FOLLOWUPS_QUEUE = "leadflow-followups"
+FOLLOWUPS_DLQ = "leadflow-followups-dlq"
+
+REPORT_TIMEZONE = "Asia/Kolkata"
+DEFAULT_PHONE_REGION = "IN"

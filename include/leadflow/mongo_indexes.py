@@ -1,0 +1,46 @@
+"""The MongoDB indexes the DAGs rely on. Creating them is idempotent and cheap when they exist.
+
+Run by the ``ensure_indexes`` task of ``interaction_reports`` and by the demo seed; by hand:
+
+    python -m leadflow.mongo_indexes mongodb://host:27017 [database]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.database import Database
+
+from leadflow.config import DEFAULT_DATABASE, INTERACTIONS
+
+INDEXES: dict[str, list[IndexModel]] = {
+    INTERACTIONS: [
+        # The report's window scan: which sessions and users were touched in an hour.
+        IndexModel([("timestamp", ASCENDING)], name="timestamp_1"),
+        # All interactions of the touched sessions, in order.
+        IndexModel([("session_id", ASCENDING), ("timestamp", ASCENDING)], name="session_ts"),
+        # All interactions of the touched users; the follow-ups' "last message from the user".
+        IndexModel(
+            [("user_id", ASCENDING), ("role", ASCENDING), ("timestamp", DESCENDING)],
+            name="user_role_ts",
+        ),
+    ],
+    # followup_deliveries is keyed by _id = event_id, which MongoDB always indexes uniquely.
+}
+
+
+def ensure_indexes(db: Database) -> list[str]:
+    created: list[str] = []
+    for collection, models in INDEXES.items():
+        created += db[collection].create_indexes(models)
+    return created
+
+
+if __name__ == "__main__":
+    import pymongo
+
+    uri = sys.argv[1]
+    name = sys.argv[2] if len(sys.argv) > 2 else DEFAULT_DATABASE
+    with pymongo.MongoClient(uri) as client:
+        print(ensure_indexes(client[name]))

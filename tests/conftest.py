@@ -1,0 +1,69 @@
+"""Shared fixtures: one stand-in stack and one migrated Airflow metadata DB per test session.
+
+Airflow reads its configuration on first import, so the environment is set here, at import
+time, before any test module imports ``airflow``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.airflow_home import airflow_env, prepare_home
+
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="leadflow-test-airflow-"))
+os.environ.update(airflow_env(AIRFLOW_HOME))
+
+SPREADSHEET_VARIABLES = (
+    "leadflow_session_report_spreadsheet_id",
+    "leadflow_consolidated_report_spreadsheet_id",
+)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated metadata DB under the session's AIRFLOW_HOME."""
+    prepare_home(AIRFLOW_HOME)
+    return AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    from devstack.services import running_stack
+
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def airflow_settings(airflow_db: Path, stack):
+    """airflow_settings.yaml loaded into the metadata DB, pointed at the session's stack."""
+    from devstack.airflow_settings import apply_settings, read_settings
+
+    settings = read_settings(stack=stack)
+    apply_settings(settings)
+    return settings
+
+
+@pytest.fixture
+def clean_stack(stack, airflow_settings):
+    """The stack with empty databases, queues, sheets and outboxes, and no spreadsheet ids."""
+    import pymongo
+    from airflow.models import Variable
+
+    from devstack import clients
+
+    with pymongo.MongoClient(stack.mongo_uri) as client:
+        client.drop_database("leadflow")
+    sqs = stack.boto3_client("sqs")
+    for url in (stack.queue_url, stack.dlq_url):
+        sqs.purge_queue(QueueUrl=url)
+    for service in ("sheets", "openai", "whatsapp"):
+        clients.reset(stack.control_url(service))
+    for key in SPREADSHEET_VARIABLES:
+        Variable.delete(key)
+    return stack
