@@ -1,0 +1,145 @@
+"""
+### Interaction reports (hourly, 09:00–21:00 IST)
+
+Turns the chatbot's conversations in MongoDB into the two Google Sheets the sales team reads:
+
+* **Session-wise report** — one row per chat session (tab per IST month, `YYYY-MM`).
+* **Consolidated report** — one row per lead (tab `Leads`), newest activity first.
+
+**Window.** Each run covers its data interval: the 09:00 run covers 21:00 the previous evening
+to 09:00 (the night), every other run the hour before it. The window reaches back a further
+`leadflow_report_lookback_minutes` (default 15) to catch late writes. A session or lead that had
+any message in the window is recomputed from *all* its messages and upserted by key, so re-running
+or backfilling any hour, in any order, leaves the sheets exactly as the on-time runs would.
+A manual run without a logical date covers the last completed IST clock hour.
+
+**Re-run / backfill.** Clear a run (or a task) in the UI, or backfill a range from the UI
+(*Trigger ▸ Backfill*) or the CLI:
+
+    airflow backfill create --dag-id interaction_reports \
+        --from-date 2026-11-20T09:00:00+05:30 --to-date 2026-11-20T21:00:00+05:30
+
+Writes share the `google_sheets` pool (1 slot), so backfills queue behind each other instead of
+exceeding the Sheets quota.
+
+**Needs.** Connections `mongo_default`, `google_cloud_default`, `aws_default` (alerts and,
+on MWAA, the S3 intermediates). Variables `leadflow_session_report_spreadsheet_id`,
+`leadflow_consolidated_report_spreadsheet_id` (created and filled in by the first run if unset),
+`leadflow_report_share_with` (JSON list of emails), `leadflow_object_store_base`,
+`leadflow_report_lookback_minutes`, `leadflow_alerts_sns_topic_arn`.
+
+**Run summary.** The `finish` task's return value (XCom tab) holds touched sessions/users, rows
+updated/added per report, Sheets calls and the data-quality counts; the same is in its log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+
+from leadflow.config import GOOGLE_SHEETS_POOL
+from leadflow.dag_defaults import default_args
+
+SESSION_SHEET = Asset(name="leadflow_session_report", uri="gsheets://leadflow/session-report")
+CONSOLIDATED_SHEET = Asset(name="leadflow_consolidated_report", uri="gsheets://leadflow/consolidated-report")
+
+
+@dag(
+    schedule=CronDataIntervalTimetable("0 9-21 * * *", timezone="Asia/Kolkata"),
+    start_date=datetime(2026, 11, 1, 9, tzinfo=ZoneInfo("Asia/Kolkata")),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["leadflow", "reports", "google-sheets"],
+    doc_md=__doc__,
+)
+def interaction_reports() -> None:
+    @task(task_display_name="Ensure MongoDB indexes")
+    def ensure_indexes() -> list[str]:
+        from leadflow.mongo import get_database
+        from leadflow.mongo_indexes import ensure_indexes as create
+
+        return create(get_database())
+
+    @task(task_display_name="Extract touched sessions and users")
+    def extract(**context: Any) -> dict[str, Any]:
+        from leadflow.reports.pipeline import extract_step, lookback_minutes
+        from leadflow.reports.window import report_window
+
+        run = context["dag_run"]
+        window = report_window(
+            context.get("data_interval_start"), context.get("data_interval_end"), run.run_after, lookback_minutes()
+        )
+        return extract_step(run.dag_id, run.run_id, window)
+
+    @task.branch(task_display_name="Anything to report?")
+    def anything_touched(extracted: dict[str, Any]) -> list[str] | str:
+        if extracted["touched_sessions"] == 0:
+            return "nothing_touched"
+        return ["transform_sessions", "transform_consolidated"]
+
+    @task(task_display_name="Transform: session-wise")
+    def transform_sessions(extracted: dict[str, Any]) -> dict[str, Any]:
+        from leadflow.reports.pipeline import transform_step
+
+        return transform_step("sessions", extracted)
+
+    @task(task_display_name="Transform: consolidated")
+    def transform_consolidated(extracted: dict[str, Any]) -> dict[str, Any]:
+        from leadflow.reports.pipeline import transform_step
+
+        return transform_step("consolidated", extracted)
+
+    @task(pool=GOOGLE_SHEETS_POOL, outlets=[SESSION_SHEET], task_display_name="Write session-wise sheet")
+    def write_sessions(transformed: dict[str, Any]) -> dict[str, Any]:
+        from leadflow.reports.pipeline import load_step
+
+        return load_step("sessions", transformed)
+
+    @task(pool=GOOGLE_SHEETS_POOL, outlets=[CONSOLIDATED_SHEET], task_display_name="Write consolidated sheet")
+    def write_consolidated(transformed: dict[str, Any]) -> dict[str, Any]:
+        from leadflow.reports.pipeline import load_step
+
+        return load_step("consolidated", transformed)
+
+    # none_failed: runs after a skip (nothing touched) but not after a failure, so a cleared
+    # failed task still finds its inputs in the run folder.
+    @task(trigger_rule="none_failed", task_display_name="Summarise and clean up")
+    def finish(
+        extracted: dict[str, Any],
+        sessions: dict[str, Any] | None,
+        consolidated: dict[str, Any] | None,
+        session_frame: dict[str, Any] | None,
+        consolidated_frame: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        from leadflow.reports.pipeline import finish_step
+
+        return finish_step(
+            extracted,
+            {
+                "session_report": sessions,
+                "consolidated_report": consolidated,
+                "session_data_quality": (session_frame or {}).get("data_quality"),
+                "consolidated_data_quality": (consolidated_frame or {}).get("data_quality"),
+            },
+        )
+
+    extracted = extract()
+    ensure_indexes() >> extracted
+    branch = anything_touched(extracted)
+    session_frame = transform_sessions(extracted)
+    consolidated_frame = transform_consolidated(extracted)
+    branch >> [session_frame, consolidated_frame]
+    nothing_touched = EmptyOperator(task_id="nothing_touched", task_display_name="Nothing touched: skip writes")
+    branch >> nothing_touched
+    written_sessions = write_sessions(session_frame)
+    written_consolidated = write_consolidated(consolidated_frame)
+    done = finish(extracted, written_sessions, written_consolidated, session_frame, consolidated_frame)
+    nothing_touched >> done
+
+
+interaction_reports()

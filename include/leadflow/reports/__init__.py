@@ -1,0 +1,1 @@
+"""The hourly interaction reports: window, extract (MongoDB), transforms (pandas), load (Sheets)."""

@@ -1,0 +1,174 @@
+"""The steps of ``interaction_reports``, as plain functions the DAG's tasks call.
+
+Between steps only object-store paths, ids and counts travel (through XCom); the frames live
+under the run's folder (see leadflow.objectstore).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Literal
+
+import pandas as pd
+
+from leadflow.config import (
+    DEFAULT_LOOKBACK_MINUTES,
+    VAR_CONSOLIDATED_SPREADSHEET,
+    VAR_REPORT_LOOKBACK_MINUTES,
+    VAR_SESSION_SPREADSHEET,
+    VAR_SHARE_WITH,
+)
+from leadflow.objectstore import read_frame, remove_folder, run_folder, write_frame
+from leadflow.reports.extract import extract
+from leadflow.reports.sheets import ReportSpec, SheetsClient, upsert
+from leadflow.reports.transform import (
+    CONSOLIDATED_COLUMNS,
+    DATETIME_COLUMNS,
+    INTERACTION_FIELDS,
+    SESSION_COLUMNS,
+    USER_FIELDS,
+    consolidated_report,
+    session_report,
+)
+from leadflow.reports.window import IST, ReportWindow
+
+log = logging.getLogger(__name__)
+ReportKind = Literal["sessions", "consolidated"]
+
+
+def _month_tab(frame: pd.DataFrame) -> pd.Series:
+    return pd.to_datetime(frame["Session Start"], utc=True).dt.tz_convert(IST).dt.strftime("%Y-%m")
+
+
+def _is_month_tab(title: str) -> bool:
+    return len(title) == 7 and title[4] == "-" and title.replace("-", "").isdigit()
+
+
+SPECS: dict[ReportKind, ReportSpec] = {
+    "sessions": ReportSpec(
+        title="Leadflow — Session-wise report",
+        key="Session ID",
+        columns=SESSION_COLUMNS,
+        datetime_columns=frozenset(DATETIME_COLUMNS & set(SESSION_COLUMNS)),
+        sort_by=[("Session Start", True)],
+        tab_of=_month_tab,
+        is_report_tab=_is_month_tab,
+    ),
+    "consolidated": ReportSpec(
+        title="Leadflow — Consolidated report",
+        key="User ID",
+        columns=CONSOLIDATED_COLUMNS,
+        datetime_columns=frozenset(DATETIME_COLUMNS & set(CONSOLIDATED_COLUMNS)),
+        sort_by=[("Last Interaction", False)],
+        tab_of=lambda frame: pd.Series(["Leads"] * len(frame), index=frame.index, dtype="object"),
+        is_report_tab=lambda title: title == "Leads",
+    ),
+}
+SPREADSHEET_VARIABLES: dict[ReportKind, str] = {
+    "sessions": VAR_SESSION_SPREADSHEET,
+    "consolidated": VAR_CONSOLIDATED_SPREADSHEET,
+}
+
+
+def lookback_minutes() -> int:
+    from airflow.sdk import Variable
+
+    raw = Variable.get(VAR_REPORT_LOOKBACK_MINUTES, default=str(DEFAULT_LOOKBACK_MINUTES))
+    try:
+        return int(raw)
+    except ValueError as error:
+        raise ValueError(f"Variable {VAR_REPORT_LOOKBACK_MINUTES} must be whole minutes, got {raw!r}") from error
+
+
+def extract_step(dag_id: str, run_id: str, window: ReportWindow) -> dict[str, Any]:
+    from leadflow.mongo import get_database
+
+    db = get_database()
+    extracted = extract(db, window.start, window.end)
+    folder = run_folder(dag_id, run_id)
+    touched = pd.DataFrame({"session_id": pd.Series(extracted.touched_sessions, dtype="object")})
+    touched_users = pd.DataFrame({"user_id": pd.Series(extracted.touched_users, dtype="object")})
+    result = {
+        "folder": str(folder),
+        "interactions": write_frame(extracted.interactions, folder / "interactions.jsonl.gz"),
+        "users": write_frame(extracted.users, folder / "users.jsonl.gz"),
+        "touched_sessions_path": write_frame(touched, folder / "touched_sessions.jsonl.gz"),
+        "touched_users_path": write_frame(touched_users, folder / "touched_users.jsonl.gz"),
+        "window": window.as_dict(),
+        "window_interactions": extracted.window_interactions,
+        "touched_sessions": len(extracted.touched_sessions),
+        "touched_users": len(extracted.touched_users),
+        "interactions_read": len(extracted.interactions),
+    }
+    log.info(
+        "Window %s → %s: %d interactions, %d touched sessions, %d touched users",
+        window.start, window.end, extracted.window_interactions,
+        len(extracted.touched_sessions), len(extracted.touched_users),
+    )  # fmt: skip
+    return result
+
+
+def transform_step(kind: ReportKind, extracted: dict[str, Any]) -> dict[str, Any]:
+    interactions = read_frame(extracted["interactions"], ["timestamp"], INTERACTION_FIELDS)
+    users = read_frame(extracted["users"], ["site_visit_scheduled_at"], USER_FIELDS)
+    if kind == "sessions":
+        touched = read_frame(extracted["touched_sessions_path"], columns=["session_id"])["session_id"]
+        report, dq = session_report(interactions, users, touched.astype(str))
+    else:
+        touched = read_frame(extracted["touched_users_path"], columns=["user_id"])["user_id"]
+        report, dq = consolidated_report(interactions, users, touched.astype(str))
+    path = write_frame(report, run_folder_of(extracted) / f"{kind}_report.jsonl.gz")
+    if dq.total:
+        log.warning("Data quality (%s report): %s; examples: %s", kind, dq.counts(), dq.examples)
+    else:
+        log.info("Data quality (%s report): clean", kind)
+    return {"path": path, "rows": len(report), "data_quality": dq.counts()}
+
+
+def run_folder_of(extracted: dict[str, Any]):
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(extracted["folder"])
+
+
+def ensure_spreadsheet(client: SheetsClient, kind: ReportKind, first_tabs: list[str]) -> str:
+    """The report's spreadsheet id; created, shared and remembered in its Variable if unset."""
+    from airflow.sdk import Variable
+
+    variable = SPREADSHEET_VARIABLES[kind]
+    spreadsheet_id = Variable.get(variable, default=None)
+    if spreadsheet_id:
+        return spreadsheet_id
+    share_with = json.loads(Variable.get(VAR_SHARE_WITH, default="[]"))
+    spreadsheet_id = client.create_spreadsheet(SPECS[kind].title, first_tabs or ["Leads"])
+    client.share(spreadsheet_id, share_with)
+    Variable.set(variable, spreadsheet_id)
+    log.info("Created spreadsheet %s for the %s report, shared with %d people", spreadsheet_id, kind, len(share_with))
+    return spreadsheet_id
+
+
+def load_step(kind: ReportKind, transformed: dict[str, Any]) -> dict[str, Any]:
+    spec = SPECS[kind]
+    report = read_frame(transformed["path"], sorted(spec.datetime_columns), spec.columns)
+    client = SheetsClient()
+    tabs = sorted(set(spec.tab_of(report))) if len(report) else []
+    spreadsheet_id = ensure_spreadsheet(client, kind, tabs)
+    result = upsert(client, spreadsheet_id, report, spec)
+    log.info("%s report upserted: %s", kind, result.as_dict())
+    return result.as_dict()
+
+
+def finish_step(extracted: dict[str, Any] | None, results: dict[str, Any]) -> dict[str, Any]:
+    """The run summary (shown as the task's return value in the UI); then drop the run folder."""
+    summary = {
+        "window": (extracted or {}).get("window"),
+        "touched_sessions": (extracted or {}).get("touched_sessions", 0),
+        "touched_users": (extracted or {}).get("touched_users", 0),
+        **{name: value for name, value in results.items() if value is not None},
+    }
+    log.info("Run summary: %s", json.dumps(summary, default=str))
+    if extracted:
+        remove_folder(extracted["folder"])
+    return summary
+
