@@ -145,6 +145,9 @@ class Fault:
             raise ApiError(400, "fault 'delay' must be a number of seconds >= 0")
         if status is None and not delay:
             raise ApiError(400, "a fault needs a 'status', a 'delay' or both")
+        for key, types in (("error_code", int | str), ("message", str), ("path_contains", str)):
+            if raw.get(key) is not None and not isinstance(raw[key], types):
+                raise ApiError(400, f"fault '{key}' has the wrong type")
         return cls(
             remaining=count,
             status=status,
@@ -192,7 +195,12 @@ class StandInServer(ThreadingHTTPServer):
     request_queue_size = 128  # benchmarks open many connections at once
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, data_dir: str | Path | None = None, *, quiet: bool = True
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        data_dir: str | Path | None = None,
+        *,
+        quiet: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         if self.data_dir is not None:
@@ -268,7 +276,7 @@ class StandInServer(ThreadingHTTPServer):
             return Reply(error.status, {"ok": False, "error": error.message})
 
     def handle_api(self, request: Request) -> Reply:
-        if self.keep_request_bodies:
+        if self.keep_request_bodies and request.body:
             with self._control_lock:
                 self._request_bodies.append(_best_effort_json(request.body))
         latency = self.settings["latency"]
@@ -319,7 +327,7 @@ class StandInServer(ThreadingHTTPServer):
     def _add_faults(self, request: Request) -> dict[str, Any]:
         raw = request.json_object().get("faults")
         if not isinstance(raw, list):
-            raise ApiError(400, "body must be {\"faults\": [...]}")
+            raise ApiError(400, 'body must be {"faults": [...]}')
         faults = [Fault.from_json(item) for item in raw]
         with self._control_lock:
             self._faults.extend(faults)
@@ -394,6 +402,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "devstack"
     sys_version = ""
+    # Headers and body go out in separate writes; with Nagle on, the body waits for the client's
+    # delayed ACK (~40 ms per response), which would dominate every benchmark.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self._handle()
@@ -455,7 +466,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         return len(payload)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: Any) -> None:
         if not self.server.quiet:
             super().log_message(format, *args)
 
@@ -464,7 +475,10 @@ def serve_in_thread(server: StandInServer) -> threading.Thread:
     """Run ``server`` on a daemon thread; stop it with ``server.stop()``."""
     # A short poll interval keeps shutdown() fast, which matters for restart tests.
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{server.service_name}-server", daemon=True
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name=f"{server.service_name}-server",
+        daemon=True,
     )
     thread.start()
     return thread

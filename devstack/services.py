@@ -170,6 +170,17 @@ def _create_aws_resources(stack: Stack) -> None:
     stack.queue_url, stack.dlq_url, stack.alerts_topic_arn = queue_url, dlq_url, topic_arn
 
 
+def recreate_queues(stack: Stack) -> None:
+    """Empty both queues, in-flight messages included (SQS allows one purge a minute)."""
+    sqs = stack.boto3_client("sqs")
+    for url in (stack.queue_url, stack.dlq_url):
+        sqs.delete_queue(QueueUrl=url)
+    urls = (stack.queue_url, stack.dlq_url)
+    _create_aws_resources(stack)
+    if (stack.queue_url, stack.dlq_url) != urls:
+        raise RuntimeError(f"queue URLs changed on re-creation: {urls} → {(stack.queue_url, stack.dlq_url)}")
+
+
 def start_stack(state_dir: str | Path, *, prefer_default_ports: bool = False) -> Stack:
     """Start every stand-in, wait until each answers, create the queues, write stack.json."""
     state = Path(state_dir).resolve()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from devstack.airflow_home import airflow_env, prepare_home
+from devstack.services import recreate_queues
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="leadflow-test-airflow-"))
 os.environ.update(airflow_env(AIRFLOW_HOME))
@@ -59,9 +60,7 @@ def clean_stack(stack, airflow_settings):
 
     with pymongo.MongoClient(stack.mongo_uri) as client:
         client.drop_database("leadflow")
-    sqs = stack.boto3_client("sqs")
-    for url in (stack.queue_url, stack.dlq_url):
-        sqs.purge_queue(QueueUrl=url)
+    recreate_queues(stack)
     for service in ("sheets", "openai", "whatsapp"):
         clients.reset(stack.control_url(service))
     for key in SPREADSHEET_VARIABLES:

@@ -42,7 +42,7 @@ USERS = [
 ]  # fmt: skip
 
 
-def _doc(n: int, user, session, when, role="user", intent=None) -> dict:  # noqa: ANN001
+def _doc(n: int, user, session, when, role="user", intent=None) -> dict:
     doc = {"_id": ObjectId(f"66000000000000000000{n:04d}"), "user_id": user, "role": role,
            "text": f"message {n}", "timestamp": when.astimezone(UTC) if when else None, "intent": intent}  # fmt: skip
     if session is not None:

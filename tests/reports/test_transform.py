@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from leadflow.reports.extract import _interaction_rows, _user_rows_from_docs
-from leadflow.reports.sheets import cell, frame_rows
 from leadflow.reports.pipeline import SPECS
+from leadflow.reports.sheets import cell, frame_rows
 from leadflow.reports.transform import consolidated_report, empty_users, session_report
 from tests.reports import fixture
 

@@ -1,0 +1,177 @@
+"""``interaction_reports`` end to end through ``dag.test()`` against the stand-ins."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import pymongo
+import pytest
+
+from devstack import clients
+from tests.helpers import all_spreadsheets, load_dag, task_instance, task_states
+from tests.reports import fixture
+
+SESSION_TITLE = "Leadflow — Session-wise report"
+LEADS_TITLE = "Leadflow — Consolidated report"
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_settings):
+    return load_dag("interaction_reports")
+
+
+@pytest.fixture
+def seeded(clean_stack):
+    with pymongo.MongoClient(clean_stack.mongo_uri) as client:
+        client.leadflow.users.insert_many(fixture.USERS)
+        client.leadflow.interactions.insert_many(fixture.INTERACTIONS)
+    return clean_stack
+
+
+def wipe_sheets(stack) -> None:
+    from airflow.models import Variable
+
+    clients.reset(stack.control_url("sheets"))
+    for key in ("leadflow_session_report_spreadsheet_id", "leadflow_consolidated_report_spreadsheet_id"):
+        Variable.delete(key)
+
+
+def run_hours(dag, hours: list[datetime]) -> None:
+    for hour in hours:
+        run = dag.test(logical_date=hour)
+        assert run.state == "success", (hour, task_states(run))
+
+
+def test_a_day_of_on_time_runs_gives_the_expected_sheets_and_is_idempotent(dag, seeded) -> None:
+    run_hours(dag, fixture.RUN_HOURS)
+    on_time = all_spreadsheets(seeded)
+
+    sessions = on_time[SESSION_TITLE]
+    assert list(sessions) == ["2026-11"]
+    tab = sessions["2026-11"]
+    assert tab["rows"][0] == fixture.SESSION_HEADER
+    expected_sessions = fixture.as_sheet_rows(fixture.EXPECTED_SESSIONS)
+    assert len(tab["rows"][1:]) == len(expected_sessions)
+    for got, want in zip(tab["rows"][1:], expected_sessions, strict=True):
+        assert got == pytest.approx(want), got
+    assert tab["frozen_rows"] == 1
+    assert tab["has_filter"]
+
+    leads = on_time[LEADS_TITLE]["Leads"]
+    assert leads["rows"][0] == fixture.CONSOLIDATED_HEADER
+    expected_leads = fixture.as_sheet_rows(fixture.EXPECTED_LEADS)
+    for got, want in zip(leads["rows"][1:], expected_leads, strict=True):
+        assert got == pytest.approx(want), got
+    assert len(leads["rows"]) == 1 + len(expected_leads)
+    # The formula-looking name is stored as text, not as a formula.
+    assert leads["rows"][1][1] == fixture.FORMULA_NAME
+
+    formats = " ".join(tab["formats"])
+    assert '"bold": true' in formats
+    assert "yyyy-mm-dd hh:mm" in formats
+
+    # Reverse order, then shuffled with some hours twice: the sheets end up identical.
+    wipe_sheets(seeded)
+    run_hours(dag, list(reversed(fixture.RUN_HOURS)))
+    assert all_spreadsheets(seeded) == on_time
+
+    wipe_sheets(seeded)
+    shuffled = [*fixture.RUN_HOURS, fixture.RUN_HOURS[2], fixture.RUN_HOURS[5], fixture.RUN_HOURS[0]]
+    random.Random(7).shuffle(shuffled)
+    run_hours(dag, shuffled)
+    assert all_spreadsheets(seeded) == on_time
+
+
+def test_rerun_updates_rows_in_place_and_leaves_other_rows_alone(dag, seeded) -> None:
+    run_hours(dag, [fixture.ist(20, 11, 0), fixture.ist(20, 15, 0)])  # S1, then S2
+    first = all_spreadsheets(seeded)[SESSION_TITLE]["2026-11"]["rows"]
+    assert [row[0] for row in first[1:]] == ["S1", "S2"]
+
+    # A late message lands in S1; re-running 11:00 rewrites S1 only, S2 is untouched.
+    with pymongo.MongoClient(seeded.mongo_uri) as client:
+        client.leadflow.interactions.insert_one(
+            {"user_id": fixture.U1, "session_id": "S1", "role": "user", "text": "late",
+             "timestamp": fixture.ist(20, 10, 59).astimezone(UTC), "intent": "Pricing"}
+        )  # fmt: skip
+    run_hours(dag, [fixture.ist(20, 11, 0)])
+    after = all_spreadsheets(seeded)[SESSION_TITLE]["2026-11"]["rows"]
+    assert len(after) == len(first)
+    assert after[1][6] == 5  # Messages of S1
+    assert after[2] == first[2]
+
+
+def test_an_hour_with_nothing_touched_skips_the_writes_quietly(dag, seeded) -> None:
+    run = dag.test(logical_date=fixture.ist(20, 18, 0))  # 17:00-18:00: no interactions
+    assert run.state == "success"
+    states = task_states(run)
+    assert states["nothing_touched"] == "success"
+    assert states["write_sessions"] == "skipped"
+    assert states["write_consolidated"] == "skipped"
+    assert states["finish"] == "success"
+    assert all_spreadsheets(seeded) == {}
+
+
+def test_a_manual_run_without_logical_date_covers_the_last_completed_hour(dag, clean_stack) -> None:
+    now = datetime.now(UTC)
+    from leadflow.reports.window import last_completed_hour
+
+    start, _ = last_completed_hour(now)
+    with pymongo.MongoClient(clean_stack.mongo_uri) as client:
+        client.leadflow.interactions.insert_many(
+            [
+                {"user_id": fixture.U1, "session_id": "in-window", "role": "user", "text": "hi",
+                 "timestamp": start + timedelta(minutes=5), "intent": None},
+                {"user_id": fixture.U1, "session_id": "too-old", "role": "user", "text": "hi",
+                 "timestamp": start - timedelta(hours=2), "intent": None},
+            ]
+        )  # fmt: skip
+    run = dag.test(logical_date=None)
+    assert run.state == "success"
+    rows = next(iter(all_spreadsheets(clean_stack)[SESSION_TITLE].values()))["rows"]
+    assert [row[0] for row in rows[1:]] == ["in-window"]
+
+
+def test_sheets_429_then_500_is_retried_and_the_sheets_are_still_right(dag, seeded) -> None:
+    run_hours(dag, [fixture.ist(20, 11, 0)])
+    clients.inject_faults(
+        seeded.control_url("sheets"),
+        [{"count": 1, "status": 429, "path_contains": "values:batchUpdate"},
+         {"count": 1, "status": 500, "path_contains": "values:batchUpdate"}],
+    )  # fmt: skip
+    run_hours(dag, [fixture.ist(20, 15, 0)])
+    statuses = [c["status"] for c in clients.calls(seeded.control_url("sheets")) if "values:batchUpdate" in c["path"]]
+    assert 429 in statuses
+    assert 500 in statuses
+    rows = all_spreadsheets(seeded)[SESSION_TITLE]["2026-11"]["rows"]
+    assert [row[0] for row in rows[1:]] == ["S1", "S2"]
+
+
+def test_mongo_unreachable_fails_with_a_clear_error_after_retries_and_alerts_once(dag, seeded) -> None:
+    from tests.alerts import alert_inbox
+
+    dead = json.dumps({"conn_type": "mongo", "host": "127.0.0.1", "port": 9, "schema": "leadflow",
+                       "extra": {"serverSelectionTimeoutMS": 300, "connectTimeoutMS": 300}})  # fmt: skip
+    saved = {t.task_id: (t.retries, t.retry_delay) for t in dag.tasks}
+    for t in dag.tasks:  # one quick retry instead of the production backoff
+        t.retries, t.retry_delay = 1, timedelta(0)
+    try:
+        with alert_inbox(seeded) as inbox, mock.patch.dict(os.environ, {"AIRFLOW_CONN_MONGO_DEFAULT": dead}):
+            run = dag.test(logical_date=fixture.ist(20, 11, 0))
+            alerts = inbox.read()
+    finally:
+        for t in dag.tasks:
+            t.retries, t.retry_delay = saved[t.task_id]
+    assert run.state == "failed"
+    ti = task_instance(run, "ensure_indexes")  # the first task that needs MongoDB
+    assert str(ti.state) == "failed"
+    assert ti.try_number == 2
+    assert task_states(run)["extract"] == "upstream_failed"
+    assert len(alerts) == 1, alerts
+    assert alerts[0]["task"] == "ensure_indexes"
+    assert alerts[0]["error_class"] == "ServerSelectionTimeoutError"
+    assert alerts[0]["try_number"] == 2
+    assert alerts[0]["log_url"].startswith("http://localhost:8080/dags/interaction_reports/runs/")
