@@ -59,6 +59,11 @@ def request_bodies(base_url: str) -> list[Any]:
     return list(_control(base_url, "GET", "requests"))
 
 
+def spreadsheet_list(base_url: str) -> list[dict[str, Any]]:
+    """Every spreadsheet on the Sheets stand-in: ``spreadsheetId``, ``title``, tab titles."""
+    return list(_control(base_url, "GET", "spreadsheets"))
+
+
 def spreadsheet_state(base_url: str, spreadsheet_id: str) -> dict[str, Any]:
     """The Sheets stand-in's stored form of a spreadsheet, including formats and filters."""
     return dict(_control(base_url, "GET", f"spreadsheets/{spreadsheet_id}"))

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import requests
+from devstack import clients
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ def read_spreadsheet(stack, spreadsheet_id: str) -> dict[str, Any]:
         )
         .execute()
     )
-    state = requests.get(f"{stack.control_url('sheets')}/_control/spreadsheets/{spreadsheet_id}", timeout=10).json()
+    state = clients.spreadsheet_state(stack.control_url("sheets"), spreadsheet_id)
     formats = {s["properties"]["title"]: s.get("formats", []) for s in state["sheets"]}
     tabs = {}
     for sheet, value_range in zip(meta["sheets"], values["valueRanges"], strict=True):
@@ -103,13 +103,6 @@ def _without_ids(value: Any) -> Any:
 
 def all_spreadsheets(stack) -> dict[str, dict[str, Any]]:
     """Every spreadsheet on the stand-in, keyed by title (ids differ between wipes)."""
-    listing = requests.get(f"{stack.control_url('sheets')}/_control/spreadsheets", timeout=10).json()
-    ids = [item["spreadsheetId"] if isinstance(item, dict) else item for item in _listing_items(listing)]
+    ids = [item["spreadsheetId"] for item in clients.spreadsheet_list(stack.control_url("sheets"))]
     books = [read_spreadsheet(stack, sid) for sid in ids]
     return {book["title"]: book["tabs"] for book in books}
-
-
-def _listing_items(listing: Any) -> list[Any]:
-    if isinstance(listing, dict):
-        return listing.get("spreadsheets", [])
-    return listing
