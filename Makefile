@@ -54,3 +54,4 @@ mwaa-bundle: install
 
 clean:
 	rm -rf $(STATE) dist
+include make/tools.mk

@@ -35,6 +35,7 @@ def airflow_env(home: Path, api_port: int = API_PORT) -> dict[str, str]:
         "AIRFLOW__API_AUTH__JWT_SECRET": "leadflow-local-only-secret",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "devstack.sqlite_args.CONNECT_ARGS",
         # Where the UI's log links point; the log alert names it.
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]),
