@@ -28,24 +28,40 @@ on MWAA, the S3 intermediates). Variables `leadflow_session_report_spreadsheet_i
 `leadflow_report_share_with` (JSON list of emails), `leadflow_object_store_base`,
 `leadflow_report_lookback_minutes`, `leadflow_alerts_sns_topic_arn`.
 
+**Freshness.** A run still unfinished 20 minutes after it was queued (its scheduled time, for
+on-time runs) raises one "missed its deadline" alert on the alerts topic.
+
 **Run summary.** The `finish` task's return value (XCom tab) holds touched sessions/users, rows
 updated/added per report, Sheets calls and the data-quality counts; the same is in its log.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import os
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+from airflow.sdk import (
+    Asset,
+    AsyncCallback,
+    CronDataIntervalTimetable,
+    DeadlineAlert,
+    DeadlineReference,
+    dag,
+    task,
+)
 
+from leadflow.alerts import report_deadline_missed
 from leadflow.config import GOOGLE_SHEETS_POOL
 from leadflow.dag_defaults import default_args
 
 SESSION_SHEET = Asset(name="leadflow_session_report", uri="gsheets://leadflow/session-report")
 CONSOLIDATED_SHEET = Asset(name="leadflow_consolidated_report", uri="gsheets://leadflow/consolidated-report")
+
+# The sales team expects fresh sheets by 20 past the hour. Only the scheduler test shortens it.
+DEADLINE = timedelta(seconds=int(os.environ.get("LEADFLOW_REPORT_DEADLINE_SECONDS", "1200")))
 
 
 @dag(
@@ -56,6 +72,12 @@ CONSOLIDATED_SHEET = Asset(name="leadflow_consolidated_report", uri="gsheets://l
     default_args=default_args(),
     tags=["leadflow", "reports", "google-sheets"],
     doc_md=__doc__,
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=DEADLINE,
+        callback=AsyncCallback(report_deadline_missed),
+        name="report freshness",
+    ),
 )
 def interaction_reports() -> None:
     @task(task_display_name="Ensure MongoDB indexes")

@@ -17,7 +17,15 @@ def load_dag(dag_id: str):
 
     bag = DagBag(dag_folder=str(REPO / "dags" / f"{dag_id}.py"))
     assert not bag.import_errors, bag.import_errors
-    return bag.get_dag(dag_id)
+    return without_deadlines(bag.get_dag(dag_id))
+
+
+def without_deadlines(dag):
+    """``dag.test()`` in Airflow 3.3.1 fails on a DAG with a DeadlineAlert (it looks the alert up
+    by an id that only exists once the scheduler's DAG processor has stored it); deadlines are a
+    scheduler feature anyway, tested through the real scheduler in test_backfill."""
+    dag.deadline = None
+    return dag
 
 
 def run_dag(dag, logical_date: datetime | None):

@@ -13,7 +13,8 @@ import pytest
 from devstack.airflow_home import prepare_home
 from devstack.run import airflow_components
 from devstack.services import free_port
-from tests.helpers import all_spreadsheets
+from tests.alerts import alert_inbox
+from tests.helpers import all_spreadsheets, load_dag
 from tests.reports import fixture
 from tests.reports.test_dag import run_hours, wipe_sheets
 
@@ -44,14 +45,15 @@ def json_output(stdout: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_backfill_through_the_scheduler_matches_on_time_runs(tmp_path, clean_stack) -> None:
-    from airflow.dag_processing.dagbag import DagBag
-
+def test_backfill_through_the_scheduler_matches_on_time_runs_and_late_runs_alert(tmp_path, clean_stack) -> None:
+    """One scheduler session checks two things that need a real scheduler and triggerer:
+    the backfilled sheets equal the on-time ones, and (with a 2-second freshness deadline,
+    which every run here misses) each late run raises exactly one deadline alert."""
     with pymongo.MongoClient(clean_stack.mongo_uri) as client:
         client.leadflow.users.insert_many(fixture.USERS)
         client.leadflow.interactions.insert_many(fixture.INTERACTIONS)
 
-    on_time_dag = DagBag(dag_folder="dags/interaction_reports.py").get_dag("interaction_reports")
+    on_time_dag = load_dag("interaction_reports")
     run_hours(on_time_dag, BACKFILL_RUNS)
     on_time = all_spreadsheets(clean_stack)
     wipe_sheets(clean_stack)
@@ -60,12 +62,13 @@ def test_backfill_through_the_scheduler_matches_on_time_runs(tmp_path, clean_sta
     env = prepare_home(tmp_path / "airflow", api_port=port)
     # The scheduler does not run a paused DAG's backfill runs; a fresh home pauses new DAGs.
     env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
+    env["LEADFLOW_REPORT_DEADLINE_SECONDS"] = "2"
     subprocess.run(
         [sys.executable, "-m", "devstack.airflow_settings", "--state-dir", clean_stack.state_dir], env=env, check=True
     )
     airflow_cli(env, "dags", "reserialize")
     airflow_cli(env, "dags", "pause", "whatsapp_followups")  # its sensor would only add load here
-    with airflow_components(env, tmp_path / "logs", port):
+    with alert_inbox(clean_stack) as inbox, airflow_components(env, tmp_path / "logs", port):
         # Logical dates are interval starts: 09:00 and 10:00 IST for the 10:00 and 11:00 runs.
         airflow_cli(
             env, "backfill", "create", "--dag-id", "interaction_reports", "--max-active-runs", "1",
@@ -81,5 +84,14 @@ def test_backfill_through_the_scheduler_matches_on_time_runs(tmp_path, clean_sta
                 break
             assert time.monotonic() < deadline, f"backfill did not finish: {states}"
             time.sleep(3)
+        alerts: list[dict] = []
+        late = {r["run_id"] for r in runs}
+        while not late <= {a.get("run") for a in alerts}:
+            assert time.monotonic() < deadline, f"deadline alerts missing: {alerts}"
+            alerts += inbox.read()
+            time.sleep(1)
     assert states == ["success"] * len(BACKFILL_RUNS), runs
     assert all_spreadsheets(clean_stack) == on_time
+    deadline_alerts = [a for a in alerts if a["run"] in late]
+    assert sorted(a["run"] for a in deadline_alerts) == sorted(late)  # one each, no repeats
+    assert all("missed its deadline" in a["_subject"] for a in deadline_alerts)
