@@ -348,7 +348,7 @@ Then point the environment at the new requirements.txt version (this restarts it
       --requirements-s3-path requirements.txt --requirements-s3-object-version "$REQUIREMENTS_VERSION"{plugins_flag}
 
 DAG-only changes need just the `aws s3 sync` line; MWAA picks them up without an update.
-See docs/deploy-mwaa.md for the connections, Variables, Secrets Manager, SQS and IAM set-up.
+See "Deploy to MWAA" in README.md for the connections, Variables, Secrets Manager, SQS and IAM set-up.
 """
 
 
