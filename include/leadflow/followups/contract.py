@@ -123,11 +123,11 @@ def _describe(error: ValidationError) -> str:
     """Field paths and messages, never the input values."""
     parts = []
     for item in error.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(str(p) for p in item["loc"]) or "body"
+        where = ".".join(str(p) for p in item["loc"])
         message = item["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
-        parts.append(f"{where}: {message}")
+        parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)[:500]
 
 

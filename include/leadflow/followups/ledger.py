@@ -130,24 +130,21 @@ class Ledger:
                 {"_id": key}, update, upsert=True, return_document=ReturnDocument.AFTER
             )
         except DuplicateKeyError:  # two upserts raced; the other one inserted first
-            doc = self.collection.find_one_and_update(
-                {"_id": key}, update, return_document=ReturnDocument.AFTER
-            )
+            doc = self.collection.find_one_and_update({"_id": key}, update, return_document=ReturnDocument.AFTER)
         assert doc is not None
         return doc
 
     def mark_sending(self, key: str) -> bool:
         """``pending -> sending``; False if the event is not ``pending`` (someone else has it)."""
         now = _now()
-        doc = self.collection.find_one_and_update(
+        result = self.collection.update_one(
             {"_id": key, "state": State.PENDING.value},
             {
                 "$set": {"state": State.SENDING.value, "sending_at": now, "updated_at": now},
                 "$inc": {"attempts": 1},
             },
-            projection={"_id": 1},
         )
-        return doc is not None
+        return result.modified_count == 1
 
     def mark_sent(self, key: str, *, wamid: str, send_mode: str) -> bool:
         """``sending -> sent`` (also over an ``unknown_outcome`` a redelivered copy recorded)."""
@@ -201,9 +198,10 @@ class Ledger:
         sqs_message_id: str,
         reason: str | None = None,
         error_code: str | None = None,
+        from_pending: bool = True,
         **fields: Any,
     ) -> tuple[bool, dict[str, Any] | None]:
-        """Record a final outcome reached before any send (from absent or ``pending`` only).
+        """Record a final outcome reached before any send: from absent, or from ``pending`` too.
 
         Returns ``(recorded, document)``; not recorded means the event already had another
         state (e.g. ``sent``), which is left untouched.
@@ -224,7 +222,7 @@ class Ledger:
         }
         try:
             doc = self.collection.find_one_and_update(
-                {"_id": key, "state": State.PENDING.value},
+                {"_id": key, "state": State.PENDING.value if from_pending else "(absent only)"},
                 update,
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
@@ -234,9 +232,19 @@ class Ledger:
             return False, self.get(key)
 
     def mark_dead_letter_sent(self, key: str, dlq_message_id: str) -> None:
-        self.collection.update_one(
-            {"_id": key}, {"$set": {"dlq_message_id": dlq_message_id, "updated_at": _now()}}
-        )
+        self.collection.update_one({"_id": key}, {"$set": {"dlq_message_id": dlq_message_id, "updated_at": _now()}})
+
+    def last_sent_by_user(self, user_ids: list[str]) -> dict[str, datetime]:
+        """The latest ``sent_at`` of each of ``user_ids`` that was ever sent a message."""
+        rows = self.collection.aggregate([
+            {"$match": {"user_id": {"$in": user_ids}, "state": State.SENT.value}},
+            {"$group": {"_id": "$user_id", "at": {"$max": "$sent_at"}}},
+        ])  # fmt: skip
+        return {
+            row["_id"]: row["at"] if row["at"].tzinfo else row["at"].replace(tzinfo=UTC)
+            for row in rows
+            if isinstance(row.get("at"), datetime)
+        }
 
     def last_sent_at(self, user_id: str) -> datetime | None:
         doc = self.collection.find_one(

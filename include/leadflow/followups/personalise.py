@@ -52,9 +52,7 @@ TASKS = {
 }
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_LINK = re.compile(
-    r"(https?://|www\.|\b[a-z0-9-]+\.(com|in|net|org|io|co|ly|me|app|link|info|biz)\b)", re.IGNORECASE
-)
+_LINK = re.compile(r"(https?://|www\.|\b[a-z0-9-]+\.(com|in|net|org|io|co|ly|me|app|link|info|biz)\b)", re.IGNORECASE)
 _SAFE_NAME = re.compile(r"^[^\W\d_]+(?:[ .'\-][^\W\d_]+)*\.?$")
 
 
@@ -143,14 +141,14 @@ def fallback_text(data: PromptData) -> str:
             f"Hi {name}, this is a reminder of your site visit on {data.visit_time_ist}. "
             "We look forward to seeing you; reply here if you need any help."
         )
-    interest = f" for the {data.configuration}" if data.configuration else ""
+    homes = f"{data.configuration} homes" if data.configuration else ""
     if data.event_type is EventType.COST_SHEET_FOLLOWUP:
         return (
-            f"Hi {name}, following up on the cost sheet{interest} we shared with you. "
-            "Reply here if you have any questions or would like to book a site visit."
+            f"Hi {name}, following up on the cost sheet{' for the ' + homes if homes else ''} we shared with "
+            "you. Reply here if you have any questions or would like to book a site visit."
         )
     return (
-        f"Hi {name}, thank you for your interest{interest}. "
+        f"Hi {name}, thank you for your interest{' in our ' + homes if homes else ''}. "
         "Reply here and our team will help you with the next steps."
     )
 
@@ -178,9 +176,7 @@ def validate_output(text: str, data: PromptData) -> tuple[str, str | None]:
     if DATA_OPEN in normalised or DATA_CLOSE in normalised or "{" in normalised:
         return normalised, "prompt_echo"
     if data.event_type is EventType.SITE_VISIT_REMINDER:
-        if data.scheduled_at is None or not all(
-            p.search(normalised) for p in _visit_time_patterns(data.scheduled_at)
-        ):
+        if data.scheduled_at is None or not all(p.search(normalised) for p in _visit_time_patterns(data.scheduled_at)):
             return normalised, "wrong_visit_time"
         if re.search(r"\b(cancel|postpon|reschedul)", normalised, re.IGNORECASE):
             return normalised, "contradicts_reminder"
@@ -226,12 +222,15 @@ class Personaliser:
         self.client = client
         self.model = model
         self.max_tokens = max_tokens
+        # The first ``client.chat`` imports every openai resource module (~2 s of CPU). Do it
+        # here, once, rather than in dozens of worker threads queueing on the import lock.
+        self._completions = client.chat.completions
 
     def personalise(self, data: PromptData) -> Personalised:
         import openai
 
         try:
-            response = self.client.chat.completions.create(
+            response = self._completions.create(
                 model=self.model,
                 messages=build_messages(data),
                 max_tokens=self.max_tokens,

@@ -129,6 +129,20 @@ class RetryPolicy:
     attempts: int = 4
     initial_wait: float = 0.5
     max_wait: float = 8.0
+    # After 131056 (pair rate limit) Meta accepts the next message to that user only after ~6 s.
+    pair_wait: float = 6.0
+
+    def wait(self) -> Callable[[Any], float]:
+        backoff = wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait)
+
+        def seconds(state: Any) -> float:
+            delay = backoff(state)
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, WhatsAppError) and error.code == PAIR_RATE_LIMIT:
+                delay = max(delay, self.pair_wait)
+            return delay
+
+        return seconds
 
 
 def text_payload(to: str, text: str) -> dict[str, Any]:
@@ -209,7 +223,7 @@ class WhatsAppClient:
 
         retrying = Retrying(
             stop=stop_after_attempt(self.retry.attempts),
-            wait=wait_exponential_jitter(initial=self.retry.initial_wait, max=self.retry.max_wait),
+            wait=self.retry.wait(),
             retry=retry_if_exception(lambda exc: isinstance(exc, WhatsAppError) and exc.transient),
             before_sleep=before_sleep,
             reraise=True,

@@ -1,0 +1,136 @@
+"""
+### WhatsApp follow-ups
+
+Sends buyers a personalised WhatsApp follow-up (site-visit reminder, cost-sheet follow-up,
+inquiry follow-up) for every event that lands on the SQS queue `leadflow-followups`
+(Variable `leadflow_followups_queue_url`), **at most once per `event_id`**.
+
+**How a run works**
+
+1. `receive_messages` waits (deferred, no worker slot) for messages: long polling, up to 10 per
+   receive and 20 receives per run (≤ 200 messages). Messages are *not* deleted here. The batch is
+   written to object storage (Variable `leadflow_object_store_base`); XCom only holds its path,
+   the count and the SQS message ids. No message within 10 minutes → the run ends **skipped**
+   (a quiet run: no failure, no alert) and the next one starts.
+2. `process_messages` handles the batch concurrently (Variable `leadflow_followup_concurrency`,
+   global send rate `leadflow_followup_send_rate_per_second`, never two messages to one buyer
+   within 6 s). Per message: validate → load the user → E.164 number → ledger check → text from
+   OpenAI (model in `leadflow_openai_model`; a fixed template text if OpenAI fails or writes
+   something unusable) → WhatsApp: free-form text (or the media with the text as caption) if the
+   buyer wrote to us in the last 24 h, else the approved template (`leadflow_whatsapp_templates`).
+   Each message is deleted from the queue only after its outcome is in the ledger.
+3. `alert_on_problems` sends one alert (SNS `leadflow_alerts_sns_topic_arn`) when the run
+   dead-lettered messages or had permanent send failures, with counts, reasons and event ids.
+4. `cleanup_batch` deletes the batch object (it holds the message bodies).
+
+**Where to look**
+
+* MongoDB `leadflow.followup_deliveries`, one document per `event_id`: `state` is `sent` (with
+  `wamid`), `skipped` (opted out), `dead_lettered` (with `reason`) or `failed` (with
+  `error_code`); `text` is the message that was (or would have been) sent; `text_source` says
+  `openai` or `fallback`. `pending`/`sending` mean in progress; an event stuck in `failed` with
+  `error_code: unknown_outcome` crashed mid-send and was *not* resent: check it by hand.
+* SQS `leadflow-followups-dlq`: bad or undeliverable messages, each with a `reason` attribute
+  (`invalid_json`, `invalid_contract`, `unknown_user`, `invalid_phone`, `send_failed_131026`, ...).
+  Fix the cause, then move them back to the main queue (already-sent events are never resent).
+* Transient trouble (rate limits, timeouts, WhatsApp/OpenAI 5xx) is retried; a message whose
+  send still fails stays in the queue and comes back later (after 5 receives SQS moves it to the
+  DLQ without a reason attribute).
+
+Trigger it by hand with `max_wait_seconds` set low to drain the queue without waiting.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Param, TriggerRule, dag, task
+
+from leadflow.config import AWS_CONN_ID
+from leadflow.dag_defaults import default_args
+from leadflow.followups.dag_settings import (
+    DAG_ID,
+    PROCESS_EXECUTION_TIMEOUT,
+    PROCESS_RETRIES,
+    PROCESS_RETRY_DELAY,
+    SENSOR_MAX_MESSAGES,
+    SENSOR_MAX_WAIT_SECONDS,
+    SENSOR_NUM_BATCHES,
+    SENSOR_POKE_INTERVAL_SECONDS,
+    SENSOR_TIMEOUT_GRACE_SECONDS,
+    SENSOR_WAIT_TIME_SECONDS,
+    VISIBILITY_TIMEOUT_S,
+)
+from leadflow.followups.sensor import FollowupsSqsSensor
+
+
+@dag(
+    dag_id=DAG_ID,
+    # Continuous: the next run starts as soon as one ends, and each run spends its idle time in a
+    # deferred long poll (no worker slot). A cron schedule would add up to a period of latency
+    # and either overlap runs or leave gaps; with max_active_runs=1 there is always exactly one
+    # consumer, so a message is never processed by two runs at once.
+    schedule="@continuous",
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=1),
+    default_args=default_args(),
+    params={
+        "max_wait_seconds": Param(
+            SENSOR_MAX_WAIT_SECONDS,
+            type="integer",
+            minimum=1,
+            maximum=3600,
+            description="How long a run waits for its first message before ending skipped.",
+        )
+    },
+    tags=["leadflow", "whatsapp", "followups", "sqs"],
+    doc_md=__doc__,
+)
+def whatsapp_followups():
+    receive = FollowupsSqsSensor(
+        task_id="receive_messages",
+        sqs_queue="{{ var.value.leadflow_followups_queue_url }}",
+        aws_conn_id=AWS_CONN_ID,
+        max_messages=SENSOR_MAX_MESSAGES,
+        num_batches=SENSOR_NUM_BATCHES,
+        wait_time_seconds=SENSOR_WAIT_TIME_SECONDS,
+        visibility_timeout=VISIBILITY_TIMEOUT_S,
+        delete_message_on_reception=False,
+        deferrable=True,
+        poke_interval=SENSOR_POKE_INTERVAL_SECONDS,
+        max_wait_seconds="{{ params.max_wait_seconds }}",
+        timeout=SENSOR_MAX_WAIT_SECONDS + SENSOR_TIMEOUT_GRACE_SECONDS,
+        # Only the deferral's hard timeout is softened to "skipped"; SQS errors still fail.
+        soft_fail=True,
+    )
+
+    @task(
+        retries=PROCESS_RETRIES,
+        retry_delay=PROCESS_RETRY_DELAY,
+        execution_timeout=PROCESS_EXECUTION_TIMEOUT,
+    )
+    def process_messages(batch: dict) -> dict:
+        from leadflow.followups.tasks import process_batch
+
+        return process_batch(batch)
+
+    @task(retries=2, retry_delay=timedelta(seconds=15))
+    def alert_on_problems(summary: dict, run_id: str | None = None) -> bool:
+        from leadflow.followups.tasks import alert_on_problems as alert
+
+        return alert(summary, run_id or "")
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=2, retry_delay=timedelta(seconds=15))
+    def cleanup_batch(ti=None) -> bool:
+        from leadflow.followups.tasks import cleanup_batch as cleanup
+
+        return cleanup(ti.xcom_pull(task_ids="receive_messages"))
+
+    summary = process_messages(receive.output)
+    alert_on_problems(summary)
+    summary >> cleanup_batch()
+
+
+whatsapp_followups()

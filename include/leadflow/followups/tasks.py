@@ -1,0 +1,68 @@
+"""The bodies of the ``whatsapp_followups`` tasks (the DAG file only wires them together)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from leadflow.followups.dag_settings import DAG_ID
+
+log = logging.getLogger(__name__)
+
+
+class FollowupBatchError(RuntimeError):
+    """The batch hit errors no message-level handling covers; fail the task so it alerts."""
+
+
+def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """Process the stored batch; return the summary (counts and ids only)."""
+    from leadflow.followups.processor import build_processor
+    from leadflow.followups.sensor import read_batch
+
+    messages = read_batch(batch["batch_path"])
+    processor = build_processor()
+    try:
+        summary = processor.process(messages)
+    finally:
+        processor.whatsapp.close()
+    result = summary.as_dict()
+    log.info("Follow-up batch summary: %s", result)
+    if summary.fatal_error:
+        raise FollowupBatchError(f"{summary.fatal_error}; the batch's messages were left for redelivery")
+    if summary.errors:
+        raise FollowupBatchError(
+            f"{summary.errors} message(s) hit unexpected errors and were left for redelivery (see the log)"
+        )
+    return result
+
+
+def alert_on_problems(summary: dict[str, Any], run_id: str) -> bool:
+    """One alert per run that dead-lettered messages or had permanent send failures."""
+    from leadflow.alerts import publish_alert
+
+    dead_lettered, failed = int(summary.get("dead_lettered", 0)), int(summary.get("failed", 0))
+    if not dead_lettered and not failed:
+        return False
+    lines = {
+        "dag": DAG_ID,
+        "run": run_id,
+        "received": summary.get("received"),
+        "sent": summary.get("sent"),
+        "dead_lettered": dead_lettered,
+        "failed": failed,
+        "dead_letter_reasons": summary.get("dead_letter_reasons"),
+        "failure_codes": summary.get("failure_codes"),
+        "event_ids": summary.get("problem_event_ids"),
+        "where": "DLQ messages carry a 'reason' attribute; followup_deliveries has each event's outcome",
+    }
+    subject = f"[leadflow] {DAG_ID}: {dead_lettered} dead-lettered, {failed} failed"
+    return publish_alert(subject, lines)
+
+
+def cleanup_batch(batch: dict[str, Any] | None) -> bool:
+    """Delete the batch object (it holds message bodies); nothing to do on a quiet run."""
+    from leadflow.followups.sensor import delete_batch
+
+    if not batch or not batch.get("batch_path"):
+        return False
+    return delete_batch(batch["batch_path"])
