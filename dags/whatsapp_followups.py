@@ -91,6 +91,7 @@ from leadflow.followups.sensor import FollowupsSqsSensor
 def whatsapp_followups():
     receive = FollowupsSqsSensor(
         task_id="receive_messages",
+        task_display_name="Wait for follow-up events (SQS)",
         sqs_queue="{{ var.value.leadflow_followups_queue_url }}",
         aws_conn_id=AWS_CONN_ID,
         max_messages=SENSOR_MAX_MESSAGES,
@@ -107,6 +108,7 @@ def whatsapp_followups():
     )
 
     @task(
+        task_display_name="Validate, personalise and send",
         retries=PROCESS_RETRIES,
         retry_delay=PROCESS_RETRY_DELAY,
         execution_timeout=PROCESS_EXECUTION_TIMEOUT,
@@ -116,13 +118,18 @@ def whatsapp_followups():
 
         return process_batch(batch)
 
-    @task(retries=2, retry_delay=timedelta(seconds=15))
+    @task(task_display_name="Alert on dead letters", retries=2, retry_delay=timedelta(seconds=15))
     def alert_on_problems(summary: dict, run_id: str | None = None) -> bool:
         from leadflow.followups.tasks import alert_on_problems as alert
 
         return alert(summary, run_id or "")
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, retries=2, retry_delay=timedelta(seconds=15))
+    @task(
+        task_display_name="Delete the batch object",
+        trigger_rule=TriggerRule.ALL_DONE,
+        retries=2,
+        retry_delay=timedelta(seconds=15),
+    )
     def cleanup_batch(ti=None) -> bool:
         from leadflow.followups.tasks import cleanup_batch as cleanup
 
