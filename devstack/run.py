@@ -22,7 +22,7 @@ from pathlib import Path
 import requests
 
 from devstack.airflow_home import LOCAL_PASSWORD, LOCAL_USER, prepare_home
-from devstack.services import Stack, start_stack, stop_stack
+from devstack.services import Stack, start_stack, stop_stack, wait_for_stop_signal
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 HEALTH_TIMEOUT_S = 180
@@ -123,16 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         queue_demo_events(stack)
         with airflow_components(env, state / "airflow" / "logs" / "components", args.port):
             print(banner(stack, state, args.port), flush=True)
-            stop = False
-
-            def _stop(*_: object) -> None:
-                nonlocal stop
-                stop = True
-
-            signal.signal(signal.SIGINT, _stop)
-            signal.signal(signal.SIGTERM, _stop)
-            while not stop:
-                time.sleep(0.5)
+            wait_for_stop_signal()
             print("stopping…", flush=True)
     finally:
         stop_stack(stack)

@@ -253,9 +253,8 @@ def running_stack(state_dir: str | Path, **kwargs: bool) -> Iterator[Stack]:
         stop_stack(stack)
 
 
-def _serve_forever(args: argparse.Namespace) -> None:
-    stack = start_stack(args.state_dir, prefer_default_ports=True)
-    print(json.dumps({"stack": asdict(stack)}, indent=2), flush=True)
+def wait_for_stop_signal() -> None:
+    """Block until Ctrl-C or SIGTERM, so the caller's clean-up (finally/with) always runs."""
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -264,9 +263,15 @@ def _serve_forever(args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    while not stopping:
+        time.sleep(0.5)
+
+
+def _serve_forever(args: argparse.Namespace) -> None:
+    stack = start_stack(args.state_dir, prefer_default_ports=True)
+    print(json.dumps({"stack": asdict(stack)}, indent=2), flush=True)
     try:
-        while not stopping:
-            time.sleep(0.5)
+        wait_for_stop_signal()
     finally:
         stop_stack(stack)
 

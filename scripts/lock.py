@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -28,20 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CONSTRAINTS = REPO / "constraints.txt"
 MARKER = "# leadflow additions"
-PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def pins(text: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for line in text.splitlines():
-        match = PIN.match(line)
-        if match and not line.lstrip().startswith("#"):
-            found[canonical(match[1])] = match[2]
-    return found
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mwaa_bundle import PIN  # noqa: E402 - one parser for pins, shared with the bundle
+from mwaa_bundle import read_pins_text as pins  # noqa: E402
+from packaging.utils import canonicalize_name as canonical  # noqa: E402
 
 
 def split(text: str) -> tuple[str, str, list[str]]:
@@ -90,7 +79,7 @@ def additions_for(resolved: list[str], official: str) -> list[str]:
     lines = []
     for line in resolved:
         match = PIN.match(line)
-        name, version = canonical(match[1]), match[2]
+        name, version = canonical(match[1]), match[3]
         if name in official_pins:
             if official_pins[name] != version:
                 sys.exit(f"lock: {line} resolved against the official pin {name}=={official_pins[name]}?")
