@@ -104,8 +104,20 @@ def test_rerun_updates_rows_in_place_and_leaves_other_rows_alone(dag, seeded) ->
     assert after[2] == first[2]
 
 
+def test_a_successful_run_raises_no_alert(dag, seeded) -> None:
+    from tests.alerts import alert_inbox
+
+    with alert_inbox(seeded) as inbox:
+        run_hours(dag, [fixture.ist(20, 11, 0)])
+        assert inbox.read() == []
+
+
 def test_an_hour_with_nothing_touched_skips_the_writes_quietly(dag, seeded) -> None:
-    run = dag.test(logical_date=fixture.ist(20, 18, 0))  # 17:00-18:00: no interactions
+    from tests.alerts import alert_inbox
+
+    with alert_inbox(seeded) as inbox:
+        run = dag.test(logical_date=fixture.ist(20, 18, 0))  # 17:00-18:00: no interactions
+        assert inbox.read() == []  # a quiet hour is not a problem
     assert run.state == "success"
     states = task_states(run)
     assert states["nothing_touched"] == "success"
