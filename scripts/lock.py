@@ -28,26 +28,16 @@ REPO = Path(__file__).resolve().parent.parent
 CONSTRAINTS = REPO / "constraints.txt"
 MARKER = "# leadflow additions"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mwaa_bundle import PIN  # noqa: E402 - one parser for pins, shared with the bundle
+from mwaa_bundle import PIN, BundleError, constraints_sections  # noqa: E402 - one parser, shared with the bundle
 from mwaa_bundle import read_pins_text as pins  # noqa: E402
 from packaging.utils import canonicalize_name as canonical  # noqa: E402
 
 
 def split(text: str) -> tuple[str, str, list[str]]:
-    """(official part, the additions' comment header, the additions' pin lines)."""
-    lines = text.splitlines(keepends=True)
     try:
-        marker = next(i for i, line in enumerate(lines) if line.startswith(MARKER))
-    except StopIteration:
-        sys.exit(f"lock: {CONSTRAINTS.name} has no line starting with {MARKER!r}")
-    start = marker
-    while start > 0 and lines[start - 1].startswith("# ---"):
-        start -= 1
-    end = marker
-    while end < len(lines) and lines[end].startswith("#"):
-        end += 1
-    additions = [line.strip() for line in lines[end:] if line.strip() and not line.lstrip().startswith("#")]
-    return "".join(lines[:start]), "".join(lines[start:end]), additions
+        return constraints_sections(text)
+    except BundleError as error:
+        sys.exit(f"lock: {error}")
 
 
 def uv_binary(python: Path) -> str:

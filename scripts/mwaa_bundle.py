@@ -85,8 +85,8 @@ def read_pins(path: Path) -> dict[str, str]:
     return read_pins_text(path.read_text())
 
 
-def split_constraints(text: str) -> tuple[str, list[str]]:
-    """(official part, the pin lines of the leadflow additions section) of constraints.txt."""
+def constraints_sections(text: str) -> tuple[str, str, list[str]]:
+    """(official part, the additions' header comment, the additions' pin lines) of constraints.txt."""
     lines = text.splitlines(keepends=True)
     try:
         marker = next(i for i, line in enumerate(lines) if line.startswith(ADDITIONS_MARKER))
@@ -98,8 +98,14 @@ def split_constraints(text: str) -> tuple[str, list[str]]:
     end = marker
     while end < len(lines) and lines[end].startswith("#"):
         end += 1
-    additions = [line.strip() for line in lines[end:] if line.strip() and not line.startswith("#")]
-    return "".join(lines[:start]), additions
+    additions = [line.strip() for line in lines[end:] if line.strip() and not line.lstrip().startswith("#")]
+    return "".join(lines[:start]), "".join(lines[start:end]), additions
+
+
+def split_constraints(text: str) -> tuple[str, list[str]]:
+    """(official part, the pin lines of the leadflow additions section) of constraints.txt."""
+    official, _header, additions = constraints_sections(text)
+    return official, additions
 
 
 def requirement_lines(path: Path) -> list[Requirement]:
