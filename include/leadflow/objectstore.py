@@ -8,7 +8,6 @@ its own objects, and the run's last task removes the folder. XCom carries only t
 from __future__ import annotations
 
 import gzip
-import io
 from collections.abc import Iterable
 from urllib.parse import quote
 
@@ -16,6 +15,8 @@ import pandas as pd
 from airflow.sdk import ObjectStoragePath
 
 from leadflow.config import AWS_CONN_ID, DEFAULT_OBJECT_STORE_BASE, VAR_OBJECT_STORE_BASE
+
+SLICE_ROWS = 20_000
 
 
 def run_folder(dag_id: str, run_id: str, base: str | None = None) -> ObjectStoragePath:
@@ -39,20 +40,21 @@ def _path(url: str) -> ObjectStoragePath:
 # a str configuration), which the transforms must see as they are to count them; Parquet would
 # force one type per column.
 def write_frame(frame: pd.DataFrame, path: ObjectStoragePath) -> str:
-    data = frame.to_json(orient="records", lines=True, date_format="iso", date_unit="us")
-    with path.open("wb") as handle:
-        handle.write(gzip.compress((data or "").encode(), compresslevel=3))
+    # Streamed slice by slice: a whole frame's JSON text would cost several times the frame.
+    with path.open("wb") as handle, gzip.open(handle, "wt", compresslevel=3, encoding="utf-8") as text:
+        for start in range(0, len(frame), SLICE_ROWS):
+            part = frame.iloc[start : start + SLICE_ROWS]
+            text.write(part.to_json(orient="records", lines=True, date_format="iso", date_unit="us"))
     return str(path)
 
 
 def read_frame(url: str, datetime_columns: Iterable[str] = (), columns: list[str] | None = None) -> pd.DataFrame:
-    with _path(url).open("rb") as handle:
-        text = gzip.decompress(handle.read()).decode()
-    frame = (
-        pd.read_json(io.StringIO(text), lines=True, dtype=False, convert_dates=False)
-        if text.strip()
-        else pd.DataFrame(columns=columns or [])
-    )
+    with _path(url).open("rb") as handle, gzip.open(handle, "rt", encoding="utf-8") as text:
+        if not text.read(1):
+            return pd.DataFrame(columns=columns or [])
+    with _path(url).open("rb") as handle, gzip.open(handle, "rt", encoding="utf-8") as text:
+        reader = pd.read_json(text, lines=True, dtype=False, convert_dates=False, chunksize=SLICE_ROWS)
+        frame = pd.concat(list(reader), ignore_index=True)
     for column in datetime_columns:
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     return frame
