@@ -250,6 +250,36 @@ def _pie(categories: list[str], values: list[float], width: int, height: int) ->
     return out
 
 
+def _nice_scale(peak: float) -> tuple[float, float]:
+    """An axis maximum and tick step a person would draw (1, 2 or 5 times a power of ten)."""
+    if peak <= 0:
+        return 1.0, 1.0
+    raw = peak / 4
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    if peak <= 4:
+        step = 1.0
+    return math.ceil(peak / step) * step, step
+
+
+def _value_grid(
+    peak: float, tick: float, horizontal: bool, left: float, top: float, plot_w: float, plot_h: float
+) -> list[str]:
+    out = []
+    for k in range(round(peak / tick) + 1):
+        value = tick * k
+        share = value / peak
+        if horizontal:
+            x = left + plot_w * share
+            out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" class="grid"/>')
+            out.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle" class="tick">{value:g}</text>')
+        else:
+            y = top + plot_h - plot_h * share
+            out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" class="grid"/>')
+            out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{value:g}</text>')
+    return out
+
+
 def _bars(
     categories: list[str], series: list[tuple[str, list[float]]], basic: dict[str, Any], axes: dict[str, str],
     width: int, height: int,
@@ -262,7 +292,8 @@ def _bars(
     if not categories or not series:
         return ['<text x="20" y="40" class="empty">No data</text>']
     totals = [sum(s[1][i] for s in series) for i in range(len(categories))]
-    peak = max(totals if stacked else [v for s in series for v in s[1]] + [0]) or 1
+    peak, tick = _nice_scale(max(totals if stacked else [v for s in series for v in s[1]] + [0]))
+    out += _value_grid(peak, tick, horizontal, left, top, plot_w, plot_h)
     step = (plot_h if horizontal else plot_w) / len(categories)
     band = step * 0.7 / (1 if stacked else len(series))
     for i, category in enumerate(categories):
@@ -292,16 +323,6 @@ def _bars(
             out.append(f'<text x="{left + label_at:.1f}" y="{top + plot_h + 14}" text-anchor="end" class="tick" '
                        f'transform="rotate(-35 {left + label_at:.1f} {top + plot_h + 14})">'
                        f"{_esc(category)}</text>")  # fmt: skip
-    for k in range(5):  # value gridlines and ticks
-        value = peak * k / 4
-        if horizontal:
-            x = left + plot_w * k / 4
-            out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" class="grid"/>')
-            out.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle" class="tick">{value:g}</text>')
-        else:
-            y = top + plot_h - plot_h * k / 4
-            out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" class="grid"/>')
-            out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{value:g}</text>')
     domain_title = axes.get("LEFT_AXIS" if horizontal else "BOTTOM_AXIS", "")
     value_title = axes.get("BOTTOM_AXIS" if horizontal else "LEFT_AXIS", "")
     x_title, y_title = (value_title, domain_title) if horizontal else (domain_title, value_title)
@@ -443,6 +464,7 @@ def render(books: Sequence[Spreadsheet], now: datetime | None = None) -> str:
 
 def write_view(data_dir: Path, out: Path | None = None, now: datetime | None = None) -> Path:
     books = load_spreadsheets(data_dir) if data_dir.is_dir() else []
+    books.sort(key=lambda book: (str(book.properties.get("title", "")), book.spreadsheet_id))
     target = out or data_dir / "index.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render(books, now), encoding="utf-8")

@@ -254,7 +254,7 @@ PER_DAY_AT, BY_INTENT_AT, BY_HOUR_AT = (SESSION_PIVOTS_ROW, 0), (SESSION_PIVOTS_
 def session_pivots(month_id: int, dash_id: int) -> list[dict[str, Any]]:
     columns = SESSION_COLUMNS
     source = _grid(month_id, 0, 0, end_col=len(columns))
-    key, start = _col(columns, "Session ID"), _col(columns, "Session Start")
+    key, start, intent = (_col(columns, name) for name in ("Session ID", "Session Start", "Intent Detected"))
     filters = [_not_blank(key)]
     per_day = {
         "source": source,
@@ -266,10 +266,11 @@ def session_pivots(month_id: int, dash_id: int) -> list[dict[str, Any]]:
     by_intent = {
         "source": source,
         # Most frequent intent first: sort the rows by their count.
-        "rows": [{"sourceColumnOffset": _col(columns, "Intent Detected"), "label": "Intent", "showTotals": False,
+        "rows": [{"sourceColumnOffset": intent, "label": "Intent", "showTotals": False,
                   "sortOrder": "DESCENDING", "valueBucket": {"valuesIndex": 0}}],
         "values": [_count(key, "Sessions")],
-        "filterSpecs": filters,
+        # Sessions with no detected intent would be a nameless slice: left out (the note says so).
+        "filterSpecs": [*filters, _not_blank(intent)],
     }  # fmt: skip
     by_hour = {
         "source": source,
@@ -283,6 +284,10 @@ def session_pivots(month_id: int, dash_id: int) -> list[dict[str, Any]]:
         _pivot_cell(dash_id, *BY_INTENT_AT, by_intent),
         _pivot_cell(dash_id, *BY_HOUR_AT, by_hour),
     ]
+
+
+def month_note(month: str) -> str:
+    return f"From the latest month tab, {month}; updates itself as sessions are added. Intents: sessions with one."
 
 
 def sessions_build(tabs: Mapping[str, int], month: str) -> list[dict[str, Any]]:
@@ -302,7 +307,7 @@ def sessions_build(tabs: Mapping[str, int], month: str) -> list[dict[str, Any]]:
     }
     return [
         _text_cells(dash, 0, 0, [("Sales dashboard — chat sessions", HEADING)]),
-        _text_cells(dash, 1, 0, [(f"Latest month tab: {month}. Updates itself as sessions are added.", NOTE)]),
+        _text_cells(dash, 1, 0, [(month_note(month), NOTE)]),
         *session_pivots(tabs[month], dash),
         _chart(chart_id, dash, (3, 10), per_day),
         _chart(chart_id + 1, dash, (21, 10), by_intent),
@@ -349,7 +354,7 @@ def plan(
     if exists and not rebuild:
         if kind == "sessions" and latest in tabs_added:
             return DashboardPlan("repoint", [_text_cells(dash_id, 1, 0, [(
-                f"Latest month tab: {latest}. Updates itself as sessions are added.", NOTE)]),
+                month_note(latest), NOTE)]),
                 *session_pivots(tabs[latest], dash_id)])  # fmt: skip
         return DashboardPlan(None, [])
     taken = {t for t, sid in tabs.items() if sid != dash_id}
