@@ -31,6 +31,10 @@ on MWAA, the S3 intermediates). Variables `leadflow_session_report_spreadsheet_i
 **Freshness.** A run still unfinished 20 minutes after it was queued (its scheduled time, for
 on-time runs) raises one "missed its deadline" alert on the alerts topic.
 
+**Dashboard.** The first run that finds no `Dashboard` tab builds one in each spreadsheet (pivot
+tables and charts Sheets keeps up to date itself); later runs leave it alone. Trigger a run with
+`rebuild_dashboard` = true to delete and rebuild it.
+
 **Run summary.** The `finish` task's return value (XCom tab) holds touched sessions/users, rows
 updated/added per report, Sheets calls and the data-quality counts; the same is in its log.
 """
@@ -49,6 +53,7 @@ from airflow.sdk import (
     CronDataIntervalTimetable,
     DeadlineAlert,
     DeadlineReference,
+    Param,
     dag,
     task,
 )
@@ -78,6 +83,11 @@ DEADLINE = timedelta(seconds=int(os.environ.get("LEADFLOW_REPORT_DEADLINE_SECOND
         callback=AsyncCallback(report_deadline_missed),
         name="report freshness",
     ),
+    params={
+        "rebuild_dashboard": Param(
+            False, type="boolean", description="Delete and rebuild the Dashboard tab of both spreadsheets."
+        ),
+    },
 )
 def interaction_reports() -> None:
     @task(task_display_name="Ensure MongoDB indexes")
@@ -117,16 +127,16 @@ def interaction_reports() -> None:
         return transform_step("consolidated", extracted)
 
     @task(pool=GOOGLE_SHEETS_POOL, outlets=[SESSION_SHEET], task_display_name="Write session-wise sheet")
-    def write_sessions(transformed: dict[str, Any]) -> dict[str, Any]:
+    def write_sessions(transformed: dict[str, Any], **context: Any) -> dict[str, Any]:
         from leadflow.reports.pipeline import load_step
 
-        return load_step("sessions", transformed)
+        return load_step("sessions", transformed, context["params"]["rebuild_dashboard"])
 
     @task(pool=GOOGLE_SHEETS_POOL, outlets=[CONSOLIDATED_SHEET], task_display_name="Write consolidated sheet")
-    def write_consolidated(transformed: dict[str, Any]) -> dict[str, Any]:
+    def write_consolidated(transformed: dict[str, Any], **context: Any) -> dict[str, Any]:
         from leadflow.reports.pipeline import load_step
 
-        return load_step("consolidated", transformed)
+        return load_step("consolidated", transformed, context["params"]["rebuild_dashboard"])
 
     # none_failed: runs after a skip (nothing touched) but not after a failure, so a cleared
     # failed task still finds its inputs in the run folder.

@@ -40,7 +40,8 @@ def _is_number(value: Value) -> bool:
 def _as_datetime(value: Value) -> datetime | None:
     if not _is_number(value) or not math.isfinite(float(value)):  # type: ignore[arg-type]
         return None
-    return EPOCH + timedelta(days=float(value))  # type: ignore[arg-type]
+    # A double holds 10:00 as 09:59:59.99999: buckets go by the nearest second.
+    return EPOCH + timedelta(seconds=round(float(value) * 86400))  # type: ignore[arg-type]
 
 
 def _text(value: Value) -> str:

@@ -22,12 +22,18 @@ upsert reads anyway, even after someone renames it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from leadflow.config import REPORT_TIMEZONE
 from leadflow.reports.transform import CONSOLIDATED_COLUMNS, SESSION_COLUMNS
+
+if TYPE_CHECKING:
+    from leadflow.reports.sheets import ReportSpec, SheetsClient, UpsertResult
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["sessions", "consolidated"]
 Action = Literal["build", "rebuild", "repoint"]
@@ -383,6 +389,46 @@ def stale_rule_deletions(sheets: Sequence[Mapping[str, Any]], leads_id: int) -> 
     return []
 
 
+def _grid_key(rng: Mapping[str, Any]) -> tuple[Any, ...]:
+    # Google's JSON omits zero-valued fields (sheetId 0, startColumnIndex 0): compare with defaults.
+    return tuple(rng.get(k, 0) for k in ("sheetId", "startRowIndex", "startColumnIndex")) + tuple(
+        rng.get(k) for k in ("endRowIndex", "endColumnIndex")
+    )
+
+
 def _same_rule(rule: Mapping[str, Any], ours: list[dict[str, Any]]) -> bool:
     condition = rule.get("booleanRule", {}).get("condition")
-    return any(condition == mine["booleanRule"]["condition"] and rule.get("ranges") == mine["ranges"] for mine in ours)
+    ranges = [_grid_key(r) for r in rule.get("ranges", [])]
+    return any(
+        condition == mine["booleanRule"]["condition"] and ranges == [_grid_key(r) for r in mine["ranges"]]
+        for mine in ours
+    )
+
+
+def ensure_dashboard(
+    client: SheetsClient, kind: Kind, result: UpsertResult, spec: ReportSpec, rebuild: bool = False
+) -> dict[str, Any]:
+    """Build (or rebuild, or re-point) the dashboard if this run must; returns what it did.
+
+    Uses the tab list the upsert already read, so a run that finds the dashboard in place makes
+    no Sheets call here at all.
+    """
+    todo = plan(kind, result.tab_ids, result.tabs_added, spec.is_report_tab, rebuild)
+    if todo.action is None:
+        return {"action": None, "calls": 0}
+    before = sum(client.calls[k] for k in ("reads", "writes"))
+    requests = todo.requests
+    if todo.needs_rule_read:
+        meta = client.execute(
+            client.spreadsheets.get(
+                spreadsheetId=result.spreadsheet_id, fields="sheets(properties(sheetId),conditionalFormats)"
+            ),
+            "reads",
+        )
+        requests = stale_rule_deletions(meta.get("sheets", []), result.tab_ids["Leads"]) + requests
+    client.execute(
+        client.spreadsheets.batchUpdate(spreadsheetId=result.spreadsheet_id, body={"requests": requests}), "writes"
+    )
+    calls = sum(client.calls[k] for k in ("reads", "writes")) - before
+    log.info("Dashboard of the %s report: %s (%d requests, %d calls)", kind, todo.action, len(requests), calls)
+    return {"action": todo.action, "requests": len(requests), "calls": calls}
