@@ -24,6 +24,8 @@ from devstack.sheets_server.cells import (
 DEFAULT_ROW_COUNT = 1000
 DEFAULT_COLUMN_COUNT = 26
 CELL_LIMIT = 10_000_000
+# Embedded objects spreadsheets.get returns as stored (the rest stay internal).
+API_EMBEDDED = ("charts", "conditionalFormats")
 
 
 @dataclass
@@ -33,6 +35,8 @@ class Sheet:
     formats: list[dict[str, Any]] = field(default_factory=list)  # repeatCell formats, in order
     basic_filter: dict[str, Any] | None = None
     dimension_changes: list[dict[str, Any]] = field(default_factory=list)  # resize/size requests
+    # Charts, conditional formats, pivot tables: see devstack.sheets_server.embedded.
+    embedded: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sheet_id(self) -> int:
@@ -81,6 +85,7 @@ class Sheet:
             copy.deepcopy(self.formats),
             copy.deepcopy(self.basic_filter),
             copy.deepcopy(self.dimension_changes),
+            copy.deepcopy(self.embedded),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -90,6 +95,7 @@ class Sheet:
             "formats": self.formats,
             "basicFilter": self.basic_filter,
             "dimensionChanges": self.dimension_changes,
+            "embedded": self.embedded,
         }
 
     @classmethod
@@ -100,6 +106,7 @@ class Sheet:
             formats=raw.get("formats", []),
             basic_filter=raw.get("basicFilter"),
             dimension_changes=raw.get("dimensionChanges", []),
+            embedded=raw.get("embedded", {}),
         )
 
 
@@ -170,6 +177,7 @@ class Spreadsheet:
             item: dict[str, Any] = {"properties": copy.deepcopy(sheet.properties)}
             if sheet.basic_filter is not None:
                 item["basicFilter"] = copy.deepcopy(sheet.basic_filter)
+            item.update(copy.deepcopy({k: v for k, v in sheet.embedded.items() if k in API_EMBEDDED and v}))
             if include_grid_data:
                 sheet_ranges = [r for r in ranges if r.sheet is sheet] or [CellRange(sheet, 0, None, 0, None)]
                 item["data"] = [grid_data(r) for r in sheet_ranges]

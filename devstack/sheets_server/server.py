@@ -8,6 +8,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote
@@ -17,6 +18,7 @@ from devstack.sheets_server import batch
 from devstack.sheets_server.batch.sheets import add_sheet
 from devstack.sheets_server.cells import INPUT_OPTIONS, Cell, Skip, major_dimension, renderer, trim
 from devstack.sheets_server.dump import dump_command
+from devstack.sheets_server.embedded import refresh_pivots
 from devstack.sheets_server.model import CELL_LIMIT, CellRange, Spreadsheet, parse_range
 from devstack.sheets_server.persistence import load_spreadsheets, write_atomically
 from devstack.sheets_server.values import clear_values, value_range, write_values
@@ -144,6 +146,8 @@ class SheetsServer(StandInServer):
             self._commit(book)
 
     def _commit(self, book: Spreadsheet) -> None:
+        # Sheets redraws pivot tables whenever their sources change.
+        refresh_pivots(book, datetime.now(UTC))
         limit = self.settings["cell_limit"]
         if book.cell_count() > limit:
             raise ApiError(
