@@ -30,6 +30,7 @@ def leads(n: int, messages: int = 1) -> pd.DataFrame:
             "Messages": [messages] * n,
             "First Interaction": [last - pd.Timedelta(hours=1)] * n,
             "Last Interaction": [last - pd.Timedelta(minutes=i) for i in range(n)],
+            "Visit Status": [""] * n,
         }
     )
 
