@@ -381,7 +381,7 @@ def stale_rule_deletions(sheets: Sequence[Mapping[str, Any]], leads_id: int) -> 
     """On a rebuild: delete the Leads rules an earlier build added (matched by content), last first."""
     ours = leads_format_rules(leads_id)
     for sheet in sheets:
-        if sheet.get("properties", {}).get("sheetId") != leads_id:
+        if sheet.get("properties", {}).get("sheetId", 0) != leads_id:  # proto3 JSON omits a 0 id
             continue
         rules = sheet.get("conditionalFormats", [])
         indexes = [i for i, rule in enumerate(rules) if _same_rule(rule, ours)]
