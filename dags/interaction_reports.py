@@ -28,8 +28,9 @@ on MWAA, the S3 intermediates). Variables `leadflow_session_report_spreadsheet_i
 `leadflow_report_share_with` (JSON list of emails), `leadflow_object_store_base`,
 `leadflow_report_lookback_minutes`, `leadflow_alerts_sns_topic_arn`.
 
-**Freshness.** A run still unfinished 20 minutes after it was queued (its scheduled time, for
-on-time runs) raises one "missed its deadline" alert on the alerts topic.
+**Freshness.** The `interaction_reports_freshness` watchdog raises one "report is late" alert
+when a *scheduled* run has not succeeded 20 minutes (`leadflow_report_freshness_minutes`) after
+its scheduled time, and one "recovered" note when it lands; backfills and manual runs never alert.
 
 **Dashboard.** The first run that finds no `Dashboard` tab builds one in each spreadsheet (pivot
 tables and charts Sheets keeps up to date itself); later runs leave it alone. Trigger a run with
@@ -41,48 +42,29 @@ updated/added per report, Sheets calls and the data-quality counts; the same is 
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import (
-    Asset,
-    AsyncCallback,
-    CronDataIntervalTimetable,
-    DeadlineAlert,
-    DeadlineReference,
-    Param,
-    dag,
-    task,
-)
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
-from leadflow.alerts import report_deadline_missed
 from leadflow.config import GOOGLE_SHEETS_POOL
 from leadflow.dag_defaults import default_args
+from leadflow.reports.freshness import REPORT_CRON
 
 SESSION_SHEET = Asset(name="leadflow_session_report", uri="gsheets://leadflow/session-report")
 CONSOLIDATED_SHEET = Asset(name="leadflow_consolidated_report", uri="gsheets://leadflow/consolidated-report")
 
-# The sales team expects fresh sheets by 20 past the hour. Only the scheduler test shortens it.
-DEADLINE = timedelta(seconds=int(os.environ.get("LEADFLOW_REPORT_DEADLINE_SECONDS", "1200")))
-
 
 @dag(
-    schedule=CronDataIntervalTimetable("0 9-21 * * *", timezone="Asia/Kolkata"),
+    schedule=CronDataIntervalTimetable(REPORT_CRON, timezone="Asia/Kolkata"),
     start_date=datetime(2026, 11, 1, 9, tzinfo=ZoneInfo("Asia/Kolkata")),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
     tags=["leadflow", "reports", "google-sheets"],
     doc_md=__doc__,
-    deadline=DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=DEADLINE,
-        callback=AsyncCallback(report_deadline_missed),
-        name="report freshness",
-    ),
     params={
         "rebuild_dashboard": Param(
             False, type="boolean", description="Delete and rebuild the Dashboard tab of both spreadsheets."

@@ -70,8 +70,6 @@ def main() -> int:
             return 1
         results = {}
         reports = bag.get_dag("interaction_reports")
-        # dag.test() in Airflow 3.3.1 cannot handle a DeadlineAlert (a scheduler-only feature).
-        reports.deadline = None
         results["interaction_reports"] = reports.test(logical_date=demo_end()).state
         followups = bag.get_dag("whatsapp_followups")
         results["whatsapp_followups"] = followups.test().state

@@ -35,6 +35,7 @@ class Sheet:
     formats: list[dict[str, Any]] = field(default_factory=list)  # repeatCell formats, in order
     basic_filter: dict[str, Any] | None = None
     dimension_changes: list[dict[str, Any]] = field(default_factory=list)  # resize/size requests
+    protected_ranges: list[dict[str, Any]] = field(default_factory=list)
     # Charts, conditional formats, pivot tables: see devstack.sheets_server.embedded.
     embedded: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +86,7 @@ class Sheet:
             copy.deepcopy(self.formats),
             copy.deepcopy(self.basic_filter),
             copy.deepcopy(self.dimension_changes),
+            copy.deepcopy(self.protected_ranges),
             copy.deepcopy(self.embedded),
         )
 
@@ -95,6 +97,7 @@ class Sheet:
             "formats": self.formats,
             "basicFilter": self.basic_filter,
             "dimensionChanges": self.dimension_changes,
+            "protectedRanges": self.protected_ranges,
             "embedded": self.embedded,
         }
 
@@ -106,6 +109,7 @@ class Sheet:
             formats=raw.get("formats", []),
             basic_filter=raw.get("basicFilter"),
             dimension_changes=raw.get("dimensionChanges", []),
+            protected_ranges=raw.get("protectedRanges", []),
             embedded=raw.get("embedded", {}),
         )
 
@@ -116,6 +120,7 @@ class Spreadsheet:
     properties: dict[str, Any]
     sheets: list[Sheet] = field(default_factory=list)
     permissions: list[dict[str, Any]] = field(default_factory=list)
+    parents: list[str] = field(default_factory=list)  # Drive folders; set: the file is on a shared drive
 
     @property
     def url(self) -> str:
@@ -150,6 +155,7 @@ class Spreadsheet:
             copy.deepcopy(self.properties),
             [sheet.clone() for sheet in self.sheets],
             copy.deepcopy(self.permissions),
+            list(self.parents),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -158,6 +164,7 @@ class Spreadsheet:
             "properties": self.properties,
             "sheets": [sheet.to_json() for sheet in self.sheets],
             "permissions": self.permissions,
+            "parents": self.parents,
         }
 
     @classmethod
@@ -167,6 +174,7 @@ class Spreadsheet:
             properties=raw["properties"],
             sheets=[Sheet.from_json(sheet) for sheet in raw["sheets"]],
             permissions=raw.get("permissions", []),
+            parents=raw.get("parents", []),
         )
 
     def resource(self, ranges: Sequence[CellRange] = (), include_grid_data: bool = False) -> dict[str, Any]:
@@ -177,6 +185,8 @@ class Spreadsheet:
             item: dict[str, Any] = {"properties": copy.deepcopy(sheet.properties)}
             if sheet.basic_filter is not None:
                 item["basicFilter"] = copy.deepcopy(sheet.basic_filter)
+            if sheet.protected_ranges:
+                item["protectedRanges"] = copy.deepcopy(sheet.protected_ranges)
             item.update(copy.deepcopy({k: v for k, v in sheet.embedded.items() if k in API_EMBEDDED and v}))
             if include_grid_data:
                 sheet_ranges = [r for r in ranges if r.sheet is sheet] or [CellRange(sheet, 0, None, 0, None)]

@@ -48,8 +48,35 @@ _FAULT_MESSAGES = {
 }
 
 
+SPREADSHEET_MIME = "application/vnd.google-apps.spreadsheet"
+LOCAL_SHARED_DRIVE_FOLDER = "local-shared-drive-folder"  # a folder on a shared drive the stand-in knows
+# Google's answer to a service account creating a file outside a shared drive.
+_NO_QUOTA_MESSAGE = (
+    "Service Accounts do not have storage quota. Leverage shared drives "
+    "(https://developers.google.com/workspace/drive/api/guides/about-shareddrives), "
+    "or use OAuth delegation (http://support.google.com/a/answer/7281227) instead."
+)
 _PERMISSION_ROLES = {"owner", "organizer", "fileOrganizer", "writer", "commenter", "reader"}
 _PERMISSION_TYPES = {"user", "group", "domain", "anyone"}
+
+
+def _file_not_found(file_id: str) -> ApiError:
+    message = f"File not found: {file_id}."
+    error = {"message": message, "domain": "global", "reason": "notFound"}
+    errors = [{**error, "location": "fileId", "locationType": "parameter"}]
+    return ApiError(404, message, extra={"errors": errors})
+
+
+def _caller(value: Any) -> str:
+    if value not in ("service_account", "user"):
+        raise ValueError("must be 'service_account' or 'user'")
+    return str(value)
+
+
+def _folder_ids(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("must be a list of folder ids")
+    return list(value)
 
 
 def positive_int(value: Any) -> int:
@@ -64,6 +91,10 @@ class SheetsServer(StandInServer):
     settings_spec: ClassVar[dict[str, Setting]] = {
         **StandInServer.settings_spec,
         "cell_limit": Setting(CELL_LIMIT, positive_int),
+        # Who calls: a service account owns no My Drive storage, so it can only create files in a
+        # shared drive; "user" stands for an OAuth user (the stand-in's own API tests).
+        "caller": Setting("service_account", _caller),
+        "shared_drive_folders": Setting([LOCAL_SHARED_DRIVE_FOLDER], _folder_ids),
     }
 
     def __init__(
@@ -95,6 +126,7 @@ class SheetsServer(StandInServer):
             route("POST", rf"{sheets}/{sid}/values/([^/]+):clear", self._values_clear),
             route("GET", rf"{sheets}/{sid}/values/([^/]+)", self._values_get),
             route("PUT", rf"{sheets}/{sid}/values/([^/]+)", self._values_update),
+            route("POST", r"(?:/drive/v3)?/files", self._drive_create),
             route("POST", r"(?:/drive/v3)?/files/([^/]+)/permissions", self._create_permission),
             route("GET", r"(?:/drive/v3)?/files/([^/]+)/permissions", self._list_permissions),
         ]
@@ -162,6 +194,8 @@ class SheetsServer(StandInServer):
 
     def _create(self, request: Request) -> dict[str, Any]:
         body = request.json_object()
+        # spreadsheets.create puts the file in the caller's My Drive, which a service account lacks.
+        self._check_my_drive_quota()
         properties = {
             "title": "Untitled spreadsheet",
             "locale": "en_US",
@@ -318,18 +352,40 @@ class SheetsServer(StandInServer):
     def _drive_file(self, file_id: str) -> str:
         file_id = unquote(file_id)
         if file_id not in self._books:
-            message = f"File not found: {file_id}."
-            errors = [
-                {
-                    "message": message,
-                    "domain": "global",
-                    "reason": "notFound",
-                    "location": "fileId",
-                    "locationType": "parameter",
-                }
-            ]
-            raise ApiError(404, message, extra={"errors": errors})
+            raise _file_not_found(file_id)
         return file_id
+
+    def _check_my_drive_quota(self) -> None:
+        if self.settings["caller"] == "service_account":
+            errors = [{"message": _NO_QUOTA_MESSAGE, "domain": "usageLimits", "reason": "storageQuotaExceeded"}]
+            raise ApiError(403, _NO_QUOTA_MESSAGE, extra={"errors": errors})
+
+    def _shared_drive_file(self, request: Request, file_id: str) -> str:
+        """A file on a shared drive is invisible to calls without supportsAllDrives=true."""
+        file_id = self._drive_file(file_id)
+        if self._books[file_id].parents and request.param("supportsAllDrives") != "true":
+            raise _file_not_found(file_id)  # Drive answers as if the file did not exist
+        return file_id
+
+    def _drive_create(self, request: Request) -> dict[str, Any]:
+        body = request.json_object()
+        mime = body.get("mimeType")
+        if mime != SPREADSHEET_MIME:
+            raise ApiError(400, f"The stand-in only creates Google Sheets files (mimeType {SPREADSHEET_MIME})")
+        parents = body.get("parents") or []
+        if not isinstance(parents, list) or len(parents) > 1:
+            raise ApiError(400, "A file can have at most one parent.")
+        if not parents:
+            self._check_my_drive_quota()
+        elif parents[0] not in self.settings["shared_drive_folders"] or request.param("supportsAllDrives") != "true":
+            raise _file_not_found(parents[0])
+        properties = {"title": str(body.get("name") or "Untitled spreadsheet"), "locale": "en_US",
+                      "autoRecalc": "ON_CHANGE", "timeZone": "Etc/GMT"}  # fmt: skip
+        book = Spreadsheet(secrets.token_urlsafe(33), properties, parents=list(parents))
+        add_sheet(book, {"properties": {}})
+        with self._lock:
+            self._commit(book)
+        return {"kind": "drive#file", "id": book.spreadsheet_id, "name": properties["title"], "mimeType": mime}
 
     def _create_permission(self, request: Request, file_id: str) -> dict[str, Any]:
         body = request.json_object()
@@ -347,12 +403,12 @@ class SheetsServer(StandInServer):
             "role": role,
             **{key: body[key] for key in ("emailAddress", "domain") if body.get(key)},
         }
-        with self._mutate(self._drive_file(file_id)) as book:
+        with self._mutate(self._shared_drive_file(request, file_id)) as book:
             book.permissions.append(permission)
         return permission
 
-    def _list_permissions(self, _request: Request, file_id: str) -> dict[str, Any]:
-        book = self._book(self._drive_file(file_id))
+    def _list_permissions(self, request: Request, file_id: str) -> dict[str, Any]:
+        book = self._book(self._shared_drive_file(request, file_id))
         return {"kind": "drive#permissionList", "permissions": copy.deepcopy(book.permissions)}
 
     # -- control extras ----------------------------------------------------------------------------

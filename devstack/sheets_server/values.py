@@ -10,6 +10,9 @@ from devstack.sheets_server.a1 import column_letters
 from devstack.sheets_server.cells import Cell, Skip, transpose
 from devstack.sheets_server.model import CellRange, raw_cells
 
+MAX_CELL_CHARS = 50_000
+CELL_TOO_LONG = "Your input contains more than the maximum of 50000 characters in a single cell."
+
 
 def value_range(rng: CellRange, render: Callable[[Cell], Any], major: str) -> dict[str, Any]:
     out: dict[str, Any] = {"range": rng.a1(), "majorDimension": major}
@@ -47,6 +50,8 @@ def write_values(rng: CellRange, values: Any, major: str, convert: Callable[[Any
                 value = convert(raw)
             except ValueError as exc:
                 raise ApiError(400, f"Invalid values[{r}][{c}]: {exc}") from None
+            if isinstance(value, str) and len(value) > MAX_CELL_CHARS:
+                raise ApiError(400, CELL_TOO_LONG)
             if not isinstance(value, Skip):
                 sheet.set_cell(rng.start_row + r, rng.start_col + c, value)
                 updated += 1

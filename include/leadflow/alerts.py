@@ -52,27 +52,6 @@ def publish_alert(subject: str, lines: dict[str, Any], aws_conn_id: str = AWS_CO
     return sent
 
 
-async def report_deadline_missed(context: dict[str, Any], **_: Any) -> None:
-    """DeadlineAlert callback (runs in the triggerer): a report run is late, say so once."""
-    import asyncio
-    from urllib.parse import quote
-
-    from airflow.sdk import conf
-
-    run = context.get("dag_run") or {}
-    dag_id, run_id = run.get("dag_id", "?"), run.get("dag_run_id", "?")
-    base_url = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
-    lines = {
-        "dag": dag_id,
-        "run": run_id,
-        "state": run.get("state"),
-        "deadline": (context.get("deadline") or {}).get("deadline_time"),
-        "run_url": f"{base_url}/dags/{dag_id}/runs/{quote(run_id)}",
-    }
-    # publish_alert is blocking (boto3, requests): keep it off the triggerer's event loop.
-    await asyncio.to_thread(publish_alert, f"[leadflow] {dag_id} run {run_id} missed its deadline", lines)
-
-
 class FailureAlert(BaseNotifier):
     """Task failure notifier (use as ``on_failure_callback``)."""
 

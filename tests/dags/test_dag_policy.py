@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import REPO
 
 DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAG_IDS = {"interaction_reports", "whatsapp_followups"}
+EXPECTED_DAG_IDS = {"interaction_reports", "interaction_reports_freshness", "whatsapp_followups"}
 
 
 @pytest.fixture(scope="module")

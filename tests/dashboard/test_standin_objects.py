@@ -16,6 +16,7 @@ from google.auth.credentials import AnonymousCredentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
+from devstack import clients
 from devstack._http import serve_in_thread
 from devstack.sheets_server import SheetsServer
 from devstack.sheets_view import display, render
@@ -51,6 +52,7 @@ def server(tmp_path: Path) -> Iterator[SheetsServer]:
 
 @pytest.fixture
 def api(server: SheetsServer):
+    clients.set_settings(server.base_url, caller="user")  # spreadsheets.create as a person would
     options = {"api_endpoint": server.base_url + "/"}
     return build("sheets", "v4", credentials=AnonymousCredentials(), client_options=options, cache_discovery=False)
 
@@ -232,6 +234,7 @@ def test_charts_and_rules_are_validated_stored_and_persisted(api, server: Sheets
 
     restarted = SheetsServer(data_dir=server.data_dir)  # loads what the first one persisted
     serve_in_thread(restarted)
+    clients.set_settings(restarted.base_url, caller="user")
     try:
         book = restarted.spreadsheet(sid).resource()
         page = render([restarted.spreadsheet(sid)])

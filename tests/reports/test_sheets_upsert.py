@@ -14,8 +14,11 @@ from leadflow.reports import sheets
 from leadflow.reports.pipeline import SPECS
 from tests.helpers import all_spreadsheets
 
+FOLDER = "local-shared-drive-folder"  # the Sheets stand-in's shared-drive folder
+READ_AT = pd.Timestamp("2026-11-20T05:30:00Z")
 
-def leads(n: int, messages: int = 1) -> pd.DataFrame:
+
+def leads(n: int, messages: int = 1, read_at: pd.Timestamp = READ_AT) -> pd.DataFrame:
     last = pd.Timestamp("2026-11-20T05:00:00Z")
     return pd.DataFrame(
         {
@@ -31,6 +34,7 @@ def leads(n: int, messages: int = 1) -> pd.DataFrame:
             "First Interaction": [last - pd.Timedelta(hours=1)] * n,
             "Last Interaction": [last - pd.Timedelta(minutes=i) for i in range(n)],
             "Visit Status": [""] * n,
+            "Updated": [read_at] * n,
         }
     )
 
@@ -43,22 +47,24 @@ def client(clean_stack):
 
 
 def test_updates_go_as_block_ranges_in_a_fixed_number_of_calls(client, clean_stack) -> None:
-    spreadsheet = client.create_spreadsheet("t", ["Leads"])
+    spreadsheet = client.create_spreadsheet("t", FOLDER)
     first = sheets.upsert(client, spreadsheet, leads(300), SPECS["consolidated"])
-    assert (first.rows_added, first.reads, first.writes) == (300, 2, 2)
+    # reads: tabs, keys + Updated, the planned rows' keys again; writes: values, layout
+    # (plus the new tab's addSheet on the first run).
+    assert (first.rows_added, first.reads, first.writes) == (300, 3, 3)
 
     before = len(clients.calls(clean_stack.control_url("sheets")))
     second = sheets.upsert(client, spreadsheet, leads(300, messages=4), SPECS["consolidated"])
     assert (second.rows_updated, second.rows_added, second.writes) == (300, 0, 2)
     assert second.request_bytes < first.request_bytes * 1.2  # not one range per row
-    assert len(clients.calls(clean_stack.control_url("sheets"))) - before == 4
+    assert len(clients.calls(clean_stack.control_url("sheets"))) - before == 5
     rows = all_spreadsheets(clean_stack)["t"]["Leads"]["rows"]
     assert len(rows) == 301
     assert {row[8] for row in rows[1:]} == {4}
 
 
 def test_a_large_write_is_sliced_below_the_payload_limit(client, clean_stack) -> None:
-    spreadsheet = client.create_spreadsheet("t", ["Leads"])
+    spreadsheet = client.create_spreadsheet("t", FOLDER)
     with mock.patch.object(sheets, "MAX_PAYLOAD_BYTES", 20_000):
         result = sheets.upsert(client, spreadsheet, leads(600), SPECS["consolidated"])
     value_writes = [c for c in clients.calls(clean_stack.control_url("sheets")) if "values:batchUpdate" in c["path"]]
@@ -66,3 +72,62 @@ def test_a_large_write_is_sliced_below_the_payload_limit(client, clean_stack) ->
     assert max(c["request_bytes"] for c in value_writes) < 25_000
     assert result.rows_added == 600
     assert len(all_spreadsheets(clean_stack)["t"]["Leads"]["rows"]) == 601
+
+
+def test_a_row_is_never_replaced_by_data_read_earlier(client, clean_stack) -> None:
+    spreadsheet = client.create_spreadsheet("t", FOLDER)
+    later = READ_AT + pd.Timedelta(hours=1)
+    sheets.upsert(client, spreadsheet, leads(3, messages=5, read_at=later), SPECS["consolidated"])
+    # An older snapshot (a cleared 11:00 write after the 12:00 run) arrives last: it is ignored.
+    stale = sheets.upsert(client, spreadsheet, leads(3, messages=2), SPECS["consolidated"])
+    assert (stale.rows_kept_newer, stale.rows_updated, stale.rows_added) == (3, 0, 0)
+    rows = all_spreadsheets(clean_stack, drop=())["t"]["Leads"]["rows"]
+    assert {row[8] for row in rows[1:]} == {5}
+    assert {row[11] for row in rows[1:]} == {pytest.approx(sheets.to_serial(later))}
+    # Data read at the same time or later replaces the row.
+    same = sheets.upsert(client, spreadsheet, leads(3, messages=6, read_at=later), SPECS["consolidated"])
+    assert same.rows_updated == 3
+    assert {row[8] for row in all_spreadsheets(clean_stack)["t"]["Leads"]["rows"][1:]} == {6}
+
+
+def test_team_columns_sorts_and_inserted_rows_between_runs_keep_every_note_beside_its_lead(
+    client, clean_stack
+) -> None:
+    spreadsheet = client.create_spreadsheet("t", FOLDER)
+    sheets.upsert(client, spreadsheet, leads(6), SPECS["consolidated"])
+    values = client.values
+    keys = [r[0] for r in values.get(spreadsheetId=spreadsheet, range="Leads!A2:A").execute()["values"]]
+    meta = client.spreadsheets.get(spreadsheetId=spreadsheet).execute()
+    sheet = next(s for s in meta["sheets"] if s["properties"]["title"] == "Leads")
+    sheet_id = sheet["properties"]["sheetId"]
+    assert sheet["properties"]["gridProperties"]["columnCount"] == len(SPECS["consolidated"].columns)  # sized
+    # The team adds a notes column on the right, one note per lead (naming its lead) ...
+    client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet, body={"requests": [
+        {"appendDimension": {"sheetId": sheet_id, "dimension": "COLUMNS", "length": 2}}]}).execute()  # fmt: skip
+    notes = [[f"call {key}"] for key in keys]
+    values.update(spreadsheetId=spreadsheet, range="Leads!N1", valueInputOption="RAW",
+                  body={"values": [["Notes"], *notes]}).execute()  # fmt: skip
+    # ... sorts by Name (whole rows) and inserts an empty row in the middle, and sets its own filter.
+    team_filter = {"range": {"sheetId": sheet_id, "startRowIndex": 0, "startColumnIndex": 0, "endColumnIndex": 3}}
+    client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet, body={"requests": [
+        {"sortRange": {"range": {"sheetId": sheet_id, "startRowIndex": 1, "startColumnIndex": 0},
+                       "sortSpecs": [{"dimensionIndex": 1, "sortOrder": "DESCENDING"}]}},
+        {"insertDimension": {"range": {"sheetId": sheet_id, "dimension": "ROWS", "startIndex": 3, "endIndex": 4}}},
+        {"setBasicFilter": {"filter": team_filter}},
+    ]}).execute()  # fmt: skip
+
+    result = sheets.upsert(client, spreadsheet, pd.concat([leads(6, messages=3), leads(8).iloc[6:]]),
+                           SPECS["consolidated"])  # fmt: skip
+    assert (result.rows_updated, result.rows_added) == (6, 2)
+    state = clients.spreadsheet_state(clean_stack.control_url("sheets"), spreadsheet)
+    tab = next(s for s in state["sheets"] if s["properties"]["title"] == "Leads")
+    rows = [r for r in tab["rows"][1:] if r and r[0]]
+    assert sorted(r[0] for r in rows) == [f"u{i:05d}" for i in range(8)]  # every key once
+    for row in rows:
+        note = row[13] if len(row) > 13 else None
+        assert note in (f"call {row[0]}", None), row  # every note beside its lead
+    assert sum(1 for r in rows if len(r) > 13 and r[13]) == 6
+    assert tab["basicFilter"]["range"]["endColumnIndex"] == 3  # the team's filter is kept
+    protected = tab["protectedRanges"]
+    assert len(protected) == 1
+    assert protected[0]["warningOnly"] is True

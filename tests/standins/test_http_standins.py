@@ -47,6 +47,9 @@ def shared_sheets_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 @pytest.fixture
 def sheets_server(shared_sheets_server: SheetsServer) -> SheetsServer:
     clients.reset(shared_sheets_server.base_url)
+    # These tests exercise the Sheets API surface as a user would; a service account (the
+    # default) may only create files in a shared drive (see the storage-quota test).
+    clients.set_settings(shared_sheets_server.base_url, caller="user")
     return shared_sheets_server
 
 
@@ -430,6 +433,48 @@ def test_cell_limit_is_enforced(spreadsheets: Resource, sheets_server: SheetsSer
 
     assert excinfo.value.status_code == 400
     assert "above the limit of 40000 cells" in _http_error_body(excinfo.value)["message"]
+
+
+def test_a_service_account_creates_only_in_a_shared_drive_folder(sheets_server: SheetsServer) -> None:
+    clients.set_settings(sheets_server.base_url, caller="service_account")
+    sheets = google("sheets", "v4", sheets_server.base_url).spreadsheets()
+    drive = google("drive", "v3", sheets_server.base_url)
+    spreadsheet = {"name": "Leads", "mimeType": "application/vnd.google-apps.spreadsheet"}
+    for request in (
+        sheets.create(body={"properties": {"title": "Leads"}}),
+        drive.files().create(body=spreadsheet),  # the service account's own My Drive
+    ):
+        with pytest.raises(HttpError) as excinfo:
+            request.execute()
+        assert excinfo.value.status_code == 403
+        body = _http_error_body(excinfo.value)
+        assert body["errors"][0]["reason"] == "storageQuotaExceeded"
+        assert body["message"].startswith("Service Accounts do not have storage quota.")
+    in_folder = {**spreadsheet, "parents": ["local-shared-drive-folder"]}
+    with pytest.raises(HttpError) as excinfo:  # a shared drive is invisible without supportsAllDrives
+        drive.files().create(body=in_folder).execute()
+    assert excinfo.value.status_code == 404
+    created = drive.files().create(body=in_folder, supportsAllDrives=True, fields="id").execute()
+    with pytest.raises(HttpError) as excinfo:
+        drive.permissions().create(fileId=created["id"], body={"role": "reader", "type": "anyone"}).execute()
+    assert excinfo.value.status_code == 404
+    drive.permissions().create(
+        fileId=created["id"], body={"role": "reader", "type": "anyone"}, supportsAllDrives=True
+    ).execute()
+    assert [s["properties"]["title"] for s in sheets.get(spreadsheetId=created["id"]).execute()["sheets"]] == ["Sheet1"]
+
+
+def test_a_cell_over_50000_characters_is_refused(spreadsheets: Resource) -> None:
+    spreadsheet_id = _new_spreadsheet(spreadsheets)
+    values = spreadsheets.values()
+    values.update(spreadsheetId=spreadsheet_id, range="A1", valueInputOption="RAW",
+                  body={"values": [["x" * 50_000]]}).execute()  # fmt: skip
+    with pytest.raises(HttpError) as excinfo:
+        values.update(spreadsheetId=spreadsheet_id, range="A2", valueInputOption="RAW",
+                      body={"values": [["ok", "x" * 50_001]]}).execute()  # fmt: skip
+    assert excinfo.value.status_code == 400
+    assert "maximum of 50000 characters in a single cell" in _http_error_body(excinfo.value)["message"]
+    assert "values" not in values.get(spreadsheetId=spreadsheet_id, range="A2:B2").execute()  # all or nothing
 
 
 # -- OpenAI ---------------------------------------------------------------------------------

@@ -51,3 +51,30 @@ def _append_dimension(book: Spreadsheet, params: dict[str, Any]) -> None:
         raise ApiError(400, "length must be a positive integer")
     key = "rowCount" if dimension == "ROWS" else "columnCount"
     sheet.grid[key] = (sheet.row_count if dimension == "ROWS" else sheet.column_count) + length
+
+
+@batch_request("insertDimension")
+def _insert_dimension(book: Spreadsheet, params: dict[str, Any]) -> None:
+    raw = params.get("range")
+    if not isinstance(raw, dict) or not isinstance(raw.get("endIndex"), int):
+        raise ApiError(400, "range must be a DimensionRange with startIndex and endIndex")
+    sheet = book.sheet_by_id(raw.get("sheetId", 0))
+    dimension, start, end = raw.get("dimension"), raw.get("startIndex", 0), raw["endIndex"]
+    if dimension not in ("ROWS", "COLUMNS"):
+        raise ApiError(400, f"dimension must be ROWS or COLUMNS, got {dimension!r}")
+    size = sheet.row_count if dimension == "ROWS" else sheet.column_count
+    if not isinstance(start, int) or not 0 <= start < end or start > size:
+        raise ApiError(400, f"Invalid dimension range: startIndex {start}, endIndex {end} (grid size {size})")
+    if params.get("inheritFromBefore") and start == 0:
+        raise ApiError(400, "Cannot inherit properties from before the first row or column.")
+    count = end - start
+    if dimension == "ROWS":
+        if start < len(sheet.rows):
+            sheet.rows[start:start] = [[] for _ in range(count)]
+        sheet.grid["rowCount"] = sheet.row_count + count
+    else:
+        for cells in sheet.rows:
+            if start < len(cells):
+                cells[start:start] = [None] * count
+        sheet.grid["columnCount"] = sheet.column_count + count
+    sheet.compact()

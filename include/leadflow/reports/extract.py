@@ -3,9 +3,13 @@
 Every query is index-backed (see leadflow.mongo_indexes), projected to the fields the reports
 use, and streamed in batches, so memory follows the touched data, not the collection size:
 1. the window scan (``timestamp`` index) collects the touched session and user ids;
-2. all interactions of those sessions (``session_id, timestamp``) and of those users
-   (``user_id, role, timestamp``) are read in id chunks;
-3. the profiles of the users involved are read by ``_id``.
+2. every interaction of the touched users is read by ``user_id`` (``user_id, role, timestamp``),
+   asking for **both** forms of each id (ObjectId and its hex string), since messy data stores
+   either and the consolidated row must not depend on which form an hour happened to see;
+3. the interactions of the touched sessions that step 2 did not return (those without a user id,
+   or naming another user) are read by ``session_id`` (``session_id, timestamp``) with the touched
+   users' ids excluded, so each interaction is returned once;
+4. the profiles of the users involved are read by ``_id`` (both forms again).
 """
 
 from __future__ import annotations
@@ -86,10 +90,11 @@ def _frame(rows: Iterator[dict], columns: list[str], empty: pd.DataFrame) -> pd.
     return frame.astype({c: "object" for c in columns if c not in ("timestamp", "site_visit_scheduled_at")})
 
 
-def touched_ids(db: Database, start: datetime, end: datetime) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """Session ids and user ids (hex → stored value) with an interaction in [start, end)."""
-    sessions: dict[str, Any] = {}
-    users: dict[str, Any] = {}
+def touched_ids(db: Database, start: datetime, end: datetime) -> tuple[dict[str, set[str]], set[str], int]:
+    """Touched session ids (each with the user ids its window messages name) and touched user ids
+    (as text), from the interactions in [start, end)."""
+    sessions: dict[str, set[str]] = {}
+    users: set[str] = set()
     count = 0
     cursor = db[INTERACTIONS].find(
         {"timestamp": {"$gte": start, "$lt": end}},
@@ -100,34 +105,47 @@ def touched_ids(db: Database, start: datetime, end: datetime) -> tuple[dict[str,
         count += 1
         session_id = doc.get("session_id")
         if isinstance(session_id, str) and session_id:
-            sessions[session_id] = session_id
+            named = sessions.setdefault(session_id, set())
             user_id = doc.get("user_id")
             if user_id is not None:
-                users[str(user_id)] = user_id
+                named.add(str(user_id))
+                users.add(str(user_id))
     return sessions, users, count
+
+
+def id_forms(ids: Iterable[str]) -> list[Any]:
+    """Each id as every type it may be stored as: a 24-hex id as ObjectId and as string."""
+    forms: list[Any] = []
+    for value in sorted(set(ids)):
+        if ObjectId.is_valid(value):
+            forms.append(ObjectId(value))
+        forms.append(value)
+    return forms
 
 
 def extract(db: Database, start: datetime, end: datetime) -> Extracted:
     sessions, users, window_count = touched_ids(db, start, end)
+    user_forms = id_forms(users)
 
     def interaction_docs() -> Iterator[dict]:
         collection = db[INTERACTIONS]
-        for chunk in _chunks(list(sessions.values())):
-            yield from collection.find(
-                {"session_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE
-            )
-        for chunk in _chunks(list(users.values())):
-            yield from collection.find(
-                {"user_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE
-            )
+        for chunk in _chunks(user_forms, ID_CHUNK * 2):
+            yield from collection.find({"user_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE)
+        for chunk in _chunks(sorted(sessions)):
+            # Leave out what the user queries returned: the users these sessions' window messages
+            # name (a short list per chunk, not every touched user).
+            named = id_forms(set().union(*(sessions[s] for s in chunk)))
+            query: dict[str, Any] = {"session_id": {"$in": chunk}}
+            if named:
+                query["user_id"] = {"$nin": named}
+            yield from collection.find(query, INTERACTION_PROJECTION, batch_size=BATCH_SIZE)
 
     interactions = _frame(_interaction_rows(interaction_docs()), INTERACTION_FIELDS, empty_interactions())
-    # A session's interactions are read twice (by session and by user): keep one copy.
+    # Only a session whose older messages name another touched user is read twice: keep one copy.
     interactions = interactions.drop_duplicates(subset="_id", ignore_index=True)
 
     involved = {*users, *(u for u in interactions["user_id"].dropna())}
-    object_ids = [ObjectId(u) for u in involved if ObjectId.is_valid(u)]
-    users_frame = _frame(_user_rows(db, object_ids), USER_FIELDS, empty_users())
+    users_frame = _frame(_user_rows(db, id_forms(involved)), USER_FIELDS, empty_users())
     return Extracted(
         interactions=interactions,
         users=users_frame,
@@ -137,8 +155,8 @@ def extract(db: Database, start: datetime, end: datetime) -> Extracted:
     )
 
 
-def _user_rows(db: Database, object_ids: list[ObjectId]) -> Iterator[dict]:
-    for chunk in _chunks(object_ids):
+def _user_rows(db: Database, ids: list[Any]) -> Iterator[dict]:
+    for chunk in _chunks(ids, ID_CHUNK * 2):
         yield from _user_rows_from_docs(
             db[USERS].find({"_id": {"$in": chunk}}, USER_PROJECTION, batch_size=BATCH_SIZE)
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pandas as pd
@@ -28,9 +29,11 @@ from leadflow.reports.transform import (
     DATETIME_COLUMNS,
     INTERACTION_FIELDS,
     SESSION_COLUMNS,
+    UPDATED,
     USER_FIELDS,
     consolidated_report,
     session_report,
+    stamped,
 )
 from leadflow.reports.window import IST, ReportWindow
 
@@ -50,8 +53,8 @@ SPECS: dict[ReportKind, ReportSpec] = {
     "sessions": ReportSpec(
         title="Leadflow — Session-wise report",
         key="Session ID",
-        columns=SESSION_COLUMNS,
-        datetime_columns=frozenset(DATETIME_COLUMNS & set(SESSION_COLUMNS)),
+        columns=[*SESSION_COLUMNS, UPDATED],
+        datetime_columns=frozenset(DATETIME_COLUMNS & {*SESSION_COLUMNS, UPDATED}),
         sort_by=[("Session Start", True)],
         tab_of=_month_tab,
         is_report_tab=_is_month_tab,
@@ -59,8 +62,8 @@ SPECS: dict[ReportKind, ReportSpec] = {
     "consolidated": ReportSpec(
         title="Leadflow — Consolidated report",
         key="User ID",
-        columns=CONSOLIDATED_COLUMNS,
-        datetime_columns=frozenset(DATETIME_COLUMNS & set(CONSOLIDATED_COLUMNS)),
+        columns=[*CONSOLIDATED_COLUMNS, UPDATED],
+        datetime_columns=frozenset(DATETIME_COLUMNS & {*CONSOLIDATED_COLUMNS, UPDATED}),
         sort_by=[("Last Interaction", False)],
         tab_of=lambda frame: pd.Series(["Leads"] * len(frame), index=frame.index, dtype="object"),
         is_report_tab=lambda title: title == "Leads",
@@ -86,6 +89,8 @@ def extract_step(dag_id: str, run_id: str, window: ReportWindow) -> dict[str, An
     from leadflow.mongo import get_database
 
     db = get_database()
+    # Taken before the first query: every row is at least as fresh as this (see UPDATED).
+    read_at = datetime.now(UTC)
     extracted = extract(db, window.start, window.end)
     folder = run_folder(dag_id, run_id)
     touched = pd.DataFrame({"session_id": pd.Series(extracted.touched_sessions, dtype="object")})
@@ -97,6 +102,7 @@ def extract_step(dag_id: str, run_id: str, window: ReportWindow) -> dict[str, An
         "touched_sessions_path": write_frame(touched, folder / "touched_sessions.jsonl.gz"),
         "touched_users_path": write_frame(touched_users, folder / "touched_users.jsonl.gz"),
         "window": window.as_dict(),
+        "read_at": read_at.isoformat(),
         "window_interactions": extracted.window_interactions,
         "touched_sessions": len(extracted.touched_sessions),
         "touched_users": len(extracted.touched_users),
@@ -119,6 +125,7 @@ def transform_step(kind: ReportKind, extracted: dict[str, Any]) -> dict[str, Any
     else:
         touched = read_frame(extracted["touched_users_path"], columns=["user_id"])["user_id"]
         report, dq = consolidated_report(interactions, users, touched.astype(str))
+    report = stamped(report, datetime.fromisoformat(extracted["read_at"]), dq, SPECS[kind].key)
     path = write_frame(report, run_folder_of(extracted) / f"{kind}_report.jsonl.gz")
     if dq.total:
         log.warning("Data quality (%s report): %s; examples: %s", kind, dq.counts(), dq.examples)
@@ -133,19 +140,42 @@ def run_folder_of(extracted: dict[str, Any]):
     return ObjectStoragePath(extracted["folder"])
 
 
+VAR_DRIVE_FOLDER = "leadflow_report_drive_folder_id"
+VAR_SHARE_ROLE = "leadflow_report_share_role"
+SHARE_ROLES = ("reader", "commenter", "writer")
+DEFAULT_SHARE_ROLE = "reader"
+
+
+def share_role() -> str:
+    from airflow.sdk import Variable
+
+    role = Variable.get(VAR_SHARE_ROLE, default=DEFAULT_SHARE_ROLE)
+    if role not in SHARE_ROLES:
+        raise ValueError(f"Variable {VAR_SHARE_ROLE} must be one of {SHARE_ROLES}, got {role!r}")
+    return role
+
+
 def ensure_spreadsheet(client: SheetsClient, kind: ReportKind, first_tabs: list[str]) -> str:
-    """The report's spreadsheet id; created, shared and remembered in its Variable if unset."""
+    """The report's spreadsheet id, shared with the team; created (in the Drive folder) if unset.
+
+    The id goes into its Variable the moment the create returns, before anything else can fail,
+    so a retry finds it and never creates a second spreadsheet; sharing is idempotent and runs on
+    every load, so a share that failed is completed by the retry (and new addresses are added).
+    """
     from airflow.sdk import Variable
 
     variable = SPREADSHEET_VARIABLES[kind]
-    spreadsheet_id = Variable.get(variable, default=None)
-    if spreadsheet_id:
-        return spreadsheet_id
+    role = share_role()
     share_with = json.loads(Variable.get(VAR_SHARE_WITH, default="[]"))
-    spreadsheet_id = client.create_spreadsheet(SPECS[kind].title, first_tabs or ["Leads"])
-    client.share(spreadsheet_id, share_with)
-    Variable.set(variable, spreadsheet_id)
-    log.info("Created spreadsheet %s for the %s report, shared with %d people", spreadsheet_id, kind, len(share_with))
+    spreadsheet_id = Variable.get(variable, default=None)
+    if not spreadsheet_id:
+        spreadsheet_id = client.create_spreadsheet(SPECS[kind].title, Variable.get(VAR_DRIVE_FOLDER, default=None))
+        Variable.set(variable, spreadsheet_id)
+        log.info("Created spreadsheet %s for the %s report", spreadsheet_id, kind)
+        client.name_first_tab(spreadsheet_id, (first_tabs or ["Leads"])[0], len(SPECS[kind].columns))
+    added = client.share(spreadsheet_id, share_with, role)
+    if added:
+        log.info("Shared the %s report with %d more people as %s", kind, added, role)
     return spreadsheet_id
 
 

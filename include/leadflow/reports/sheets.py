@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 SHEETS_EPOCH = pd.Timestamp("1899-12-30")
 MAX_PAYLOAD_BYTES = 1_800_000  # below the ~2 MB Sheets recommends per request
 DATETIME_FORMAT = {"type": "DATE_TIME", "pattern": "yyyy-mm-dd hh:mm"}
+SPREADSHEET_MIME = "application/vnd.google-apps.spreadsheet"
+MAX_PLANS = 3
+NEW_TAB_ROWS = 1000
+PROTECTED_DESCRIPTION = "leadflow: written every hour by the interaction_reports DAG"
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets", "https://www.googleapis.com/auth/drive.file"]
 
 
@@ -48,6 +52,7 @@ class ReportSpec:
     sort_by: list[tuple[str, bool]]
     tab_of: Callable[[pd.DataFrame], pd.Series]
     is_report_tab: Callable[[str], bool]
+    version_column: str = "Updated"  # when the row's data was read; never replaced by older data
 
 
 @dataclass
@@ -56,6 +61,8 @@ class UpsertResult:
     rows_updated: int = 0
     rows_added: int = 0
     rows_moved: int = 0
+    rows_kept_newer: int = 0  # rows the sheet already holds from a later read
+    replans: int = 0  # times rows moved under us (a sort, an inserted row) and the write was re-planned
     tabs_added: list[str] = field(default_factory=list)
     reads: int = 0
     writes: int = 0
@@ -141,19 +148,68 @@ class SheetsClient:
         self.calls["request_bytes"] += len(request.body or b"")
         return request.execute(num_retries=self.num_retries)
 
-    def create_spreadsheet(self, title: str, tabs: Sequence[str]) -> str:
-        body = {"properties": {"title": title}, "sheets": [{"properties": {"title": t}} for t in tabs]}
-        created = self.execute(self.spreadsheets.create(body=body, fields="spreadsheetId"), "writes")
-        return created["spreadsheetId"]
+    def create_spreadsheet(self, title: str, folder_id: str | None) -> str:
+        """Create an empty spreadsheet; in ``folder_id`` (a shared drive's folder) if given.
 
-    def share(self, spreadsheet_id: str, emails: Sequence[str]) -> None:
+        A service account has no My Drive storage: outside a shared drive Google answers 403
+        ``storageQuotaExceeded``, so production sets the folder Variable.
+        """
+        if folder_id:
+            request = self.drive.files().create(
+                body={"name": title, "mimeType": SPREADSHEET_MIME, "parents": [folder_id]},
+                supportsAllDrives=True,
+                fields="id",
+            )
+            return self.execute(request, "writes")["id"]
+        request = self.spreadsheets.create(body={"properties": {"title": title}}, fields="spreadsheetId")
+        return self.execute(request, "writes")["spreadsheetId"]
+
+    def name_first_tab(self, spreadsheet_id: str, title: str, width: int) -> None:
+        """Turn the new spreadsheet's default tab into the report's first tab, sized to it."""
+        meta = self.execute(self.spreadsheets.get(spreadsheetId=spreadsheet_id, fields="sheets.properties"), "reads")
+        sheet_id = meta["sheets"][0]["properties"]["sheetId"]
+        props = {"sheetId": sheet_id, **new_tab_properties(title, width)}
+        fields = "title,gridProperties(rowCount,columnCount)"
+        body = {"requests": [{"updateSheetProperties": {"properties": props, "fields": fields}}]}
+        self.execute(self.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body=body), "writes")
+
+    def share(self, spreadsheet_id: str, emails: Sequence[str], role: str) -> int:
+        """Give each address ``role`` unless it already has a permission; returns how many were added.
+
+        Idempotent, so a run retried after a failed share finishes the job instead of redoing it.
+        """
+        listed = self.execute(
+            self.drive.permissions().list(
+                fileId=spreadsheet_id, supportsAllDrives=True, fields="permissions(id,type,role,emailAddress)"
+            ),
+            "shares",
+        )
+        have = {str(p.get("emailAddress", "")).lower() for p in listed.get("permissions", [])}
+        added = 0
         for email in emails:
+            if email.lower() in have:
+                continue
             request = self.drive.permissions().create(
                 fileId=spreadsheet_id,
-                body={"type": "user", "role": "writer", "emailAddress": email},
+                body={"type": "user", "role": role, "emailAddress": email},
                 sendNotificationEmail=False,
+                supportsAllDrives=True,
             )
             self.execute(request, "shares")
+            added += 1
+        return added
+
+
+@dataclass
+class _Plan:
+    data: list[dict[str, Any]] = field(default_factory=list)  # value ranges to write
+    expected: list[tuple[str, int, list[str]]] = field(default_factory=list)  # (tab, first row, keys now there)
+    moved: dict[str, list[int]] = field(default_factory=dict)
+    next_row: dict[str, int] = field(default_factory=dict)
+    rows_updated: int = 0
+    rows_added: int = 0
+    rows_moved: int = 0
+    rows_kept_newer: int = 0
 
 
 def upsert(client: SheetsClient, spreadsheet_id: str, frame: pd.DataFrame, spec: ReportSpec) -> UpsertResult:
@@ -162,45 +218,107 @@ def upsert(client: SheetsClient, spreadsheet_id: str, frame: pd.DataFrame, spec:
     frame = frame.reset_index(drop=True)
     targets = spec.tab_of(frame) if len(frame) else pd.Series(dtype="object")
     width = len(spec.columns)
-    last_col = column_letter(width - 1)
 
-    tabs = _tab_ids(client, spreadsheet_id)
+    tabs = _tabs(client, spreadsheet_id)
     missing = sorted(set(targets) - set(tabs))
     if missing:
         reply = client.execute(
             client.spreadsheets.batchUpdate(
                 spreadsheetId=spreadsheet_id,
-                body={"requests": [{"addSheet": {"properties": {"title": t}}} for t in missing]},
+                body={"requests": [{"addSheet": {"properties": new_tab_properties(t, width)}} for t in missing]},
             ),
             "writes",
         )
         for answer in reply.get("replies", []):
             props = answer["addSheet"]["properties"]
-            tabs[props["title"]] = props["sheetId"]
+            tabs[props["title"]] = Tab(props["sheetId"])
         result.tabs_added = missing
 
-    report_tabs = sorted(t for t in tabs if spec.is_report_tab(t))
-    where = _existing_keys(client, spreadsheet_id, report_tabs)  # key -> (tab, row number)
-    last = _last_rows(where)
-    next_row = {t: last.get(t, 1) + 1 for t in tabs}
+    read_tabs = tabs_to_read(sorted(t for t in tabs if spec.is_report_tab(t)), set(targets))
+    rows = frame_rows(frame, spec)
+    # A sort or an inserted row between our read and our write would make a row number point at
+    # another lead: check the planned rows still hold the planned keys right before writing, and
+    # plan again from a fresh read if they do not.
+    for _attempt in range(MAX_PLANS):
+        where = _existing_rows(client, spreadsheet_id, read_tabs, spec)
+        plan = _plan(frame, targets, rows, where, tabs, spec)
+        if _rows_still_in_place(client, spreadsheet_id, plan):
+            break
+        result.replans += 1
+    else:
+        raise RuntimeError(f"rows of {spreadsheet_id} kept moving while planning the write ({MAX_PLANS} tries)")
+    result.rows_updated, result.rows_added = plan.rows_updated, plan.rows_added
+    result.rows_moved, result.rows_kept_newer = plan.rows_moved, plan.rows_kept_newer
 
-    data: list[dict[str, Any]] = [
-        {"range": f"{quote_tab(t)}!A1:{last_col}1", "values": [spec.columns]} for t in sorted(set(targets))
-    ]
-    moved: dict[str, list[int]] = {}
+    for chunk in _payload_chunks(plan.data):
+        client.execute(
+            client.values.batchUpdate(
+                spreadsheetId=spreadsheet_id, body={"valueInputOption": "RAW", "data": chunk}
+            ),
+            "writes",
+        )
+
+    requests = _layout_requests(spec, tabs, sorted(set(targets)), plan.next_row, plan.moved, width)
+    if requests:
+        client.execute(
+            client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body={"requests": requests}),
+            "writes",
+        )
+    result.tab_ids = {title: tab.sheet_id for title, tab in tabs.items()}
+    used = client.calls - before
+    result.reads, result.writes, result.request_bytes = used["reads"], used["writes"], used["request_bytes"]
+    return result
+
+
+def tabs_to_read(report_tabs: list[str], targets: set[str]) -> list[str]:
+    """The tabs whose keys the upsert reads: those it writes and the one before each.
+
+    A row only moves tab when its tab value changes (a session whose start moves into the previous
+    month), so older tabs cannot hold a touched key; reads stay at two tabs' key columns, however
+    many months of tabs accumulate.
+    """
+    keep: set[str] = set()
+    for index, tab in enumerate(report_tabs):
+        if tab in targets:
+            keep.add(tab)
+            if index:
+                keep.add(report_tabs[index - 1])
+    return [t for t in report_tabs if t in keep]
+
+
+def _plan(
+    frame: pd.DataFrame,
+    targets: pd.Series,
+    rows: list[list[Any]],
+    where: dict[str, tuple[str, int, Any]],
+    tabs: dict[str, Tab],
+    spec: ReportSpec,
+) -> _Plan:
+    plan = _Plan()
+    last_col = column_letter(len(spec.columns) - 1)
+    version = spec.columns.index(spec.version_column)
+    last: dict[str, int] = {}
+    for tab, row_number, _ in where.values():
+        last[tab] = max(last.get(tab, 1), row_number)
+    plan.next_row = {t: last.get(t, 1) + 1 for t in tabs}
+    plan.data = [{"range": f"{quote_tab(t)}!A1:{last_col}1", "values": [spec.columns]} for t in sorted(set(targets))]
     updated: dict[str, dict[int, list[Any]]] = {}
     appended: dict[str, list[list[Any]]] = {}
-    for key, tab, row in zip(frame[spec.key], targets, frame_rows(frame, spec), strict=True):
+    for key, tab, row in zip(frame[spec.key], targets, rows, strict=True):
         found = where.get(str(key))
+        if found and _is_newer(found[2], row[version]):
+            plan.rows_kept_newer += 1  # a later read already wrote this row: never go back
+            continue
         if found and found[0] == tab:
             updated.setdefault(tab, {})[found[1]] = row
-            result.rows_updated += 1
+            plan.rows_updated += 1
             continue
         if found:  # the key's tab changed (its month moved): drop the old row after writing
-            moved.setdefault(found[0], []).append(found[1])
-            result.rows_moved += 1
+            plan.moved.setdefault(found[0], []).append(found[1])
+            plan.expected.append((found[0], found[1], [str(key)]))
+            plan.rows_moved += 1
         appended.setdefault(tab, []).append(row)
-        result.rows_added += 1
+        plan.rows_added += 1
     # After the previous run's sort, the rows a run touches sit mostly together (newest sessions at
     # the bottom, latest leads at the top): one range per run of consecutive rows, not per row.
     for tab, rows_by_number in updated.items():
@@ -209,66 +327,96 @@ def upsert(client: SheetsClient, spreadsheet_id: str, frame: pd.DataFrame, spec:
         for i in range(1, len(numbers) + 1):
             if i == len(numbers) or numbers[i] != numbers[i - 1] + 1:
                 block = [rows_by_number[n] for n in numbers[run_start:i]]
-                data += _blocks(tab, numbers[run_start], block, last_col)
+                plan.data += _blocks(tab, numbers[run_start], block, last_col)
+                plan.expected.append((tab, numbers[run_start], [str(r[0]) for r in block]))
                 run_start = i
-    for tab, rows in appended.items():
-        first = next_row.get(tab, 2)
-        data += _blocks(tab, first, rows, last_col)
-        next_row[tab] = first + len(rows)
-
-    for chunk in _payload_chunks(data):
-        client.execute(
-            client.values.batchUpdate(
-                spreadsheetId=spreadsheet_id, body={"valueInputOption": "RAW", "data": chunk}
-            ),
-            "writes",
-        )
-
-    requests = _layout_requests(spec, tabs, sorted(set(targets)), next_row, moved, width)
-    if requests:
-        client.execute(
-            client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body={"requests": requests}),
-            "writes",
-        )
-    result.tab_ids = tabs
-    used = client.calls - before
-    result.reads, result.writes, result.request_bytes = used["reads"], used["writes"], used["request_bytes"]
-    return result
+    for tab, new_rows in appended.items():
+        first = plan.next_row.get(tab, 2)
+        plan.data += _blocks(tab, first, new_rows, last_col)
+        plan.expected.append((tab, first, [""] * len(new_rows)))  # still empty
+        plan.next_row[tab] = first + len(new_rows)
+    return plan
 
 
-def _tab_ids(client: SheetsClient, spreadsheet_id: str) -> dict[str, int]:
-    meta = client.execute(
-        client.spreadsheets.get(spreadsheetId=spreadsheet_id, fields="sheets.properties"), "reads"
-    )
-    return {s["properties"]["title"]: s["properties"]["sheetId"] for s in meta.get("sheets", [])}
+def _is_newer(existing: Any, ours: Any) -> bool:
+    """Whether the sheet's ``Updated`` serial is later than ours (a blank or text cell is not)."""
+    return isinstance(existing, int | float) and not isinstance(existing, bool) and existing > ours
 
 
-def _existing_keys(client: SheetsClient, spreadsheet_id: str, tabs: list[str]) -> dict[str, tuple[str, int]]:
-    if not tabs:
-        return {}
+def _rows_still_in_place(client: SheetsClient, spreadsheet_id: str, plan: _Plan) -> bool:
+    """One read of the key cells the plan writes over: do they still hold what the plan saw?"""
+    if not plan.expected:
+        return True
     answer = client.execute(
         client.values.batchGet(
             spreadsheetId=spreadsheet_id,
-            ranges=[f"{quote_tab(t)}!A2:A" for t in tabs],
+            ranges=[f"{quote_tab(t)}!A{first}:A{first + len(keys) - 1}" for t, first, keys in plan.expected],
             valueRenderOption="UNFORMATTED_VALUE",
             majorDimension="COLUMNS",
         ),
         "reads",
     )
-    where: dict[str, tuple[str, int]] = {}
-    for tab, value_range in zip(tabs, answer.get("valueRanges", []), strict=True):
-        column = (value_range.get("values") or [[]])[0]
-        for offset, key in enumerate(column):
+    for (_, _, keys), value_range in zip(plan.expected, answer.get("valueRanges", []), strict=True):
+        found = [str(v) for v in (value_range.get("values") or [[]])[0]]
+        if found + [""] * (len(keys) - len(found)) != keys:
+            return False
+    return True
+
+
+@dataclass
+class Tab:
+    sheet_id: int
+    has_filter: bool = False
+    protected: bool = False
+
+
+def new_tab_properties(title: str, width: int) -> dict[str, Any]:
+    # The default 26 columns would spend ~2.6x the cells the report needs against the workbook's
+    # 10-million-cell limit; rows grow as writes pass the edge.
+    return {"title": title, "gridProperties": {"rowCount": NEW_TAB_ROWS, "columnCount": width}}
+
+
+def _tabs(client: SheetsClient, spreadsheet_id: str) -> dict[str, Tab]:
+    meta = client.execute(
+        client.spreadsheets.get(
+            spreadsheetId=spreadsheet_id,
+            fields="sheets(properties(sheetId,title),basicFilter(range),protectedRanges(description))",
+        ),
+        "reads",
+    )
+    return {
+        s["properties"]["title"]: Tab(
+            s["properties"]["sheetId"],
+            has_filter="basicFilter" in s,
+            protected=any(p.get("description") == PROTECTED_DESCRIPTION for p in s.get("protectedRanges", [])),
+        )
+        for s in meta.get("sheets", [])
+    }
+
+
+def _existing_rows(
+    client: SheetsClient, spreadsheet_id: str, tabs: list[str], spec: ReportSpec
+) -> dict[str, tuple[str, int, Any]]:
+    """key -> (tab, row number, its ``Updated`` value), from one read of two columns per tab."""
+    if not tabs:
+        return {}
+    version = column_letter(spec.columns.index(spec.version_column))
+    ranges = [r for t in tabs for r in (f"{quote_tab(t)}!A2:A", f"{quote_tab(t)}!{version}2:{version}")]
+    answer = client.execute(
+        client.values.batchGet(
+            spreadsheetId=spreadsheet_id, ranges=ranges, valueRenderOption="UNFORMATTED_VALUE", majorDimension="COLUMNS"
+        ),
+        "reads",
+    )
+    value_ranges = answer.get("valueRanges", [])
+    where: dict[str, tuple[str, int, Any]] = {}
+    for index, tab in enumerate(tabs):
+        keys = (value_ranges[2 * index].get("values") or [[]])[0]
+        versions = (value_ranges[2 * index + 1].get("values") or [[]])[0]
+        for offset, key in enumerate(keys):
             if key not in ("", None):
-                where[str(key)] = (tab, offset + 2)
+                where[str(key)] = (tab, offset + 2, versions[offset] if offset < len(versions) else None)
     return where
-
-
-def _last_rows(where: dict[str, tuple[str, int]]) -> dict[str, int]:
-    last: dict[str, int] = {}
-    for tab, row in where.values():
-        last[tab] = max(last.get(tab, 1), row)
-    return last
 
 
 def _blocks(tab: str, first_row: int, rows: list[list[Any]], last_col: str) -> list[dict[str, Any]]:
@@ -306,7 +454,7 @@ def _payload_chunks(data: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 def _layout_requests(
     spec: ReportSpec,
-    tabs: dict[str, int],
+    tabs: dict[str, Tab],
     written: list[str],
     next_row: dict[str, int],
     moved: dict[str, list[int]],
@@ -316,7 +464,7 @@ def _layout_requests(
     for tab, rows in moved.items():
         for row in sorted(rows, reverse=True):  # bottom-up so earlier deletions do not shift later ones
             requests.append(
-                {"deleteDimension": {"range": {"sheetId": tabs[tab], "dimension": "ROWS",
+                {"deleteDimension": {"range": {"sheetId": tabs[tab].sheet_id, "dimension": "ROWS",
                                                "startIndex": row - 1, "endIndex": row}}}
             )  # fmt: skip
     # Month tabs in calendar order, whatever order runs created them in. Only when out of order
@@ -324,10 +472,11 @@ def _layout_requests(
     report_tabs = [t for t in tabs if spec.is_report_tab(t)]
     for index, tab in enumerate(sorted(report_tabs) if report_tabs != sorted(report_tabs) else []):
         requests.append(
-            {"updateSheetProperties": {"properties": {"sheetId": tabs[tab], "index": index}, "fields": "index"}}
-        )
+            {"updateSheetProperties": {"properties": {"sheetId": tabs[tab].sheet_id, "index": index},
+                                       "fields": "index"}}
+        )  # fmt: skip
     for tab in sorted(set(written) | set(moved)):
-        sheet_id = tabs[tab]
+        sheet_id = tabs[tab].sheet_id
         end_row = next_row.get(tab, 2) - 1 - len(moved.get(tab, []))
         grid = {"sheetId": sheet_id, "startColumnIndex": 0, "endColumnIndex": width}
         requests += [
@@ -354,13 +503,24 @@ def _layout_requests(
                 {"dimensionIndex": spec.columns.index(col), "sortOrder": "ASCENDING" if asc else "DESCENDING"}
                 for col, asc in [*spec.sort_by, (spec.key, True)]
             ]
+            # No end column: the sort carries whole rows, so columns the team adds on the right
+            # (notes, owner) stay beside their lead.
             requests.append(
-                {"sortRange": {"range": {**grid, "startRowIndex": 1, "endRowIndex": end_row},
+                {"sortRange": {"range": {"sheetId": sheet_id, "startRowIndex": 1, "endRowIndex": end_row,
+                                         "startColumnIndex": 0},
                                "sortSpecs": sort_specs}}
             )  # fmt: skip
-        requests += [
-            {"setBasicFilter": {"filter": {"range": {**grid, "startRowIndex": 0, "endRowIndex": max(end_row, 1)}}}},
+        if not tabs[tab].has_filter:  # the team's own filter settings are theirs to keep
+            # Open-ended rows, so the filter covers the rows later runs append.
+            requests.append({"setBasicFilter": {"filter": {"range": {**grid, "startRowIndex": 0}}}})
+        if not tabs[tab].protected:
+            # Warning-only: people may still edit (say, fix a name), but are told the DAG owns it.
+            requests.append(
+                {"addProtectedRange": {"protectedRange": {
+                    "range": grid, "description": PROTECTED_DESCRIPTION, "warningOnly": True}}}
+            )  # fmt: skip
+        requests.append(
             {"autoResizeDimensions": {"dimensions": {"sheetId": sheet_id, "dimension": "COLUMNS",
-                                                      "startIndex": 0, "endIndex": width}}},
-        ]  # fmt: skip
+                                                      "startIndex": 0, "endIndex": width}}}
+        )  # fmt: skip
     return requests

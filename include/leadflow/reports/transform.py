@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
 import pandas as pd
 
@@ -24,7 +25,12 @@ CONSOLIDATED_COLUMNS = [
 ]  # fmt: skip
 # The dashboard's funnel needs the visit's status (scheduled / completed / cancelled) itself.
 CONSOLIDATED_COLUMNS += ["Visit Status"]
-DATETIME_COLUMNS = {"Session Start", "Session End", "First Interaction", "Last Interaction"}
+# When the row's data was read from MongoDB (IST in the sheet): a row is only ever replaced by
+# data read at the same time or later, so a late or re-run write cannot take a row backwards.
+UPDATED = "Updated"
+DATETIME_COLUMNS = {"Session Start", "Session End", "First Interaction", "Last Interaction", UPDATED}
+# Google Sheets refuses a cell over 50,000 characters (and with it the whole write).
+MAX_CELL_CHARS = 50_000
 STANDARD_RANKINGS = {"High", "Medium", "Low"}
 
 INTERACTION_FIELDS = ["_id", "user_id", "session_id", "timestamp", "intent"]
@@ -45,6 +51,7 @@ class DataQuality:
     missing_names: int = 0
     invalid_mobiles: int = 0
     nonstandard_rankings: int = 0
+    cells_truncated: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def note(self, counter: str, ids: Iterable[object], limit: int = 5) -> None:
@@ -224,3 +231,17 @@ def consolidated_report(
     )
     report = report.sort_values(["Last Interaction", "User ID"], ascending=[False, True])
     return report.reset_index(drop=True)[CONSOLIDATED_COLUMNS], dq
+
+
+def stamped(report: pd.DataFrame, read_at: datetime, dq: DataQuality, key: str) -> pd.DataFrame:
+    """The report with its ``Updated`` column, text cut to what one Sheets cell holds (counted)."""
+    report = report.copy()
+    for column in report.columns:
+        if report[column].dtype != object:
+            continue
+        long = report[column].map(lambda v: isinstance(v, str) and len(v) > MAX_CELL_CHARS)
+        if long.any():
+            dq.note("cells_truncated", report.loc[long, key])
+            report.loc[long, column] = report.loc[long, column].str.slice(0, MAX_CELL_CHARS)
+    report[UPDATED] = pd.Series([pd.Timestamp(read_at)] * len(report), index=report.index, dtype="datetime64[us, UTC]")
+    return report
