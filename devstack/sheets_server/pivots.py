@@ -47,6 +47,8 @@ def _as_datetime(value: Value) -> datetime | None:
 def _text(value: Value) -> str:
     if value is None:
         return ""
+    if hasattr(value, "text"):  # a stored formula: never evaluated here, so its text
+        return str(value.text)
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
     if isinstance(value, float) and value.is_integer():
@@ -183,16 +185,6 @@ def _filters(pivot: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     return specs
 
 
-def _visible(criteria: dict[str, Any], value: Value, today: date) -> bool:
-    condition = criteria.get("condition")
-    if condition and not condition_holds(condition, value, today):
-        return False
-    visible = criteria.get("visibleValues")
-    if visible is not None and not criteria.get("visibleByDefault", False):
-        return _text(value) in {str(v) for v in visible}
-    return True
-
-
 # -- values -----------------------------------------------------------------------------------------
 
 _FUNCTIONS: dict[str, Callable[[list[Value]], Value]] = {
@@ -262,32 +254,89 @@ def value_name(value: dict[str, Any], header: Sequence[Value]) -> str:
     return f"{value['summarizeFunction']} of {title}"
 
 
-def compute(pivot: dict[str, Any], source: list[list[Value]], time_zone: str, now: datetime) -> list[list[Value]]:
-    """The output grid of ``pivot`` over ``source`` (its first row is the header)."""
+def _compiled(condition: dict[str, Any], today: date) -> Callable[[Value], bool]:
+    """A condition as a one-argument test, its operand worked out once (a pivot tests every row)."""
+    kind, args = condition["type"], condition.get("values") or []
+    if kind == "NOT_BLANK":
+        return lambda v: v is not None and v != ""
+    if kind == "BLANK":
+        return lambda v: v is None or v == ""
+    if kind.startswith("DATE_"):
+        day = _condition_date(args[0], today)
+        # Serial numbers of the day's start and of the next day's: a date test is a number test.
+        start = (datetime(day.year, day.month, day.day) - EPOCH).days
+        bounds = {
+            "DATE_BEFORE": lambda n: n < start,
+            "DATE_AFTER": lambda n: n >= start + 1,
+            "DATE_ON_OR_BEFORE": lambda n: n < start + 1,
+            "DATE_ON_OR_AFTER": lambda n: n >= start,
+            "DATE_EQ": lambda n: start <= n < start + 1,
+        }[kind]
+        return lambda v: type(v) in (int, float) and bounds(round(v * 86400) / 86400)
+    return lambda v: _CONDITIONS[kind](v, args, today)
+
+
+def _predicate(criteria: dict[str, Any], today: date) -> Callable[[Value], bool]:
+    condition = criteria.get("condition")
+    visible = criteria.get("visibleValues")
+    shown = {str(v) for v in visible} if visible is not None and not criteria.get("visibleByDefault") else None
+    test = _compiled(condition, today) if condition else None
+    if shown is None:
+        return test or (lambda _v: True)
+    if test is None:
+        return lambda v: (v if type(v) is str else _text(v)) in shown
+    return lambda v: test(v) and (v if type(v) is str else _text(v)) in shown
+
+
+def compute(
+    pivot: dict[str, Any],
+    header: Sequence[Value],
+    column: Callable[[int], list[Value]],
+    rows: int,
+    time_zone: str,
+    now: datetime,
+) -> list[list[Value]]:
+    """The output grid of ``pivot``: ``column(offset)`` gives one source column below the header
+    (``rows`` values, blanks included), so pivots over the same source share the reads."""
     today = now.astimezone(ZoneInfo(time_zone)).date()
-    header = source[0] if source else []
-    width = max((len(r) for r in source), default=0)
-    records = [row + [None] * (width - len(row)) for row in source[1:]]
-    filters = _filters(pivot)
-    records = [r for r in records if all(_visible(c, r[col] if col < len(r) else None, today) for col, c in filters)]
+    records: list[int] = list(range(rows))
+    for offset, criteria in _filters(pivot):
+        keep, values_of = _predicate(criteria, today), column(offset)
+        records = [i for i in records if keep(values_of[i])]
     values = pivot["values"]
     names = [value_name(v, header) for v in values]
 
-    def aggregate(rows: list[list[Value]]) -> list[Value]:
-        return [_FUNCTIONS[v["summarizeFunction"]]([r[v["sourceColumnOffset"]] for r in rows]) for v in values]
+    def aggregate(indexes: list[int]) -> list[Value]:
+        out = []
+        for value in values:
+            source = column(value["sourceColumnOffset"])
+            out.append(_FUNCTIONS[value["summarizeFunction"]]([source[i] for i in indexes]))
+        return out
 
     row_group = (pivot.get("rows") or [None])[0]
     col_group = (pivot.get("columns") or [None])[0]
     if row_group is None and col_group is None:
         return [list(names), aggregate(records)]
 
-    def buckets(group: dict[str, Any]) -> list[tuple[Any, Value, list[list[Value]]]]:
-        key_of = _grouper(group)
-        found: dict[Any, tuple[Value, list[list[Value]]]] = {}
-        for record in records:
-            key, label = key_of(record[group["sourceColumnOffset"]])
-            found.setdefault(key, (label, []))[1].append(record)
-        items = [(key, label, rows) for key, (label, rows) in found.items()]
+    def keys(group: dict[str, Any]) -> dict[int, tuple[Any, Value]]:
+        key_of, source = _grouper(group), column(group["sourceColumnOffset"])
+        # A group's key is worked out once per distinct value (typed: TRUE is not 1 in Sheets).
+        distinct: dict[tuple[type, Value], tuple[Any, Value]] = {}
+        out = {}
+        for i in records:
+            value = source[i]
+            typed = (value.__class__, value)
+            found = distinct.get(typed)
+            if found is None:
+                found = distinct[typed] = key_of(value)
+            out[i] = found
+        return out
+
+    def buckets(group: dict[str, Any]) -> list[tuple[Any, Value, list[int]]]:
+        found: dict[Any, tuple[Value, list[int]]] = {}
+        for i, (key, label) in keys(group).items():
+            found.setdefault(key, (label, []))[1].append(i)
+        items = [(key, label, members) for key, (label, members) in found.items()]
         descending = group.get("sortOrder") == "DESCENDING"
         if group.get("valueBucket") is not None:
             index = group["valueBucket"].get("valuesIndex", 0)
@@ -297,13 +346,14 @@ def compute(pivot: dict[str, Any], source: list[list[Value]], time_zone: str, no
         return items
 
     def label_of(group: dict[str, Any]) -> str:
-        return str(group.get("label") or _text(header[group["sourceColumnOffset"]]))
+        offset = group["sourceColumnOffset"]
+        return str(group.get("label") or _text(header[offset] if offset < len(header) else None))
 
     if col_group is None:
         assert row_group is not None
         out: list[list[Value]] = [[label_of(row_group), *names]]
-        for _key, label, rows in buckets(row_group):
-            out.append([label, *aggregate(rows)])
+        for _key, label, members in buckets(row_group):
+            out.append([label, *aggregate(members)])
         if row_group.get("showTotals"):
             out.append(["Grand Total", *aggregate(records)])
         return out
@@ -314,25 +364,25 @@ def compute(pivot: dict[str, Any], source: list[list[Value]], time_zone: str, no
     col_totals = bool(col_group.get("showTotals"))
     top: list[Value] = [names[0], label_of(col_group)]
     if row_group is None:
-        second: list[Value] = [label for _k, label, _r in columns] + (["Grand Total"] if col_totals else [])
-        data: list[Value] = [aggregate(rows)[0] for _k, _l, rows in columns]
+        second: list[Value] = [label for _k, label, _m in columns] + (["Grand Total"] if col_totals else [])
+        data: list[Value] = [aggregate(members)[0] for _k, _l, members in columns]
         if col_totals:
             data.append(aggregate(records)[0])
         return [top + [None] * max(0, len(second) - len(top)), second, data]
-    second = [label_of(row_group), *(label for _k, label, _r in columns)] + (["Grand Total"] if col_totals else [])
+    second = [label_of(row_group), *(label for _k, label, _m in columns)] + (["Grand Total"] if col_totals else [])
     out = [top + [None] * (len(second) - len(top)), second]
-    column_keys = [key for key, _l, _r in columns]
-    key_of_column = _grouper(col_group)
-    for _key, label, rows in buckets(row_group):
-        cells: dict[Any, list[list[Value]]] = {}
-        for record in rows:
-            cells.setdefault(key_of_column(record[col_group["sourceColumnOffset"]])[0], []).append(record)
+    column_keys = [key for key, _l, _m in columns]
+    column_of = keys(col_group)
+    for _key, label, members in buckets(row_group):
+        cells: dict[Any, list[int]] = {}
+        for i in members:
+            cells.setdefault(column_of[i][0], []).append(i)
         line: list[Value] = [label, *((aggregate(cells[k])[0] if k in cells else None) for k in column_keys)]
         if col_totals:
-            line.append(aggregate(rows)[0])
+            line.append(aggregate(members)[0])
         out.append(line)
     if row_group.get("showTotals"):
-        totals: list[Value] = ["Grand Total", *(aggregate(rows)[0] for _k, _l, rows in columns)]
+        totals: list[Value] = ["Grand Total", *(aggregate(members)[0] for _k, _l, members in columns)]
         if col_totals:
             totals.append(aggregate(records)[0])
         out.append(totals)
