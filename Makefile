@@ -37,6 +37,7 @@ lint: install
 
 sheets:
 	$(PY) -m devstack.sheets_server dump --data-dir $(STATE)/stack/sheets
+	$(PY) -m devstack.sheets_view --data-dir $(STATE)/stack/sheets
 
 outbox:
 	$(PY) -m devstack.whatsapp_server outbox --data-dir $(STATE)/stack/whatsapp

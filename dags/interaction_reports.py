@@ -32,6 +32,10 @@ on MWAA, the S3 intermediates). Variables `leadflow_session_report_spreadsheet_i
 when a *scheduled* run has not succeeded 20 minutes (`leadflow_report_freshness_minutes`) after
 its scheduled time, and one "recovered" note when it lands; backfills and manual runs never alert.
 
+**Dashboard.** The first run that finds no `Dashboard` tab builds one in each spreadsheet (pivot
+tables and charts Sheets keeps up to date itself); later runs leave it alone. Trigger a run with
+`rebuild_dashboard` = true to delete and rebuild it.
+
 **Run summary.** The `finish` task's return value (XCom tab) holds touched sessions/users, rows
 updated/added per report, Sheets calls and the data-quality counts; the same is in its log.
 """
@@ -43,7 +47,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from leadflow.config import GOOGLE_SHEETS_POOL
 from leadflow.dag_defaults import default_args
@@ -61,6 +65,11 @@ CONSOLIDATED_SHEET = Asset(name="leadflow_consolidated_report", uri="gsheets://l
     default_args=default_args(),
     tags=["leadflow", "reports", "google-sheets"],
     doc_md=__doc__,
+    params={
+        "rebuild_dashboard": Param(
+            False, type="boolean", description="Delete and rebuild the Dashboard tab of both spreadsheets."
+        ),
+    },
 )
 def interaction_reports() -> None:
     @task(task_display_name="Ensure MongoDB indexes")
@@ -82,8 +91,9 @@ def interaction_reports() -> None:
         return extract_step(run.dag_id, run.run_id, window)
 
     @task.branch(task_display_name="Anything to report?")
-    def anything_touched(extracted: dict[str, Any]) -> list[str] | str:
-        if extracted["touched_sessions"] == 0:
+    def anything_touched(extracted: dict[str, Any], **context: Any) -> list[str] | str:
+        # A rebuild of the dashboard is asked for by hand, often at a quiet hour: it still writes.
+        if extracted["touched_sessions"] == 0 and not context["params"]["rebuild_dashboard"]:
             return "nothing_touched"
         return ["transform_sessions", "transform_consolidated"]
 
@@ -100,16 +110,16 @@ def interaction_reports() -> None:
         return transform_step("consolidated", extracted)
 
     @task(pool=GOOGLE_SHEETS_POOL, outlets=[SESSION_SHEET], task_display_name="Write session-wise sheet")
-    def write_sessions(transformed: dict[str, Any]) -> dict[str, Any]:
+    def write_sessions(transformed: dict[str, Any], **context: Any) -> dict[str, Any]:
         from leadflow.reports.pipeline import load_step
 
-        return load_step("sessions", transformed)
+        return load_step("sessions", transformed, context["params"]["rebuild_dashboard"])
 
     @task(pool=GOOGLE_SHEETS_POOL, outlets=[CONSOLIDATED_SHEET], task_display_name="Write consolidated sheet")
-    def write_consolidated(transformed: dict[str, Any]) -> dict[str, Any]:
+    def write_consolidated(transformed: dict[str, Any], **context: Any) -> dict[str, Any]:
         from leadflow.reports.pipeline import load_step
 
-        return load_step("consolidated", transformed)
+        return load_step("consolidated", transformed, context["params"]["rebuild_dashboard"])
 
     # none_failed: runs after a skip (nothing touched) but not after a failure, so a cleared
     # failed task still finds its inputs in the run folder.

@@ -96,6 +96,7 @@ def banner(stack: Stack, state: Path, port: int) -> str:
   leadflow is running.
     Airflow UI ........ http://localhost:{port}   (login {LOCAL_USER} / {LOCAL_PASSWORD})
     Sheets produced ... make sheets     (stand-in data in {state / "stack" / "sheets"})
+    Sheets as HTML .... make sheets, then open {state / "stack" / "sheets" / "index.html"}
     WhatsApp outbox ... make outbox     (stand-in data in {state / "stack" / "whatsapp"})
     Queue an event .... .venv/bin/python -m devstack.events --state-dir {state}
     Logs .............. {state / "airflow" / "logs"}  and  {state / "stack" / "logs"}

@@ -6,10 +6,12 @@ import argparse
 import csv
 import io
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from devstack.sheets_server.a1 import column_letters
 from devstack.sheets_server.cells import formatted
+from devstack.sheets_server.embedded import refresh_pivots
 from devstack.sheets_server.model import CellRange, Sheet, raw_cells
 from devstack.sheets_server.persistence import load_spreadsheets
 
@@ -68,6 +70,7 @@ def dump_command(argv: list[str]) -> int:
         return 0
     render = _csv_text if args.format == "csv" else _table_text
     for book in books:
+        refresh_pivots(book, datetime.now(UTC))  # the stored outputs may predate the last write
         if args.out is None:
             print(f"=== {book.properties.get('title', '')} ({book.spreadsheet_id}) ===")
         for sheet in book.sheets:

@@ -24,6 +24,8 @@ from devstack.sheets_server.cells import (
 DEFAULT_ROW_COUNT = 1000
 DEFAULT_COLUMN_COUNT = 26
 CELL_LIMIT = 10_000_000
+# Embedded objects spreadsheets.get returns as stored (the rest stay internal).
+API_EMBEDDED = ("charts", "conditionalFormats")
 
 
 @dataclass
@@ -34,6 +36,8 @@ class Sheet:
     basic_filter: dict[str, Any] | None = None
     dimension_changes: list[dict[str, Any]] = field(default_factory=list)  # resize/size requests
     protected_ranges: list[dict[str, Any]] = field(default_factory=list)
+    # Charts, conditional formats, pivot tables: see devstack.sheets_server.embedded.
+    embedded: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sheet_id(self) -> int:
@@ -83,6 +87,7 @@ class Sheet:
             copy.deepcopy(self.basic_filter),
             copy.deepcopy(self.dimension_changes),
             copy.deepcopy(self.protected_ranges),
+            copy.deepcopy(self.embedded),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -93,6 +98,7 @@ class Sheet:
             "basicFilter": self.basic_filter,
             "dimensionChanges": self.dimension_changes,
             "protectedRanges": self.protected_ranges,
+            "embedded": self.embedded,
         }
 
     @classmethod
@@ -104,6 +110,7 @@ class Sheet:
             basic_filter=raw.get("basicFilter"),
             dimension_changes=raw.get("dimensionChanges", []),
             protected_ranges=raw.get("protectedRanges", []),
+            embedded=raw.get("embedded", {}),
         )
 
 
@@ -180,6 +187,7 @@ class Spreadsheet:
                 item["basicFilter"] = copy.deepcopy(sheet.basic_filter)
             if sheet.protected_ranges:
                 item["protectedRanges"] = copy.deepcopy(sheet.protected_ranges)
+            item.update(copy.deepcopy({k: v for k, v in sheet.embedded.items() if k in API_EMBEDDED and v}))
             if include_grid_data:
                 sheet_ranges = [r for r in ranges if r.sheet is sheet] or [CellRange(sheet, 0, None, 0, None)]
                 item["data"] = [grid_data(r) for r in sheet_ranges]

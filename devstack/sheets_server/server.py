@@ -8,6 +8,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote
@@ -18,6 +19,7 @@ from devstack.sheets_server.batch.sheets import add_sheet
 from devstack.sheets_server.cells import INPUT_OPTIONS, Cell, Skip, major_dimension, renderer, trim
 from devstack.sheets_server.discovery import validate
 from devstack.sheets_server.dump import dump_command
+from devstack.sheets_server.embedded import mark_stale, refresh_pivots, stale_sheets
 from devstack.sheets_server.model import CELL_LIMIT, CellRange, Spreadsheet, parse_range
 from devstack.sheets_server.persistence import load_spreadsheets, write_atomically
 from devstack.sheets_server.values import clear_values, value_range, write_values
@@ -184,6 +186,7 @@ class SheetsServer(StandInServer):
             self._commit(book)
 
     def _commit(self, book: Spreadsheet) -> None:
+        mark_stale(book)  # pivot tables are redrawn by the next read that shows them (_fresh)
         limit = self.settings["cell_limit"]
         if book.cell_count() > limit:
             raise ApiError(
@@ -214,8 +217,31 @@ class SheetsServer(StandInServer):
             self._commit(book)
         return book.resource()
 
-    def _get(self, request: Request, spreadsheet_id: str) -> dict[str, Any]:
+    def _fresh(self, spreadsheet_id: str, ranges: Sequence[str] = (), everything: bool = False) -> Spreadsheet:
+        """The book for a read, its pivot tables redrawn first if the read shows stale ones."""
         book = self._book(spreadsheet_id)
+        now = datetime.now(UTC)
+        stale = stale_sheets(book, now)
+        if not everything:
+            read = set()
+            for text in ranges:
+                try:
+                    read.add(parse_range(book, text).sheet.sheet_id)
+                except ApiError:
+                    continue  # the read itself answers for a bad range
+            stale &= read
+        if not stale:
+            return book
+        with self._lock:  # swap in a redrawn copy, never over a write that landed meanwhile
+            book = self._book(spreadsheet_id).clone()
+            refresh_pivots(book, now)
+            self._books[book.spreadsheet_id] = book
+        return book
+
+    def _get(self, request: Request, spreadsheet_id: str) -> dict[str, Any]:
+        grid = request.param("includeGridData") == "true"
+        ranges_read = request.params("ranges") if grid else []
+        book = self._fresh(spreadsheet_id, ranges_read, everything=grid and not ranges_read)
         ranges = [parse_range(book, text) for text in request.params("ranges")]
         return book.resource(ranges, include_grid_data=request.param("includeGridData") == "true")
 
@@ -231,12 +257,12 @@ class SheetsServer(StandInServer):
     # -- values ----------------------------------------------------------------------------------
 
     def _values_get(self, request: Request, spreadsheet_id: str, raw_range: str) -> dict[str, Any]:
-        rng = parse_range(self._book(spreadsheet_id), unquote(raw_range))
+        rng = parse_range(self._fresh(spreadsheet_id, [unquote(raw_range)]), unquote(raw_range))
         rng.check_in_grid()
         return value_range(rng, renderer(request), major_dimension(request.param("majorDimension")))
 
     def _values_batch_get(self, request: Request, spreadsheet_id: str) -> dict[str, Any]:
-        book = self._book(spreadsheet_id)
+        book = self._fresh(spreadsheet_id, request.params("ranges"))
         render, major = renderer(request), major_dimension(request.param("majorDimension"))
         value_ranges = []
         for text in request.params("ranges"):
@@ -431,7 +457,7 @@ class SheetsServer(StandInServer):
         book = self._books.get(unquote(spreadsheet_id))
         if book is None:
             return Reply(404, {"ok": False, "error": f"no spreadsheet {spreadsheet_id}"})
-        return Reply(200, book.to_json())
+        return Reply(200, self._fresh(spreadsheet_id, everything=True).to_json())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -104,6 +104,10 @@ EXPECTED_LEADS = [
     [str(U3), "", "12345", "", "3", "Yes", "No", 1, 2, ist(20, 12, 5), ist(20, 12, 6)],
     [str(U2), "Rohan Iyer", "+919123456789", "3BHK", "Medium", "Yes", "No", 2, 5, ist(19, 18, 0), ist(20, 0, 20, 30)],
 ]  # fmt: skip
+# The dashboard's Visit Status column (site_visit.status as stored; blank without a visit), last.
+CONSOLIDATED_HEADER += ["Visit Status"]
+for _row, _status in zip(EXPECTED_LEADS, ["scheduled", "", "scheduled", "", "completed"], strict=True):
+    _row.append(_status)
 
 # Every IST hour at which the DAG runs on the 20th.
 RUN_HOURS = [ist(20, hour, 0) for hour in range(9, 22)]

@@ -51,7 +51,7 @@ def test_a_day_of_on_time_runs_gives_the_expected_sheets_and_is_idempotent(dag, 
     on_time = all_spreadsheets(seeded)
 
     sessions = on_time[SESSION_TITLE]
-    assert list(sessions) == ["2026-11"]
+    assert list(sessions) == ["Dashboard", "2026-11"]  # the dashboard: tests/dashboard
     tab = sessions["2026-11"]
     assert tab["rows"][0] == fixture.SESSION_HEADER
     expected_sessions = fixture.as_sheet_rows(fixture.EXPECTED_SESSIONS)

@@ -33,6 +33,7 @@ def leads(n: int, messages: int = 1, read_at: pd.Timestamp = READ_AT) -> pd.Data
             "Messages": [messages] * n,
             "First Interaction": [last - pd.Timedelta(hours=1)] * n,
             "Last Interaction": [last - pd.Timedelta(minutes=i) for i in range(n)],
+            "Visit Status": [""] * n,
             "Updated": [read_at] * n,
         }
     )

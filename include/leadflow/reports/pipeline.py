@@ -21,6 +21,7 @@ from leadflow.config import (
     VAR_SHARE_WITH,
 )
 from leadflow.objectstore import read_frame, remove_folder, run_folder, write_frame
+from leadflow.reports.dashboard import ensure_dashboard
 from leadflow.reports.extract import extract
 from leadflow.reports.sheets import ReportSpec, SheetsClient, upsert
 from leadflow.reports.transform import (
@@ -178,7 +179,7 @@ def ensure_spreadsheet(client: SheetsClient, kind: ReportKind, first_tabs: list[
     return spreadsheet_id
 
 
-def load_step(kind: ReportKind, transformed: dict[str, Any]) -> dict[str, Any]:
+def load_step(kind: ReportKind, transformed: dict[str, Any], rebuild_dashboard: bool = False) -> dict[str, Any]:
     spec = SPECS[kind]
     report = read_frame(transformed["path"], sorted(spec.datetime_columns), spec.columns)
     client = SheetsClient()
@@ -186,7 +187,7 @@ def load_step(kind: ReportKind, transformed: dict[str, Any]) -> dict[str, Any]:
     spreadsheet_id = ensure_spreadsheet(client, kind, tabs)
     result = upsert(client, spreadsheet_id, report, spec)
     log.info("%s report upserted: %s", kind, result.as_dict())
-    return result.as_dict()
+    return {**result.as_dict(), "dashboard": ensure_dashboard(client, kind, result, spec, rebuild_dashboard)}
 
 
 def finish_step(extracted: dict[str, Any] | None, results: dict[str, Any]) -> dict[str, Any]:

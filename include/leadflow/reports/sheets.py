@@ -67,9 +67,11 @@ class UpsertResult:
     reads: int = 0
     writes: int = 0
     request_bytes: int = 0
+    # Title -> sheet id after the write (for the dashboard; not part of the run summary).
+    tab_ids: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        return {k: v for k, v in self.__dict__.items() if k != "tab_ids"}
 
 
 def column_letter(index: int) -> str:
@@ -262,6 +264,7 @@ def upsert(client: SheetsClient, spreadsheet_id: str, frame: pd.DataFrame, spec:
             client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body={"requests": requests}),
             "writes",
         )
+    result.tab_ids = {title: tab.sheet_id for title, tab in tabs.items()}
     used = client.calls - before
     result.reads, result.writes, result.request_bytes = used["reads"], used["writes"], used["request_bytes"]
     return result
@@ -464,8 +467,10 @@ def _layout_requests(
                 {"deleteDimension": {"range": {"sheetId": tabs[tab].sheet_id, "dimension": "ROWS",
                                                "startIndex": row - 1, "endIndex": row}}}
             )  # fmt: skip
-    # Month tabs in calendar order, whatever order runs created them in.
-    for index, tab in enumerate(sorted(t for t in tabs if spec.is_report_tab(t))):
+    # Month tabs in calendar order, whatever order runs created them in. Only when out of order
+    # (``tabs`` is in sheet order), so the Dashboard and the team's own tabs stay where they are.
+    report_tabs = [t for t in tabs if spec.is_report_tab(t)]
+    for index, tab in enumerate(sorted(report_tabs) if report_tabs != sorted(report_tabs) else []):
         requests.append(
             {"updateSheetProperties": {"properties": {"sheetId": tabs[tab].sheet_id, "index": index},
                                        "fields": "index"}}

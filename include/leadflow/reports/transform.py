@@ -23,6 +23,8 @@ CONSOLIDATED_COLUMNS = [
     "User ID", "Name", "Mobile", "Config", "Rank", "Chat History", "Visit Scheduled", "Sessions",
     "Messages", "First Interaction", "Last Interaction",
 ]  # fmt: skip
+# The dashboard's funnel needs the visit's status (scheduled / completed / cancelled) itself.
+CONSOLIDATED_COLUMNS += ["Visit Status"]
 # When the row's data was read from MongoDB (IST in the sheet): a row is only ever replaced by
 # data read at the same time or later, so a late or re-run write cannot take a row backwards.
 UPDATED = "Updated"
@@ -209,6 +211,7 @@ def consolidated_report(
         .reindex(pd.Index(touched, name="user_id"))
     )
     people = profiles(users, touched, dq)
+    visit_status = users.drop_duplicates(subset="user_id").set_index("user_id")["site_visit_status"]
     messages = stats["messages"].fillna(0).astype("int64")
     report = pd.DataFrame(
         {
@@ -223,6 +226,7 @@ def consolidated_report(
             "Messages": messages.to_numpy(),
             "First Interaction": stats["first"].to_numpy(),
             "Last Interaction": stats["last"].to_numpy(),
+            "Visit Status": visit_status.reindex(stats.index).map(_text).to_numpy(),
         }
     )
     report = report.sort_values(["Last Interaction", "User ID"], ascending=[False, True])
