@@ -53,8 +53,8 @@ from leadflow.config import GOOGLE_SHEETS_POOL
 from leadflow.dag_defaults import default_args
 from leadflow.reports.freshness import REPORT_CRON
 
-SESSION_SHEET = Asset(name="leadflow_session_report", uri="gsheets://leadflow/session-report")
-CONSOLIDATED_SHEET = Asset(name="leadflow_consolidated_report", uri="gsheets://leadflow/consolidated-report")
+SESSION_SHEET = Asset(name="leadflow_session_report", uri="x-gsheets://leadflow/session-report")
+CONSOLIDATED_SHEET = Asset(name="leadflow_consolidated_report", uri="x-gsheets://leadflow/consolidated-report")
 
 
 @dag(

@@ -13,7 +13,8 @@ Layout of ``--out``::
       constraints.txt        official Airflow 3.3.1 constraints + leadflow's *runtime* additions
     requirements.txt         -> s3://<mwaa-bucket>/requirements.txt; first line points pip at
                              the constraints above; lists only what MWAA does not preinstall
-    plugins.zip              only when plugins/ holds real plugins (it does not today)
+    plugins.zip              real plugins from plugins/ (none today) and, with --slim-google or
+                             --offline, the wheels requirements.txt installs (scripts/mwaa_wheels.py)
     README.txt               the upload commands
 
 No startup.sh: every dependency is a wheel pip installs from requirements.txt, nothing needs an OS
@@ -358,7 +359,9 @@ See "Deploy to MWAA" in README.md for the connections, Variables, Secrets Manage
 """
 
 
-def build(out: Path, repo: Path = REPO, reference: Path = MWAA_REFERENCE) -> Plan:
+def build(
+    out: Path, repo: Path = REPO, reference: Path = MWAA_REFERENCE, *, slim_google: bool = False, offline: bool = False
+) -> Plan:
     out = out.resolve()
     if out == repo.resolve() or (out / ".git").exists() or repo.resolve().is_relative_to(out):
         raise BundleError(f"refusing to use {out} as the output folder (it would delete the repository)")
@@ -379,14 +382,23 @@ def build(out: Path, repo: Path = REPO, reference: Path = MWAA_REFERENCE) -> Pla
 
     (dags / ".airflowignore").write_text(AIRFLOWIGNORE)
     (dags / "constraints.txt").write_text(plan.constraints_text)
-    (out / "requirements.txt").write_text("\n".join([CONSTRAINT_LINE, *plan.requirements]) + "\n")
+    options = [CONSTRAINT_LINE]
+    wheels: list[Path] = []
+    if slim_google or offline:
+        from mwaa_wheels import wheel_options
+
+        options, plan.requirements, wheels = wheel_options(out, plan.requirements, reference, slim_google, offline)
+    (out / "requirements.txt").write_text("\n".join([*options, *plan.requirements]) + "\n")
 
     plugins = real_plugins(repo / "plugins")
-    if plugins:
+    if plugins or wheels:
+        # Wheels at the top level: MWAA unzips plugins.zip into /usr/local/airflow/plugins.
         with zipfile.ZipFile(out / "plugins.zip", "w", zipfile.ZIP_DEFLATED) as archive:
             for path in plugins:
                 archive.write(path, path.relative_to(repo / "plugins").as_posix())
-    (out / "README.txt").write_text(readme(out, bool(plugins), plan))
+            for wheel in wheels:
+                archive.write(wheel, wheel.name)
+    (out / "README.txt").write_text(readme(out, bool(plugins or wheels), plan))
     return plan
 
 
@@ -395,9 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "dist" / "mwaa", help="output folder (recreated)")
     parser.add_argument("--repo", type=Path, default=REPO, help=argparse.SUPPRESS)
     parser.add_argument("--mwaa-reference", type=Path, default=MWAA_REFERENCE, help="the MWAA image's package lists")
+    parser.add_argument(
+        "--slim-google", action="store_true", help="the google provider with only the dependencies leadflow uses"
+    )
+    parser.add_argument("--offline", action="store_true", help="every added wheel in plugins.zip, no index")
     args = parser.parse_args(argv)
     try:
-        plan = build(args.out, args.repo.resolve(), args.mwaa_reference)
+        plan = build(
+            args.out, args.repo.resolve(), args.mwaa_reference, slim_google=args.slim_google, offline=args.offline
+        )
     except BundleError as error:
         print(f"mwaa-bundle: {error}", file=sys.stderr)
         return 1

@@ -1,0 +1,176 @@
+"""`make mwaa-check`: install the MWAA bundle as MWAA does, into an MWAA-like venv, and measure it.
+
+    python scripts/mwaa_check.py --bundle dist/mwaa [--tests] [--offline]
+
+1. A new MWAA-like venv per check (``dist/mwaa-check/venv-*``): Python 3.12 plus every package
+   of ``deploy/mwaa-3.3.1/preinstalled-python-packages.txt`` at its version (uv, ``--no-deps``:
+   the image's bill of materials is its whole closure). Not timed.
+2. ``pip install -r requirements.txt`` of the bundle, **with pip** as MWAA runs it, with no
+   pip cache and no site pip configuration (so nothing faster than a fresh worker is used); the
+   bundle's absolute MWAA paths (``/usr/local/airflow/dags``, ``/usr/local/airflow/plugins``)
+   are mapped to the bundle's folders (``plugins.zip`` unzipped, as MWAA does).
+3. Import both DAGs from the bundle's dags folder, the code the tasks import (Sheets/Drive
+   client, the Google connection's hook and its UI form, pandas, pymongo, openai, s3fs), and
+   print the wall time and the packages added (``pip freeze`` before/after).
+4. ``--tests``: install the dev-only tools (stand-ins, pytest) into the same venv and run the
+   whole test suite against it (``make mwaa-check`` does, for the reduced google set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mwaa_bundle import MWAA_DAGS_DIR, MWAA_REFERENCE, REPO, read_pins
+
+MWAA_PLUGINS_DIR = "/usr/local/airflow/plugins"
+WORK = REPO / "dist" / "mwaa-check"
+DEV_ONLY = ["moto[server]", "secantusdb", "pytest", "ruff"]
+
+# What the tasks import at run time (the DAG files import none of it, see bench/parse_time.py).
+RUNTIME_PROBE = r"""
+import sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+assert sorted(bag.dag_ids) == ["interaction_reports", "whatsapp_followups"], bag.dag_ids
+import leadflow.reports.pipeline, leadflow.reports.sheets, leadflow.followups.tasks, leadflow.followups.trigger
+import pandas, pymongo, openai, phonenumbers, s3fs
+from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+from airflow.providers.mongo.hooks.mongo import MongoHook
+from airflow.providers.openai.hooks.openai import OpenAIHook
+from google.auth.credentials import AnonymousCredentials
+from googleapiclient.discovery import build
+# The Sheets and Drive clients from the discovery documents shipped in the library (no network).
+for api, version in (("sheets", "v4"), ("drive", "v3")):
+    build(api, version, credentials=AnonymousCredentials(), cache_discovery=False)
+# The connection form of the Google connection type, as the UI builds it.
+from airflow.providers_manager import ProvidersManager
+manager = ProvidersManager()
+hook = manager.hooks["google_cloud_platform"]
+assert hook is not None and hook.hook_class_name.endswith("GoogleBaseHook"), hook
+widgets = manager.connection_form_widgets
+assert any(key.startswith("extra__google_cloud_platform__") for key in widgets), sorted(widgets)[:5]
+print("imports ok:", ", ".join(sorted(bag.dag_ids)))
+"""
+
+
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    print("+", " ".join(command), flush=True)
+    return subprocess.run(command, check=True, **kwargs)  # noqa: S603 - fixed command lines
+
+
+def python312() -> str:
+    return subprocess.run(  # noqa: S603 - our own script
+        [str(REPO / "scripts" / "find-python312.sh")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def pip_env() -> dict[str, str]:
+    """pip as on a fresh MWAA worker: no site configuration, no extra find-links, no cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return env
+
+
+def fresh_venv(name: str, reference: Path = MWAA_REFERENCE) -> Path:
+    """A new venv holding exactly the MWAA image's packages (uv from its cache: seconds)."""
+    pins = read_pins(reference / "preinstalled-python-packages.txt")
+    target = WORK / name
+    shutil.rmtree(target, ignore_errors=True)
+    run([python312(), "-m", "venv", str(target)])
+    bom = WORK / "mwaa-image-packages.txt"
+    bom.write_text("\n".join(f"{n}=={v}" for n, v in sorted(pins.items())) + "\n")
+    uv = REPO / ".venv" / "bin" / "uv"
+    # The bill of materials is the image's whole closure: no resolution needed.
+    run([str(uv), "pip", "install", "--quiet", "--python", str(target / "bin" / "python"), "--no-deps", "-r", str(bom)])
+    return target
+
+
+def freeze(venv: Path) -> dict[str, str]:
+    out = subprocess.run(  # noqa: S603 - the check venv's pip
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
+        check=True, capture_output=True, text=True, env=pip_env(),
+    ).stdout  # fmt: skip
+    return {line.split("==")[0].lower(): line.split("==")[1] for line in out.splitlines() if "==" in line}
+
+
+def localised_requirements(bundle: Path, scratch: Path) -> Path:
+    """requirements.txt with MWAA's absolute paths pointing into the bundle (plugins.zip unzipped)."""
+    text = (bundle / "requirements.txt").read_text().replace(MWAA_DAGS_DIR, str(bundle / "dags"))
+    if (bundle / "plugins.zip").exists():
+        plugins = scratch / "plugins"
+        with zipfile.ZipFile(bundle / "plugins.zip") as archive:
+            archive.extractall(plugins)
+        text = text.replace(MWAA_PLUGINS_DIR, str(plugins))
+    target = scratch / "requirements.txt"
+    target.write_text(text)
+    return target
+
+
+def check(bundle: Path, name: str, tests: bool) -> dict:
+    venv = fresh_venv(name)
+    before = freeze(venv)
+    with tempfile.TemporaryDirectory(prefix="leadflow-mwaa-check-") as tmp:
+        requirements = localised_requirements(bundle, Path(tmp))
+        print("requirements.txt as MWAA's pip reads it:\n  " + requirements.read_text().replace("\n", "\n  "))
+        started = time.monotonic()
+        run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(requirements)], env=pip_env())
+        seconds = time.monotonic() - started
+    after = freeze(venv)
+    added = sorted(set(after) - set(before))
+    changed = sorted(n for n in before if n in after and before[n] != after[n])
+    env = {
+        **pip_env(),
+        "PYTHONPATH": str(bundle / "dags"),
+        "AIRFLOW_HOME": tempfile.mkdtemp(prefix="leadflow-mwaa-home-"),
+    }
+    env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    run([str(venv / "bin" / "python"), "-c", RUNTIME_PROBE, str(bundle / "dags")], env=env)
+    result = {"name": name, "seconds": seconds, "added": added, "changed": changed}
+    print(f"\n{name}: pip install took {seconds:.0f} s and added {len(added)} packages"
+          f"{f', changed {changed}' if changed else ''}:\n  {' '.join(added)}\n", flush=True)  # fmt: skip
+    if tests:
+        run_suite(venv)
+    return result
+
+
+def run_suite(venv: Path) -> None:
+    """The whole test suite on the reduced set: only dev-only tools are added to the venv."""
+    python = str(venv / "bin" / "python")
+    uv = REPO / ".venv" / "bin" / "uv"
+    run([str(uv), "pip", "install", "--quiet", "--python", python, "-c", str(REPO / "constraints.txt"), *DEV_ONLY])
+    site = subprocess.run(  # noqa: S603 - the check venv's interpreter
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True,
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    Path(site, "leadflow-dev.pth").write_text(f"{REPO / 'include'}\n{REPO}\n")
+    env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=REPO, env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, action="append", required=True, help="a built bundle (repeatable)")
+    parser.add_argument("--tests", action="store_true", help="run the test suite against the last bundle's set")
+    args = parser.parse_args(argv)
+    results = []
+    for index, bundle in enumerate(args.bundle):
+        last = index == len(args.bundle) - 1
+        results.append(check(bundle.resolve(), f"venv-{bundle.name}", tests=args.tests and last))
+    print("mwaa-check summary (pip, no cache, into the MWAA 3.3.1 image's packages):")
+    for result in results:
+        print(f"  {result['name']:28} {result['seconds']:6.0f} s  {len(result['added']):4d} packages added")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
