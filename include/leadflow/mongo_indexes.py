@@ -50,7 +50,7 @@ INDEXES.setdefault(DELIVERIES, []).append(
 )
 INDEXES[PLANS] = [
     IndexModel(
-        [("user_id", ASCENDING), ("event_type", ASCENDING), ("enqueued_at", DESCENDING)], name="user_type_enqueued"
+        [("user_id", ASCENDING), ("event_type", ASCENDING), ("planning_point", DESCENDING)], name="user_type_point"
     )
 ]
 

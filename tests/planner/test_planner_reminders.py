@@ -40,3 +40,49 @@ def test_one_reminder_with_the_right_delay_across_four_runs_and_a_rerun(planner_
     # DelaySeconds = seconds from the send until T-15 min, rounded up (never early).
     assert math.ceil(due - ended) <= plan["delay_seconds"] <= math.ceil(due - started)
     assert summaries[3]["reminder_delay_seconds"] == [plan["delay_seconds"]]
+
+
+def test_rescheduled_cancelled_past_opted_out_and_short_notice(planner_dag, penv) -> None:
+    now = datetime.now(UTC)
+    point = floor5(now)
+    # All of these would be due at once (visit in 12 minutes) if they were eligible.
+    soon = now + timedelta(minutes=12)
+    short_notice = penv.add_visit(soon)
+    penv.add_visit(soon, status="cancelled")
+    penv.add_visit(soon, status="completed")
+    penv.add_visit(soon, whatsapp_opt_in=False)
+    penv.add_visit(now - timedelta(minutes=5))  # over already
+    penv.add_visit(now - timedelta(seconds=1), status="scheduled")  # starting right now: over
+    moved = penv.add_visit(now + timedelta(hours=3))
+
+    first = run_planner(planner_dag, point)
+    assert first["planned"]["site_visit_reminder"] == 1
+
+    # The buyer moves the visit to 13 minutes from now: a new event for the new time only.
+    new_time = now + timedelta(minutes=13)
+    penv.db.users.update_one({"_id": _oid(moved)}, {"$set": {"site_visit.scheduled_at": new_time}})
+    second = run_planner(planner_dag, point)
+    assert second["planned"]["site_visit_reminder"] == 1
+    assert second["already_planned"]["site_visit_reminder"] == 1
+
+    bodies = penv.receive_all()
+    assert sorted((b["user_id"], b["scheduled_at"]) for b in bodies) == sorted(
+        [(short_notice, _iso(soon)), (moved, _iso(new_time))]
+    )
+    # The contract whatsapp_followups reads; the planner marks itself as the producer.
+    for body in bodies:
+        assert set(body) == {"event_id", "event_type", "user_id", "scheduled_at", "_attributes"}
+        assert body["event_id"] == f"site_visit_reminder:{body['user_id']}:{body['scheduled_at']}"
+        assert body["_attributes"]["producer"] == "followup_planner"
+    assert {p["delay_seconds"] for p in penv.plans().values()} == {0}
+    assert penv.queue_counts() == {"visible": 0, "delayed": 0, "in_flight": 0}
+
+
+def _oid(value: str):
+    from bson import ObjectId
+
+    return ObjectId(value)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

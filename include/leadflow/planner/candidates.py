@@ -149,7 +149,8 @@ def nudged_recently(
 ) -> dict[tuple[str, str], list[tuple[datetime, str]]]:
     """``(user_id, event_type) -> [(when, event_id)]`` for follow-ups since ``since``: in the
     ledger (any producer; when = sent_at, else created_at) and in the planner's own plans (when =
-    enqueued_at). Indexes: ``followup_deliveries.user_type_created``, ``followup_plans.user_type_enqueued``.
+    the planning point that planned it, so a re-run or backfill sees the history as it was then).
+    Indexes: ``followup_deliveries.user_type_created``, ``followup_plans.user_type_point``.
     """
     types = list(event_types)
     found: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
@@ -168,12 +169,12 @@ def nudged_recently(
             if isinstance(when, datetime):
                 found.setdefault((doc["user_id"], doc["event_type"]), []).append((as_utc(when), str(doc["_id"])))
         plans = db[PLANS].find(
-            {"user_id": {"$in": chunk}, "event_type": {"$in": types}, "enqueued_at": {"$gte": since}},
-            projection={"user_id": 1, "event_type": 1, "enqueued_at": 1},
+            {"user_id": {"$in": chunk}, "event_type": {"$in": types}, "planning_point": {"$gte": since}},
+            projection={"user_id": 1, "event_type": 1, "planning_point": 1},
         )
         for doc in plans:
             found.setdefault((doc["user_id"], doc["event_type"]), []).append(
-                (as_utc(doc["enqueued_at"]), str(doc["_id"]))
+                (as_utc(doc["planning_point"]), str(doc["_id"]))
             )
     return found
 
