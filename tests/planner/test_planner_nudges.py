@@ -114,5 +114,5 @@ def test_thresholds_come_from_the_variable(planner_dag, penv) -> None:
     assert held["nudges"].startswith("waiting: outside 10:30-21:00 IST")
     later = run_planner(planner_dag, DAY + timedelta(minutes=30))  # in hours, but 3.5 h quiet < 4 h
     assert later["planned"]["cost_sheet_followup"] == 0
-    enough = run_planner(planner_dag, DAY + timedelta(hours=1))
+    enough = run_planner(planner_dag, DAY + timedelta(minutes=90))
     assert enough["planned"]["cost_sheet_followup"] == 1
