@@ -159,7 +159,7 @@ def _visit_time_patterns(when: datetime) -> list[re.Pattern[str]]:
     ampm = local.strftime("%p")
     return [
         re.compile(rf"\b0?{hour}:{local.minute:02d}\s*{ampm[0]}\.?\s*{ampm[1]}\b\.?", re.IGNORECASE),
-        re.compile(rf"\b{local.day}(st|nd|rd|th)?\b"),
+        re.compile(rf"\b0?{local.day}(st|nd|rd|th)?\b"),  # planner: "01 Dec" (days 1-9) is the day too
         re.compile(rf"\b{local.strftime('%b')}", re.IGNORECASE),
     ]
 
