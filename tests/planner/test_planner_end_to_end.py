@@ -36,7 +36,7 @@ def test_reminder_reaches_the_outbox_with_the_visit_time_in_ist_not_before_t_min
     assert 0 < summary["reminder_delay_seconds"][0] <= 30
     counts = penv.queue_counts()
     if datetime.now(UTC) < due - timedelta(seconds=2):
-        assert counts["delayed"] == 1 and counts["visible"] == 0, counts
+        assert (counts["delayed"], counts["visible"]) == (1, 0), counts
 
     # The consumer's long poll waits for the message to become visible, then sends it.
     run = followups.test(run_conf={"max_wait_seconds": 90})
@@ -49,7 +49,8 @@ def test_reminder_reaches_the_outbox_with_the_visit_time_in_ist_not_before_t_min
     local = visit.astimezone(IST)
     clock = rf"\b0?{local.hour % 12 or 12}:{local.minute:02d}\s*{local:%p}"
     assert re.search(clock, text), text
-    assert re.search(rf"\b0?{local.day}\b", text) and local.strftime("%b") in text, text
+    assert re.search(rf"\b0?{local.day}\b", text), text
+    assert local.strftime("%b") in text, text
     ledger = penv.db.followup_deliveries.find_one({"_id": summary["planned_event_ids"][0]})
     assert ledger["state"] == "sent"
     assert ledger["text_source"] == "openai"  # the primary path, not the template fallback
