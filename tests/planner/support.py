@@ -113,19 +113,24 @@ class PlannerEnv:
         Variable.set("leadflow_followup_rules", json.dumps(rules))
 
 
-def run_planner(dag: Any, point: datetime) -> dict[str, Any]:
-    """One real run whose planning point (data interval end) is ``point``; returns its summary."""
+def xcom_value(run: Any, task_id: str) -> Any:
+    """The return value a task of ``run`` pushed to XCom."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    assert point == floor5(point), "a planning point is a 5-minute boundary"
-    run = dag.test(logical_date=point)
-    assert run.state == "success", task_states(run)
     with create_session() as session:
         row = (
             session.query(XComModel)
             .filter(XComModel.run_id == run.run_id, XComModel.dag_id == run.dag_id)
-            .filter(XComModel.task_id == "plan_followups", XComModel.key == "return_value")
+            .filter(XComModel.task_id == task_id, XComModel.key == "return_value")
             .one()
         )
         return row.value
+
+
+def run_planner(dag: Any, point: datetime) -> dict[str, Any]:
+    """One real run whose planning point (data interval end) is ``point``; returns its summary."""
+    assert point == floor5(point), "a planning point is a 5-minute boundary"
+    run = dag.test(logical_date=point)
+    assert run.state == "success", task_states(run)
+    return xcom_value(run, "plan_followups")

@@ -11,6 +11,7 @@ import pytest
 from devstack import clients
 from leadflow.followups.openai_usage import BUDGET_COLLECTION, BudgetExhausted, DailyBudget, ist_day
 from tests.helpers import load_dag
+from tests.planner.support import xcom_value
 
 BUDGET_VAR = "leadflow_openai_daily_token_budget"
 CONCURRENCY_VAR = "leadflow_followup_concurrency"
@@ -38,24 +39,10 @@ def _queue_nudges(penv, count: int, tag: str) -> list[str]:
     return ids
 
 
-def _summary(run) -> dict:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter(XComModel.run_id == run.run_id, XComModel.dag_id == run.dag_id)
-            .filter(XComModel.task_id == "process_messages", XComModel.key == "return_value")
-            .one()
-        )
-        return row.value
-
-
 def _run(dag) -> dict:
     run = dag.test(run_conf={"max_wait_seconds": 3})
     assert run.state == "success"
-    return _summary(run)
+    return xcom_value(run, "process_messages")
 
 
 def test_usage_is_summed_stored_on_the_ledger_and_priced(followups, penv) -> None:

@@ -94,6 +94,11 @@ def _body(event_type: str, event_id: str, user_id: str, scheduled_at: datetime |
     return body
 
 
+def _nudge(event_type: str, event_id: str, user_id: str, now: datetime) -> Candidate:
+    """A nudge goes out at once (no delay): only runs in nudge hours plan one."""
+    return Candidate(event_type, event_id, user_id, _body(event_type, event_id, user_id), due_at=now)
+
+
 # -- site-visit reminders ----------------------------------------------------------------------
 
 
@@ -253,15 +258,7 @@ def cost_sheet_followups(db: Database, clock: PlanningClock, rules: Rules) -> Ru
         if _others(sent.get((user_id, EventType.COST_SHEET_FOLLOWUP.value), []), event_id, stamp):
             result.held["cost_sheet_already_followed_up"] += 1
             continue
-        result.candidates.append(
-            Candidate(
-                event_type=EventType.COST_SHEET_FOLLOWUP.value,
-                event_id=event_id,
-                user_id=user_id,
-                body=_body(EventType.COST_SHEET_FOLLOWUP.value, event_id, user_id),
-                due_at=clock.now,
-            )
-        )
+        result.candidates.append(_nudge(EventType.COST_SHEET_FOLLOWUP.value, event_id, user_id, clock.now))
     return result
 
 
@@ -321,13 +318,5 @@ def hot_lead_nudges(db: Database, clock: PlanningClock, rules: Rules, busy: set[
         if user_id in busy:
             result.held["one_nudge_per_run"] += 1
             continue
-        result.candidates.append(
-            Candidate(
-                event_type=EventType.INQUIRY_FOLLOWUP.value,
-                event_id=event_id,
-                user_id=user_id,
-                body=_body(EventType.INQUIRY_FOLLOWUP.value, event_id, user_id),
-                due_at=clock.now,
-            )
-        )
+        result.candidates.append(_nudge(EventType.INQUIRY_FOLLOWUP.value, event_id, user_id, clock.now))
     return result
