@@ -9,6 +9,11 @@ and ``DATA>>>`` in the last user message (``name``, ``event_type``, ``visit_time
 so the caller's output validation can be tested. ``GET /v1/models`` lists a few model ids.
 ``GET /_control/requests`` returns every request body received (to check prompts).
 
+``usage`` is what OpenAI bills: prompt tokens (~4 characters a token, plus the chat format's 3
+tokens per message and 3 to prime the reply, as OpenAI documents for the gpt-4o family),
+completion tokens summed over the ``n`` choices, and the ``*_tokens_details`` objects the real
+API includes. An unknown ``model`` is refused with 404 ``model_not_found``, as OpenAI does.
+
     python -m devstack.openai_server --port 8092
 """
 
@@ -147,6 +152,15 @@ def _tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
+TOKENS_PER_MESSAGE = 3  # <|start|>{role}<|message|> ... <|end|>
+REPLY_PRIMING_TOKENS = 3  # <|start|>assistant<|message|>
+
+
+def prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """What OpenAI counts for a chat prompt: each message's content plus its framing."""
+    return sum(_tokens(_message_text(m)) + TOKENS_PER_MESSAGE for m in messages) + REPLY_PRIMING_TOKENS
+
+
 def _optional_str(value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ValueError("must be a string or null")
@@ -211,6 +225,13 @@ class OpenAIServer(StandInServer):
             raise ApiError(400, "you must provide a model parameter", extra={"param": "model"})
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise ApiError(400, "'messages' must be a non-empty array of objects", extra={"param": "messages"})
+        if model not in MODELS:
+            raise ApiError(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                "model_not_found",
+                extra={"param": None},
+            )
         if body.get("stream"):
             raise ApiError(400, "stream=true is not supported by the stand-in", extra={"param": "stream"})
         choices_wanted = body.get("n") or 1
@@ -221,7 +242,7 @@ class OpenAIServer(StandInServer):
             raise ApiError(400, "max_tokens must be a positive integer", extra={"param": "max_tokens"})
 
         text, truncated = truncate_to_tokens(compose_reply(extract_data(messages)), limit)
-        prompt_tokens = sum(_tokens(_message_text(m)) for m in messages)
+        prompt = prompt_tokens(messages)
         completion_tokens = _tokens(text) * choices_wanted
         return {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
@@ -238,9 +259,16 @@ class OpenAIServer(StandInServer):
                 for index in range(choices_wanted)
             ],
             "usage": {
-                "prompt_tokens": prompt_tokens,
+                "prompt_tokens": prompt,
                 "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
+                "total_tokens": prompt + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {
+                    "reasoning_tokens": 0,
+                    "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0,
+                    "rejected_prediction_tokens": 0,
+                },
             },
             "system_fingerprint": "fp_devstack",
         }

@@ -183,6 +183,33 @@ def _make_messy(rng: random.Random, doc: dict) -> None:
         doc["intent"] = 7  # wrong type
 
 
+# -- followup_planner demo (additive): buyers whose visits fall in the next hours --------------
+
+PLANNER_DEMO_VISITS = range(-3, 13)  # visits every 15 minutes from end - 45 min to end + 3 h
+
+
+def planner_demo_users(spec: SeedSpec) -> list[dict]:
+    """Buyers with a scheduled site visit every 15 minutes around ``spec.end`` (``make run``:
+    the top of the next hour), so the planner's reminders land in ``make outbox`` one by one:
+    the ones already over get none, the next ones arrive 15 minutes before their visit."""
+    rng = random.Random(spec.seed + 10)
+    users = []
+    for n, step in enumerate(PLANNER_DEMO_VISITS):
+        visit = (spec.end + timedelta(minutes=15 * step)).astimezone(UTC)
+        users.append({
+            "_id": ObjectId(f"{0x66000000 + n:08x}{rng.getrandbits(64):016x}"),
+            "name": f"{FIRST_NAMES[n % len(FIRST_NAMES)]} {LAST_NAMES[n % len(LAST_NAMES)]}",
+            "mobile": f"+91 9{rng.randrange(10**8, 10**9):09d}",
+            "preferred_configuration": CONFIGS[n % len(CONFIGS)],
+            "ranking": "Medium",
+            "inquiry_type": "site_visit",
+            "site_visit": {"scheduled_at": visit, "status": "scheduled"},
+            "created_at": (spec.end - timedelta(days=2)).astimezone(UTC),
+            "updated_at": (spec.end - timedelta(days=2)).astimezone(UTC),
+        })  # fmt: skip
+    return users
+
+
 def seed_database(
     uri: str, spec: SeedSpec, database: str = DEFAULT_DATABASE, batch_size: int = 10_000
 ) -> dict[str, int]:
@@ -195,6 +222,8 @@ def seed_database(
         db[INTERACTIONS].drop()
         users = make_users(spec, max(5, (spec.interactions + spec.hot_hour_interactions) // 20))
         db[USERS].insert_many(users, ordered=False)
+        demo_visits = planner_demo_users(spec)  # followup_planner demo
+        db[USERS].insert_many(demo_visits, ordered=False)
         batch: list[dict] = []
         total = 0
         for doc in iter_interactions(spec, users):
@@ -207,7 +236,7 @@ def seed_database(
             db[INTERACTIONS].insert_many(batch, ordered=False)
             total += len(batch)
         ensure_indexes(db)
-    return {"users": len(users), "interactions": total}
+    return {"users": len(users), "interactions": total, "demo_visits": len(demo_visits)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,9 @@ import sys
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
 
-from leadflow.config import DEFAULT_DATABASE, INTERACTIONS
+from leadflow.config import DEFAULT_DATABASE, DELIVERIES, INTERACTIONS, USERS
+
+PLANS = "followup_plans"  # the planner's own record (leadflow.planner.enqueue)
 
 INDEXES: dict[str, list[IndexModel]] = {
     INTERACTIONS: [
@@ -28,6 +30,29 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     # followup_deliveries is keyed by _id = event_id, which MongoDB always indexes uniquely.
 }
+
+# -- followup_planner (leadflow.planner.candidates); additive ------------------------------------
+INDEXES[INTERACTIONS].append(
+    # Cost-sheet rule: who wrote to us between 7 days and 2 hours before the planning point.
+    IndexModel([("role", ASCENDING), ("timestamp", ASCENDING), ("user_id", ASCENDING)], name="role_ts_user")
+)
+INDEXES[USERS] = [
+    # Site-visit reminders: scheduled visits in the next minutes.
+    IndexModel([("site_visit.status", ASCENDING), ("site_visit.scheduled_at", ASCENDING)], name="site_visit_status_at"),
+    # Hot-lead nudges: the users of one ranking.
+    IndexModel([("ranking", ASCENDING)], name="ranking_1"),
+]
+INDEXES.setdefault(DELIVERIES, []).append(
+    # "Was this user followed up since ...": by user and event type, any producer.
+    IndexModel(
+        [("user_id", ASCENDING), ("event_type", ASCENDING), ("created_at", DESCENDING)], name="user_type_created"
+    )
+)
+INDEXES[PLANS] = [
+    IndexModel(
+        [("user_id", ASCENDING), ("event_type", ASCENDING), ("planning_point", DESCENDING)], name="user_type_point"
+    )
+]
 
 
 def ensure_indexes(db: Database) -> list[str]:

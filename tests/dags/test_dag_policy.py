@@ -14,6 +14,7 @@ from tests.helpers import REPO
 
 DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
 EXPECTED_DAG_IDS = {"interaction_reports", "interaction_reports_freshness", "whatsapp_followups"}
+EXPECTED_DAG_IDS |= {"followup_planner"}  # planner (issue 10)
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +100,4 @@ def test_parsing_does_no_connection_variable_or_network_lookup(airflow_db) -> No
     assert result.returncode == 0, result.stderr[-3000:]
     assert "interaction_reports" in result.stdout
     assert "whatsapp_followups" in result.stdout
+    assert "followup_planner" in result.stdout  # planner (issue 10)

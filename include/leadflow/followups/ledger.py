@@ -106,6 +106,7 @@ class Ledger:
         text_source: str,
         fallback_reason: str | None,
         sqs_message_id: str,
+        openai_usage: dict[str, Any] | None = None,  # openai_usage hook
     ) -> dict[str, Any]:
         """Create the event in ``pending`` with its text, or return it as it already is."""
         now = _now()
@@ -117,6 +118,7 @@ class Ledger:
             "text": text,
             "text_source": text_source,
             "fallback_reason": fallback_reason,
+            "openai_usage": openai_usage,  # openai_usage hook: tokens of the reply that wrote `text`
             "attempts": 0,
             "created_at": now,
         }

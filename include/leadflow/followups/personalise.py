@@ -89,6 +89,7 @@ class Personalised:
     text: str
     source: str  # "openai" | "fallback"
     fallback_reason: str | None = None
+    usage: dict[str, Any] | None = None  # openai_usage hook: the reply's token usage
 
 
 def format_visit_time(when: datetime) -> str:
@@ -159,7 +160,7 @@ def _visit_time_patterns(when: datetime) -> list[re.Pattern[str]]:
     ampm = local.strftime("%p")
     return [
         re.compile(rf"\b0?{hour}:{local.minute:02d}\s*{ampm[0]}\.?\s*{ampm[1]}\b\.?", re.IGNORECASE),
-        re.compile(rf"\b{local.day}(st|nd|rd|th)?\b"),
+        re.compile(rf"\b0?{local.day}(st|nd|rd|th)?\b"),  # planner: "01 Dec" (days 1-9) is the day too
         re.compile(rf"\b{local.strftime('%b')}", re.IGNORECASE),
     ]
 
@@ -218,10 +219,11 @@ def _is_quota_error(exc: Exception) -> bool:
 class Personaliser:
     """Generates the text for one event; safe to share between threads."""
 
-    def __init__(self, client: Any, model: str, max_tokens: int = MAX_TOKENS) -> None:
+    def __init__(self, client: Any, model: str, max_tokens: int = MAX_TOKENS, usage: Any = None) -> None:
         self.client = client
         self.model = model
         self.max_tokens = max_tokens
+        self.usage = usage  # openai_usage hook: a leadflow.followups.openai_usage.UsageMeter, or None
         # The first ``client.chat`` imports every openai resource module (~2 s of CPU). Do it
         # here, once, rather than in dozens of worker threads queueing on the import lock.
         self._completions = client.chat.completions
@@ -229,15 +231,22 @@ class Personaliser:
     def personalise(self, data: PromptData) -> Personalised:
         import openai
 
+        from leadflow.followups.openai_usage import BudgetExhausted, metered  # openai_usage hook
+
+        messages = build_messages(data)
         try:
-            response = self._completions.create(
-                model=self.model,
-                messages=build_messages(data),
-                max_tokens=self.max_tokens,
-                temperature=0.4,
-                n=1,
-            )
+            with metered(self.usage, messages, self.max_tokens, self.model) as call:  # openai_usage hook
+                response = self._completions.create(
+                    model=self.model,
+                    messages=messages,
+                    max_tokens=self.max_tokens,
+                    temperature=0.4,
+                    n=1,
+                )
+                call.record(response)  # openai_usage hook
             content = response.choices[0].message.content or ""
+        except BudgetExhausted:  # openai_usage hook
+            return Personalised(fallback_text(data), "fallback", BudgetExhausted.reason)
         except openai.APIStatusError as exc:
             if _is_quota_error(exc):
                 raise QuotaExhausted from None
@@ -254,5 +263,5 @@ class Personaliser:
         text, problem = validate_output(content, data)
         if problem:
             log.warning("OpenAI output rejected (%s); using the fallback text", problem)
-            return Personalised(fallback_text(data), "fallback", f"invalid_output:{problem}")
-        return Personalised(text, "openai")
+            return Personalised(fallback_text(data), "fallback", f"invalid_output:{problem}", call.usage_dict)
+        return Personalised(text, "openai", usage=call.usage_dict)  # openai_usage hook: usage=

@@ -473,6 +473,7 @@ class FollowupProcessor:
                 text_source=result.source,
                 fallback_reason=result.fallback_reason,
                 sqs_message_id=message["MessageId"],
+                openai_usage=result.usage,  # openai_usage hook
             )
             generated_fallback = result.source == "fallback" and doc.get("text") == result.text
             if doc.get("state") != State.PENDING:
@@ -798,10 +799,13 @@ def build_processor(settings: ProcessorSettings | None = None) -> FollowupProces
     pool = settings.concurrency + 4
     sqs = SqsHook(aws_conn_id=AWS_CONN_ID, config=Config(max_pool_connections=pool)).conn
     model = Variable.get(VAR_OPENAI_MODEL, default=DEFAULT_OPENAI_MODEL) or DEFAULT_OPENAI_MODEL
+    db = get_database()
+    from leadflow.followups.openai_usage import UsageMeter  # openai_usage hook
+
     return FollowupProcessor(
-        db=get_database(),
+        db=db,
         sqs=sqs,
-        personaliser=Personaliser(openai_client(), model),
+        personaliser=Personaliser(openai_client(), model, usage=UsageMeter.from_airflow(db)),  # openai_usage hook
         whatsapp=WhatsAppClient(WhatsAppConfig.from_connection(), pool_size=pool),
         settings=settings,
     )

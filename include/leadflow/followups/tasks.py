@@ -26,6 +26,10 @@ def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
     finally:
         processor.whatsapp.close()
     result = summary.as_dict()
+    from leadflow.followups.openai_usage import publish_budget_alert  # openai_usage hook (3 lines)
+
+    result.update(processor.personaliser.usage.summary() if processor.personaliser.usage else {})
+    publish_budget_alert(processor.personaliser.usage, DAG_ID)
     log.info("Follow-up batch summary: %s", result)
     if summary.fatal_error:
         raise FollowupBatchError(f"{summary.fatal_error}; the batch's messages were left for redelivery")
