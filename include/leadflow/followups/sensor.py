@@ -5,10 +5,12 @@ URLs, so :class:`FollowupsSqsSensor` writes the batch as JSON to
 ``<leadflow_object_store_base>/whatsapp_followups/<run_id>/batch-<try>.json`` and returns only
 ``{"batch_path", "count", "message_ids"}``. Messages are never deleted on reception: the
 processing task deletes (or dead-letters) each one after the ledger records its outcome.
-(In deferrable mode the batch travels from the triggerer to the task in the trigger event, which
-Airflow keeps in the task instance's ``next_kwargs`` until the sensor finishes; Airflow clears
-it then. Writing the object from the triggerer itself would avoid even that, at the price of
-giving the triggerer object-store credentials.)
+In deferrable mode the *trigger* writes the batch object itself and its event carries only the
+path, the count and the message ids: the event is stored in the metadata DB (the task
+instance's ``next_kwargs``) and logged by the triggerer, and must never hold a body or a
+receipt handle (they name users, carry media URLs, and a handle lets anyone delete the message).
+The triggerer needs write access to ``leadflow_object_store_base`` for that (the IAM policy grants
+it to the MWAA execution role, which every component uses).
 
 :class:`FollowupsSqsTrigger` changes two things about the stock trigger:
 
@@ -84,6 +86,11 @@ def read_batch(url: str) -> list[dict[str, Any]]:
     return list(json.loads(_object_path(url).read_text()))
 
 
+def batch_reference(url: str, messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What travels in the trigger event and XCom: no body, no receipt handle."""
+    return {"batch_path": url, "count": len(messages), "message_ids": [str(m.get("MessageId")) for m in messages]}
+
+
 def delete_batch(url: str) -> bool:
     path = _object_path(url)
     if not path.exists():
@@ -102,15 +109,19 @@ class FollowupsSqsTrigger(SqsSensorTrigger):
         *,
         max_wait_seconds: float = SENSOR_MAX_WAIT_SECONDS,
         drain_wait_seconds: int = SENSOR_DRAIN_WAIT_SECONDS,
+        batch_url: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.max_wait_seconds = float(max_wait_seconds)
         self.drain_wait_seconds = int(drain_wait_seconds)
+        self.batch_url = batch_url
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         _, kwargs = super().serialize()
-        kwargs.update(max_wait_seconds=self.max_wait_seconds, drain_wait_seconds=self.drain_wait_seconds)
+        kwargs.update(
+            max_wait_seconds=self.max_wait_seconds, drain_wait_seconds=self.drain_wait_seconds, batch_url=self.batch_url
+        )
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     async def _receive(self, client: Any, wait_seconds: int) -> list[dict[str, Any]]:
@@ -134,6 +145,13 @@ class FollowupsSqsTrigger(SqsSensorTrigger):
             batch.extend(messages)
         return batch
 
+    async def _stored(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        """Write the batch to the object store; the event carries only its reference."""
+        if self.batch_url is None:  # a trigger serialised by an older version of the sensor
+            return {"status": "success", "message_batch": batch}
+        await asyncio.to_thread(write_batch, self.batch_url, batch)
+        return {"status": "success", **batch_reference(self.batch_url, batch)}
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         deadline = time.monotonic() + self.max_wait_seconds
         try:
@@ -144,7 +162,7 @@ class FollowupsSqsTrigger(SqsSensorTrigger):
                     batch = await self.drain(client, wait)
                     if batch:
                         self.log.info("Received %d message(s) from %s", len(batch), self.sqs_queue)
-                        yield TriggerEvent({"status": "success", "message_batch": batch})
+                        yield TriggerEvent(await self._stored(batch))
                         return
                     if time.monotonic() >= deadline:
                         yield TriggerEvent({"status": "empty", "waited_seconds": self.max_wait_seconds})
@@ -184,6 +202,7 @@ class FollowupsSqsSensor(SqsSensor):
         if not self.deferrable:
             self.timeout = wait
             return super().execute(context)
+        ti = context["ti"]
         self.defer(
             trigger=FollowupsSqsTrigger(
                 sqs_queue=self.sqs_queue,
@@ -199,6 +218,7 @@ class FollowupsSqsSensor(SqsSensor):
                 botocore_config=self.botocore_config,
                 max_wait_seconds=wait,
                 drain_wait_seconds=self.drain_wait_seconds,
+                batch_url=batch_url(ti.run_id, ti.try_number),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=wait + SENSOR_TIMEOUT_GRACE_SECONDS),
@@ -213,6 +233,8 @@ class FollowupsSqsSensor(SqsSensor):
             raise AirflowSkipException(f"No follow-up messages within {self._max_wait()} s")
         if status != "success":
             raise SqsReceiveError(f"Receiving from SQS failed: {(event or {}).get('error', event)}")
+        if "batch_path" in event:
+            return {key: event[key] for key in ("batch_path", "count", "message_ids")}
         return self.store_batch(context, event["message_batch"])
 
     def poke(self, context: Context) -> Any:
@@ -242,8 +264,4 @@ class FollowupsSqsSensor(SqsSensor):
         url = batch_url(ti.run_id, ti.try_number)
         write_batch(url, messages)
         self.log.info("Stored a batch of %d message(s) at %s", len(messages), url)
-        return {
-            "batch_path": url,
-            "count": len(messages),
-            "message_ids": [str(m.get("MessageId")) for m in messages],
-        }
+        return batch_reference(url, messages)

@@ -16,6 +16,9 @@ from leadflow.followups.dag_settings import (
 from leadflow.followups.pacing import PAIR_PACING_SECONDS
 from leadflow.followups.whatsapp import Template
 
+VAR_UNKNOWN_OUTCOME_GRACE = "leadflow_followup_unknown_outcome_grace_minutes"
+DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES = 15
+
 
 @dataclass(frozen=True)
 class TemplateConfig:
@@ -49,6 +52,8 @@ class ProcessorSettings:
     # with the per-message worst case it bounds the run, which the visibility timeout must exceed.
     budget_seconds: float = 600.0
     redelivery_delay_seconds: int = 60
+    # How long an ambiguous send waits for its delivery receipt before it is sent once more.
+    unknown_outcome_grace_seconds: float = DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES * 60
 
 
 def capped_concurrency(raw: Any) -> int:
@@ -66,6 +71,14 @@ def capped_send_rate(raw: Any) -> float:
     except (TypeError, ValueError):
         rate = DEFAULT_SEND_RATE
     return min(rate, MAX_SEND_RATE) if rate > 0 else MAX_SEND_RATE
+
+
+def grace_seconds(raw: Any) -> float:
+    try:
+        minutes = float(raw)
+    except (TypeError, ValueError):
+        minutes = DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES
+    return max(0.0, minutes) * 60
 
 
 def load_settings() -> ProcessorSettings:
@@ -86,4 +99,7 @@ def load_settings() -> ProcessorSettings:
         concurrency=capped_concurrency(Variable.get(VAR_FOLLOWUP_CONCURRENCY, default=DEFAULT_CONCURRENCY)),
         send_rate_per_second=capped_send_rate(Variable.get(VAR_FOLLOWUP_SEND_RATE, default=DEFAULT_SEND_RATE)),
         budget_seconds=PROCESS_BUDGET_SECONDS,
+        unknown_outcome_grace_seconds=grace_seconds(
+            Variable.get(VAR_UNKNOWN_OUTCOME_GRACE, default=DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES)
+        ),
     )
