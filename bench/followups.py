@@ -157,7 +157,8 @@ def build_processor(stack: Stack, *, concurrency: int, send_rate: float) -> Any:
     from openai import OpenAI
 
     from leadflow.followups.personalise import Personaliser
-    from leadflow.followups.processor import FollowupProcessor, ProcessorSettings, TemplateConfig
+    from leadflow.followups.processor import FollowupProcessor
+    from leadflow.followups.settings import ProcessorSettings, TemplateConfig
     from leadflow.followups.whatsapp import WhatsAppClient, WhatsAppConfig
 
     pool = concurrency + 4

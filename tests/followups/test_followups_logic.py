@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from leadflow.followups.contract import EventType, ValidationFailure, parse_body
+from leadflow.followups.pacing import TokenBucket, UserPacer
 from leadflow.followups.personalise import (
     PromptData,
     display_name,
@@ -18,7 +19,7 @@ from leadflow.followups.personalise import (
     prompt_data,
     validate_output,
 )
-from leadflow.followups.processor import TemplateConfig, TokenBucket, UserPacer
+from leadflow.followups.settings import TemplateConfig
 from leadflow.followups.whatsapp import Template, WhatsAppConfig, is_fatal, is_transient, template_payload
 
 USER_ID = "64b7f0c2a1b2c3d4e5f60718"
@@ -318,3 +319,28 @@ def test_the_sensor_skips_a_quiet_wait_but_fails_on_an_sqs_error() -> None:
         sensor.execute_complete({}, {"status": "error", "error": "ClientError: AccessDenied"})
     with pytest.raises(ValueError, match="deleted only after"):
         FollowupsSqsSensor(task_id="bad", sqs_queue="q", delete_message_on_reception=True)
+
+
+# -- the visibility-timeout budget ------------------------------------------------------------
+
+
+def test_the_worst_case_run_fits_the_visibility_timeout_up_to_the_concurrency_cap() -> None:
+    from leadflow.followups import dag_settings as d
+
+    assert d.worst_case_run_seconds(d.MAX_CONCURRENCY) <= d.VISIBILITY_TIMEOUT_S
+    assert d.worst_case_run_seconds(d.MAX_CONCURRENCY + 1) > d.VISIBILITY_TIMEOUT_S
+    assert d.DEFAULT_CONCURRENCY <= d.MAX_CONCURRENCY
+    # The terms come from the clients' real settings: 20 s x 3 + 2 x 8 s, (5 + 15) s x 4 + 3 x 8 s.
+    assert (d.openai_worst_seconds(), d.whatsapp_worst_seconds()) == (76.0, 104.0)
+    # The arithmetic the old docstring wrote down no longer fit with 64 threads.
+    assert d.worst_case_run_seconds(64) > d.VISIBILITY_TIMEOUT_S
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("64", None), ("8", 8), ("0", 1), ("junk", None), (None, None)])
+def test_the_concurrency_variable_is_capped_by_the_budget(raw: object, expected: int | None) -> None:
+    from leadflow.followups.dag_settings import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+    from leadflow.followups.settings import capped_concurrency
+
+    want = expected if expected is not None else min(int(raw) if raw == "64" else DEFAULT_CONCURRENCY, MAX_CONCURRENCY)
+    assert capped_concurrency(raw) == want
+    assert capped_concurrency(raw) <= MAX_CONCURRENCY

@@ -12,7 +12,8 @@ from openai import OpenAI
 from devstack import clients
 from leadflow.followups.ledger import Ledger, State
 from leadflow.followups.personalise import Personaliser
-from leadflow.followups.processor import FollowupProcessor, ProcessorSettings, TemplateConfig
+from leadflow.followups.processor import FollowupProcessor
+from leadflow.followups.settings import ProcessorSettings, TemplateConfig
 from leadflow.followups.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
 from tests.followups.support import TEMPLATES, VISIT_AT, Env, event
 

@@ -1,56 +1,46 @@
-"""Process one batch of follow-up messages received from SQS.
+"""Process one batch of follow-up messages received from SQS: the per-message flow.
 
 Concurrency model: one Airflow task processes the whole batch (up to a few hundred messages)
 with a bounded :class:`~concurrent.futures.ThreadPoolExecutor`. The work per message is almost
 all waiting on the network (OpenAI ~0.5 s, WhatsApp ~0.1 s, Mongo, SQS), which threads overlap
 well; one task instance per message would instead pay Airflow's scheduling and process start-up
 (seconds) for every message and could never reach WhatsApp's 80 msg/s. Three limits keep the
-threads polite:
+threads polite: ``concurrency`` threads at most (capped by the visibility-timeout budget, see
+:mod:`.dag_settings`), and the rate limits of :mod:`.pacing`.
 
-* ``concurrency`` threads at most (Variable ``leadflow_followup_concurrency``);
-* a global :class:`TokenBucket` on WhatsApp sends (Variable ``leadflow_followup_send_rate_per_second``,
-  below Meta's 80 msg/s per business number);
-* a per-user :class:`UserPacer`: never two messages to one user within 6 s (Meta's pair rate limit,
-  error 131056), also across runs (the ledger's latest ``sent_at`` for the user seeds it).
+The seams: :mod:`.snapshot` reads what the batch needs up front, :mod:`.queue_actions` deletes,
+dead-letters or leaves each SQS message, :mod:`.outcomes` counts what happened, and
+:mod:`.settings` holds the knobs. This module is the decision for one message.
 
-Round trips are kept few, because at 80 msg/s they add up: what every message needs to read
-(ledger snapshot, users, the 24 h window, the last send per user) is fetched for the whole batch
-in a few bulk queries, each message then costs three ledger writes (claim, sending, sent), and
-SQS deletes go out ten at a time.
-
-Every message ends in exactly one outcome, counted in :class:`BatchSummary`:
-``sent + skipped + duplicates + dead_lettered + left_for_redelivery == received``
-(``failed`` events are dead-lettered too, so ``failed`` is a subset of ``dead_lettered``).
-The SQS message is deleted (or moved to the DLQ) only after the ledger records its outcome; see
+Every message ends in exactly one outcome (see :mod:`.outcomes`). The SQS message is deleted
+(or moved to the DLQ) only after the ledger records its outcome; see
 :mod:`leadflow.followups.ledger` for the ordering that gives at most one send per event.
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import UTC, datetime
 from typing import Any
 
-from bson import ObjectId
 from pymongo.database import Database
 
-from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES, INTERACTIONS, USERS
+from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES
 from leadflow.followups.contract import FollowupEvent, ValidationFailure, parse_body
 from leadflow.followups.ledger import FINAL_STATES, UNKNOWN_OUTCOME, Ledger, State, message_key
+from leadflow.followups.outcomes import BatchSummary, Outcome
+from leadflow.followups.pacing import TokenBucket, UserPacer
 from leadflow.followups.personalise import Personaliser, QuotaExhausted, prompt_data
+from leadflow.followups.queue_actions import QueueActions
+from leadflow.followups.settings import ProcessorSettings, load_settings
+from leadflow.followups.snapshot import BatchSnapshot
 from leadflow.followups.whatsapp import (
     SendMode,
-    Template,
     WhatsAppClient,
     WhatsAppError,
     media_payload,
@@ -60,200 +50,6 @@ from leadflow.followups.whatsapp import (
 from leadflow.phones import mask, to_e164
 
 log = logging.getLogger(__name__)
-
-PAIR_PACING_SECONDS = 6.0
-# The customer-service window is 24 h from the user's last message; our copy of that message is
-# written a moment after Meta received it, so stay a little on the safe side.
-SERVICE_WINDOW = timedelta(hours=24) - timedelta(minutes=5)
-MAX_PROBLEM_IDS = 50
-MAX_REDELIVERY_DELAY_S = 900
-USER_FIELDS = {"name": 1, "mobile": 1, "preferred_configuration": 1, "inquiry_type": 1, "whatsapp_opt_in": 1}
-PREFETCH_CHUNK = 500
-SQS_BATCH = 10  # the most SQS accepts in one batch call
-
-
-def _chunks(items: list[Any], size: int = PREFETCH_CHUNK) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-class Outcome(StrEnum):
-    SENT = "sent"
-    SKIPPED = "skipped"
-    DUPLICATE = "duplicate"
-    DEAD_LETTERED = "dead_lettered"
-    FAILED = "failed"  # permanent failure: recorded as failed *and* dead-lettered
-    LEFT = "left_for_redelivery"
-
-
-# --------------------------------------------------------------------------------------------
-# Settings and summary
-
-
-@dataclass(frozen=True)
-class TemplateConfig:
-    templates: dict[str, Template]
-
-    @classmethod
-    def parse(cls, raw: str | dict[str, Any] | None) -> TemplateConfig:
-        """``{"language": "en", "templates": {event_type: name | {"name", "language", "media_header"}}}``."""
-        data = json.loads(raw) if isinstance(raw, str) else (raw or {})
-        language = str(data.get("language") or "en")
-        templates: dict[str, Template] = {}
-        for event_type, spec in (data.get("templates") or {}).items():
-            if isinstance(spec, str):
-                templates[event_type] = Template(spec, language)
-            elif isinstance(spec, dict) and spec.get("name"):
-                templates[event_type] = Template(
-                    str(spec["name"]), str(spec.get("language") or language), bool(spec.get("media_header"))
-                )
-        return cls(templates)
-
-
-@dataclass(frozen=True)
-class ProcessorSettings:
-    queue_url: str
-    dlq_url: str
-    templates: TemplateConfig
-    concurrency: int = 16
-    send_rate_per_second: float = 60.0
-    pacing_seconds: float = PAIR_PACING_SECONDS
-    # Stop *starting* messages after this long; the rest go straight back to the queue. Together
-    # with the per-message worst case it bounds the run, which the visibility timeout must exceed.
-    budget_seconds: float = 600.0
-    redelivery_delay_seconds: int = 60
-
-
-@dataclass
-class BatchSummary:
-    received: int = 0
-    sent: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-    failed: int = 0
-    duplicates: int = 0
-    fallbacks: int = 0
-    left_for_redelivery: int = 0
-    errors: int = 0
-    sent_as: Counter[str] = field(default_factory=Counter)
-    dead_letter_reasons: Counter[str] = field(default_factory=Counter)
-    failure_codes: Counter[str] = field(default_factory=Counter)
-    problem_event_ids: list[str] = field(default_factory=list)
-    fatal_error: str | None = None
-    elapsed_seconds: float = 0.0
-
-    @property
-    def needs_alert(self) -> bool:
-        return bool(self.dead_lettered or self.failed)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Counts and ids only (this goes to XCom and to the alert)."""
-        return {
-            "received": self.received,
-            "sent": self.sent,
-            "skipped": self.skipped,
-            "dead_lettered": self.dead_lettered,
-            "failed": self.failed,
-            "duplicates": self.duplicates,
-            "fallbacks": self.fallbacks,
-            "left_for_redelivery": self.left_for_redelivery,
-            "errors": self.errors,
-            "sent_as": dict(self.sent_as),
-            "dead_letter_reasons": dict(self.dead_letter_reasons),
-            "failure_codes": dict(self.failure_codes),
-            "problem_event_ids": self.problem_event_ids[:MAX_PROBLEM_IDS],
-            "fatal_error": self.fatal_error,
-            "elapsed_seconds": round(self.elapsed_seconds, 3),
-        }
-
-
-# --------------------------------------------------------------------------------------------
-# Rate limits
-
-
-class TokenBucket:
-    """A global send-rate limit: ``rate`` tokens per second, at most ``burst`` saved up.
-
-    Reservation style: a caller takes a token (the balance may go negative, i.e. a reservation in
-    the future) under the lock and sleeps outside it, so waiting threads do not serialise on the
-    lock. ``rate <= 0`` disables the limit.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        burst: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.rate = rate
-        self.burst = max(burst, 1.0)
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._tokens = self.burst
-        self._updated = clock()
-
-    def acquire(self) -> float:
-        """Take one token, waiting if needed; return the seconds waited."""
-        if self.rate <= 0:
-            return 0.0
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-            self._updated = now
-            self._tokens -= 1.0
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            self._sleep(wait)
-        return wait
-
-
-class UserPacer:
-    """At most one send per ``interval`` seconds per key (a user), across threads.
-
-    ``slot(key, last_sent)`` holds the key's lock for the duration of the send, so two messages to
-    one user never overlap, and starts only ``interval`` after the previous send to that user
-    ended (in this process, or at ``last_sent()``, a wall-clock time from the ledger).
-    """
-
-    def __init__(
-        self,
-        interval: float = PAIR_PACING_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._sleep = sleep
-        self._wall = wall
-        self._guard = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
-        self._last: dict[str, float] = {}
-
-    @contextmanager
-    def slot(self, key: str, last_sent: Callable[[], datetime | None] | None = None) -> Iterator[float]:
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            now = self._clock()
-            not_before = self._last.get(key, float("-inf")) + self.interval
-            previous = last_sent() if last_sent is not None else None
-            if previous is not None:
-                since = (self._wall() - previous).total_seconds()
-                not_before = max(not_before, now + self.interval - since)
-            wait = max(0.0, not_before - now)
-            if wait > 0:
-                self._sleep(wait)
-            try:
-                yield wait
-            finally:
-                self._last[key] = self._clock()
-
-
-# --------------------------------------------------------------------------------------------
-# The processor
 
 
 def _opt_in(value: Any) -> bool | None:
@@ -288,21 +84,19 @@ class FollowupProcessor:
         self.whatsapp = whatsapp
         self.settings = settings
         self.ledger = Ledger(db[DELIVERIES])
-        self.users = db[USERS]
-        self.interactions = db[INTERACTIONS]
+        self.snapshot = BatchSnapshot(db, self.ledger)
+        self.queue = QueueActions(
+            sqs,
+            queue_url=settings.queue_url,
+            dlq_url=settings.dlq_url,
+            redelivery_delay_seconds=settings.redelivery_delay_seconds,
+        )
         self.now = now
         self.rate = TokenBucket(settings.send_rate_per_second)
         self.pacer = UserPacer(settings.pacing_seconds)
         self._summary = BatchSummary()
-        self._lock = threading.Lock()
         self._abort = threading.Event()
         self._deadline = float("inf")
-        self._known_docs: dict[str, dict[str, Any]] = {}
-        self._users: dict[ObjectId, dict[str, Any]] = {}
-        self._last_user_message: dict[ObjectId, datetime] = {}
-        self._last_sent: dict[str, datetime] = {}
-        self._delete_lock = threading.Lock()
-        self._pending_deletes: list[dict[str, Any]] = []
 
     # -- batch -------------------------------------------------------------------------------
 
@@ -313,7 +107,7 @@ class FollowupProcessor:
         self._deadline = started + self.settings.budget_seconds
         self.ledger.ensure_indexes()
         groups = self._group(messages)
-        self._prefetch(groups)
+        self.snapshot.load([p for group in groups for _, p in group if isinstance(p, FollowupEvent)], self.now())
         workers = max(1, min(self.settings.concurrency, len(groups)))
         try:
             if workers == 1:
@@ -327,7 +121,7 @@ class FollowupProcessor:
                     for job in jobs:
                         job.result()
         finally:
-            self._flush_deletes()
+            self.queue.flush()
         self._summary.elapsed_seconds = time.monotonic() - started
         log.info("Batch done: %s", self._summary.as_dict())
         return self._summary
@@ -344,68 +138,30 @@ class FollowupProcessor:
             groups.setdefault(key, []).append((message, parsed))
         return list(groups.values())
 
-    def _prefetch(self, groups: list[list[tuple[dict[str, Any], Any]]]) -> None:
-        """Read what every message needs in a few bulk queries instead of four per message.
-
-        Only reads: the ledger documents (a snapshot, used to short-cut duplicates and reuse
-        stored texts; every decision that matters is still an atomic, state-guarded write), the
-        users, each user's latest message to us (the 24 h window) and latest send (pacing).
-        """
-        events = [parsed for group in groups for _, parsed in group if isinstance(parsed, FollowupEvent)]
-        keys = list({e.event_id for e in events})
-        user_ids = list({e.user_object_id for e in events})
-        self._known_docs = {}
-        self._users = {}
-        self._last_user_message = {}
-        self._last_sent = {}
-        since = self.now() - SERVICE_WINDOW - timedelta(minutes=10)
-        for chunk in _chunks(keys):
-            self._known_docs.update((d["_id"], d) for d in self.ledger.collection.find({"_id": {"$in": chunk}}))
-        for chunk in _chunks(user_ids):
-            self._users.update((u["_id"], u) for u in self.users.find({"_id": {"$in": chunk}}, projection=USER_FIELDS))
-            as_text = [str(u) for u in chunk]
-            # Only messages inside the window matter (index user_id, role, timestamp).
-            recent = self.interactions.find(
-                {"user_id": {"$in": chunk + as_text}, "role": "user", "timestamp": {"$gte": since}},
-                projection={"_id": 0, "user_id": 1, "timestamp": 1},
-            )
-            for row in recent:
-                stamp, uid = row.get("timestamp"), row.get("user_id")
-                if not isinstance(stamp, datetime) or not ObjectId.is_valid(uid):
-                    continue
-                oid = ObjectId(str(uid))
-                stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-                previous = self._last_user_message.get(oid)
-                self._last_user_message[oid] = stamp if previous is None else max(previous, stamp)
-            self._last_sent.update(self.ledger.last_sent_by_user(as_text))
-
     def _run_group(self, group: list[tuple[dict[str, Any], Any]]) -> None:
         first_outcome = self._run_one(*group[0])
         for message, parsed in group[1:]:
             if first_outcome is Outcome.LEFT:
                 # The first copy stays in the queue for redelivery; this one is surplus.
-                self._delete(message)
-                self._count(Outcome.DUPLICATE)
+                self.queue.delete(message)
+                self._summary.count(Outcome.DUPLICATE)
             else:
                 if isinstance(parsed, FollowupEvent):  # the snapshot predates the first copy
-                    fresh = self.ledger.get(parsed.event_id)
-                    if fresh is not None:
-                        self._known_docs[parsed.event_id] = fresh
+                    self.snapshot.refresh(parsed.event_id)
                 self._run_one(message, parsed)
 
     def _run_one(self, message: dict[str, Any], parsed: Any) -> Outcome:
         if self._abort.is_set() or time.monotonic() > self._deadline:
-            self._leave(message, delay=0)
-            return self._count(Outcome.LEFT)
+            self.queue.leave(message, delay=0)
+            return self._summary.count(Outcome.LEFT)
         try:
             return self._handle(message, parsed)
         except Exception:
             # Infrastructure trouble (Mongo, SQS): leave the message for redelivery, fail the task
             # at the end of the batch so the failure alert fires.
             log.exception("Unexpected error on SQS message %s; leaving it for redelivery", message.get("MessageId"))
-            with self._lock:
-                self._summary.errors += 1
-            return self._count(Outcome.LEFT)
+            self._summary.record_error()
+            return self._summary.count(Outcome.LEFT)
 
     # -- one message -------------------------------------------------------------------------
 
@@ -415,11 +171,11 @@ class FollowupProcessor:
             return self._dead_letter_new(message, key, parsed.reason, parsed.detail, event_id=parsed.event_id)
         event: FollowupEvent = parsed
         key = event.event_id
-        existing = self._known_docs.get(key)
+        existing = self.snapshot.doc(key)
         if existing is not None and existing.get("state") != State.PENDING:
             return self._resolve_existing(message, existing)
 
-        user = self._users.get(event.user_object_id)
+        user = self.snapshot.user(event.user_object_id)
         if user is None:
             return self._dead_letter_new(message, key, "unknown_user", "no such user", event=event)
         consent = _opt_in(user.get("whatsapp_opt_in"))
@@ -437,8 +193,8 @@ class FollowupProcessor:
             if not recorded and doc is not None:
                 return self._resolve_existing(message, doc)
             log.info("Event %s skipped (%s)", key, reason)
-            self._delete(message)
-            return self._count(Outcome.SKIPPED)
+            self.queue.delete(message)
+            return self._summary.count(Outcome.SKIPPED)
         phone = to_e164(user.get("mobile"))
         if phone is None:
             return self._dead_letter_new(
@@ -480,17 +236,18 @@ class FollowupProcessor:
         else:
             doc = existing
         if generated_fallback:
-            with self._lock:
-                self._summary.fallbacks += 1
+            self._summary.record_fallback()
         return self._send(message, event, phone, str(doc["text"]))
 
     def _send(self, message: dict[str, Any], event: FollowupEvent, phone: str, text: str) -> Outcome:
         key = event.event_id
-        with self.pacer.slot(event.user_id, lambda: self._last_sent.get(event.user_id)):
+        with self.pacer.slot(event.user_id, lambda: self.snapshot.last_sent(event.user_id)):
             if self._abort.is_set():
-                self._leave(message, delay=0)
-                return self._count(Outcome.LEFT)
-            payload, mode = self._payload(event, phone, text, self._window_open(event.user_object_id))
+                self.queue.leave(message, delay=0)
+                return self._summary.count(Outcome.LEFT)
+            payload, mode = self._payload(
+                event, phone, text, self.snapshot.window_open(event.user_object_id, self.now())
+            )
             if payload is None:
                 return self._fail_before_send(
                     message, event, "no_template", f"no WhatsApp template configured for {event.event_type}"
@@ -499,17 +256,16 @@ class FollowupProcessor:
             if not self.ledger.mark_sending(key):
                 # Another copy of this event got there first (or it is no longer pending).
                 doc = self.ledger.get(key)
-                return self._resolve_existing(message, doc) if doc else self._count(Outcome.LEFT)
+                return self._resolve_existing(message, doc) if doc else self._summary.count(Outcome.LEFT)
             try:
                 wamid = self.whatsapp.send(payload)
             except WhatsAppError as error:
                 return self._after_send_error(message, event, phone, error)
             self.ledger.mark_sent(key, wamid=wamid, send_mode=mode)
         log.info("Event %s sent to %s as %s (wamid %s)", key, mask(phone), mode, wamid)
-        self._delete(message)
-        with self._lock:
-            self._summary.sent_as[mode] += 1
-        return self._count(Outcome.SENT)
+        self.queue.delete(message)
+        self._summary.record_sent_as(mode)
+        return self._summary.count(Outcome.SENT)
 
     def _after_send_error(
         self, message: dict[str, Any], event: FollowupEvent, phone: str, error: WhatsAppError
@@ -517,19 +273,18 @@ class FollowupProcessor:
         key, code = event.event_id, error.code_str
         if error.fatal:
             self.ledger.release(key, error_code=code)
-            with self._lock:
-                self._summary.fatal_error = f"WhatsApp rejected the credentials (code {code})"
+            self._summary.record_fatal(f"WhatsApp rejected the credentials (code {code})")
             self._abort.set()
             log.error("WhatsApp credentials rejected (code %s); stopping the batch", code)
-            self._leave(message, delay=0)
-            return self._count(Outcome.LEFT)
+            self.queue.leave(message, delay=0)
+            return self._summary.count(Outcome.LEFT)
         if error.transient:
             self.ledger.release(key, error_code=code)
             log.warning(
                 "Event %s to %s: transient error %s outlasted the retries; left for redelivery", key, mask(phone), code
             )
-            self._leave(message)
-            return self._count(Outcome.LEFT)
+            self.queue.leave(message)
+            return self._summary.count(Outcome.LEFT)
         reason = f"WhatsApp error {code} (HTTP {error.status})"
         self.ledger.fail_send(key, error_code=code, reason=reason)
         log.error("Event %s to %s: permanent error %s; dead-lettering", key, mask(phone), code)
@@ -556,16 +311,6 @@ class FollowupProcessor:
             return None, "template"
         media_ref = (media.type, media.url) if media is not None else None
         return template_payload(phone, template, text, media_ref), "template"
-
-    def _window_open(self, user_id: ObjectId) -> bool:
-        """Whether the user's latest message to us is recent enough for free-form messages."""
-        stamp = self._last_user_message.get(user_id)
-        if stamp is None:
-            return False
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=UTC)
-        age = self.now() - stamp
-        return timedelta(0) - timedelta(minutes=5) <= age < SERVICE_WINDOW
 
     # -- ledger states found on arrival ------------------------------------------------------
 
@@ -605,13 +350,13 @@ class FollowupProcessor:
                     failure_code=code if outcome is Outcome.FAILED else None,
                 )
             log.info("Event %s is already %s; deleting the duplicate SQS message", key, state)
-            self._delete(message)
-            return self._count(Outcome.DUPLICATE)
+            self.queue.delete(message)
+            return self._summary.count(Outcome.DUPLICATE)
         # Still pending: another worker is on it, keep this copy for later.
-        self._leave(message)
-        return self._count(Outcome.LEFT)
+        self.queue.leave(message)
+        return self._summary.count(Outcome.LEFT)
 
-    # -- SQS ---------------------------------------------------------------------------------
+    # -- dead letters ------------------------------------------------------------------------
 
     def _dead_letter_new(
         self,
@@ -664,123 +409,16 @@ class FollowupProcessor:
         outcome: Outcome,
         failure_code: str | None = None,
     ) -> Outcome:
-        attributes = {
-            "reason": {"DataType": "String", "StringValue": detail[:1000]},
-            "reason_code": {"DataType": "String", "StringValue": reason[:200]},
-            "source_message_id": {"DataType": "String", "StringValue": str(message.get("MessageId"))},
-        }
-        if event_id:
-            attributes["event_id"] = {"DataType": "String", "StringValue": event_id}
-        response = self.sqs.send_message(
-            QueueUrl=self.settings.dlq_url, MessageBody=message.get("Body") or "(empty)", MessageAttributes=attributes
-        )
+        dlq_message_id = self.queue.dead_letter(message, reason, detail, event_id=event_id)
         if key is not None:
-            self.ledger.mark_dead_letter_sent(key, response["MessageId"])
-        self._delete(message)
-        log.warning("SQS message %s (event %s) dead-lettered: %s", message.get("MessageId"), event_id, reason)
-        with self._lock:
-            self._summary.dead_letter_reasons[reason] += 1
-            if failure_code:
-                self._summary.failure_codes[failure_code] += 1
-            if event_id or message.get("MessageId"):
-                self._summary.problem_event_ids.append(event_id or message_key(str(message["MessageId"])))
-        return self._count(outcome)
-
-    def _delete(self, message: dict[str, Any]) -> None:
-        """Delete the message from the queue (its outcome is already in the ledger).
-
-        Deletes go out in batches of 10 (``DeleteMessageBatch``): a tenth of the SQS calls. A
-        crash before a batch is flushed only means redeliveries, which the ledger absorbs.
-        """
-        with self._delete_lock:
-            self._pending_deletes.append(message)
-            if len(self._pending_deletes) < SQS_BATCH:
-                return
-            batch, self._pending_deletes = self._pending_deletes, []
-        self._delete_batch(batch)
-
-    def _flush_deletes(self) -> None:
-        with self._delete_lock:
-            batch, self._pending_deletes = self._pending_deletes, []
-        for start in range(0, len(batch), SQS_BATCH):
-            self._delete_batch(batch[start : start + SQS_BATCH])
-
-    def _delete_batch(self, batch: list[dict[str, Any]]) -> None:
-        if not batch:
-            return
-        entries = [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)]
-        try:
-            response = self.sqs.delete_message_batch(QueueUrl=self.settings.queue_url, Entries=entries)
-        except Exception:  # redelivery is harmless: the ledger has the outcome
-            log.warning("Could not delete %d SQS message(s); the ledger absorbs their redelivery", len(batch),
-                        exc_info=True)  # fmt: skip
-            return
-        for failure in response.get("Failed") or []:
-            log.warning("Could not delete SQS message %s (%s); the ledger absorbs its redelivery",
-                        batch[int(failure["Id"])].get("MessageId"), failure.get("Code"))  # fmt: skip
-
-    def _leave(self, message: dict[str, Any], delay: int | None = None) -> None:
-        """Leave the message in the queue, visible again after ``delay`` (backoff by receive count)."""
-        if delay is None:
-            receives = int((message.get("Attributes") or {}).get("ApproximateReceiveCount", 1) or 1)
-            delay = min(MAX_REDELIVERY_DELAY_S, self.settings.redelivery_delay_seconds * 2 ** (receives - 1))
-        try:
-            self.sqs.change_message_visibility(
-                QueueUrl=self.settings.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=delay
-            )
-        except Exception:  # it comes back when the receive's visibility timeout ends
-            log.warning("Could not change the visibility of SQS message %s", message.get("MessageId"), exc_info=True)
-
-    def _count(self, outcome: Outcome) -> Outcome:
-        with self._lock:
-            summary = self._summary
-            if outcome is Outcome.SENT:
-                summary.sent += 1
-            elif outcome is Outcome.SKIPPED:
-                summary.skipped += 1
-            elif outcome is Outcome.DUPLICATE:
-                summary.duplicates += 1
-            elif outcome is Outcome.DEAD_LETTERED:
-                summary.dead_lettered += 1
-            elif outcome is Outcome.FAILED:
-                summary.dead_lettered += 1
-                summary.failed += 1
-            else:
-                summary.left_for_redelivery += 1
-        return outcome
+            self.ledger.mark_dead_letter_sent(key, dlq_message_id)
+        self.queue.delete(message)
+        self._summary.record_dead_letter(reason, event_id or message_key(str(message.get("MessageId"))), failure_code)
+        return self._summary.count(outcome)
 
 
 # --------------------------------------------------------------------------------------------
 # Wiring inside an Airflow task
-
-
-def load_settings() -> ProcessorSettings:
-    """Variables read once in the task's main thread (the worker threads never touch Airflow)."""
-    from airflow.sdk import Variable
-
-    from leadflow.config import (
-        VAR_DLQ_URL,
-        VAR_FOLLOWUP_CONCURRENCY,
-        VAR_FOLLOWUP_SEND_RATE,
-        VAR_QUEUE_URL,
-        VAR_WHATSAPP_TEMPLATES,
-    )
-    from leadflow.followups.dag_settings import (
-        DEFAULT_CONCURRENCY,
-        DEFAULT_SEND_RATE,
-        MAX_SEND_RATE,
-        PROCESS_BUDGET_SECONDS,
-    )
-
-    rate = float(Variable.get(VAR_FOLLOWUP_SEND_RATE, default=DEFAULT_SEND_RATE))
-    return ProcessorSettings(
-        queue_url=Variable.get(VAR_QUEUE_URL),
-        dlq_url=Variable.get(VAR_DLQ_URL),
-        templates=TemplateConfig.parse(Variable.get(VAR_WHATSAPP_TEMPLATES, default=None)),
-        concurrency=max(1, int(Variable.get(VAR_FOLLOWUP_CONCURRENCY, default=DEFAULT_CONCURRENCY))),
-        send_rate_per_second=min(rate, MAX_SEND_RATE) if rate > 0 else MAX_SEND_RATE,
-        budget_seconds=PROCESS_BUDGET_SECONDS,
-    )
 
 
 def build_processor(settings: ProcessorSettings | None = None) -> FollowupProcessor:
