@@ -67,12 +67,12 @@ def _object_path(url: str) -> ObjectStoragePath:
     return ObjectStoragePath(url, conn_id=conn_id)
 
 
-def batch_url(run_id: str, try_number: int) -> str:
+def batch_url(run_id: str, try_number: int, prefix: str = BATCH_PREFIX) -> str:
     from airflow.sdk import Variable
 
     base = Variable.get(VAR_OBJECT_STORE_BASE, default=None) or DEFAULT_OBJECT_STORE_BASE
     safe_run_id = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-    return f"{base.rstrip('/')}/{BATCH_PREFIX}/{safe_run_id}/batch-{try_number}.json"
+    return f"{base.rstrip('/')}/{prefix}/{safe_run_id}/batch-{try_number}.json"
 
 
 def write_batch(url: str, messages: Sequence[dict[str, Any]]) -> None:
@@ -109,12 +109,14 @@ class FollowupsSqsTrigger(SqsSensorTrigger):
         *,
         max_wait_seconds: float = SENSOR_MAX_WAIT_SECONDS,
         drain_wait_seconds: int = SENSOR_DRAIN_WAIT_SECONDS,
+        message_attribute_names: Sequence[str] = (),
         batch_url: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.max_wait_seconds = float(max_wait_seconds)
         self.drain_wait_seconds = int(drain_wait_seconds)
+        self.message_attribute_names = list(message_attribute_names)
         self.batch_url = batch_url
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -122,6 +124,7 @@ class FollowupsSqsTrigger(SqsSensorTrigger):
         kwargs.update(
             max_wait_seconds=self.max_wait_seconds, drain_wait_seconds=self.drain_wait_seconds, batch_url=self.batch_url
         )
+        kwargs["message_attribute_names"] = self.message_attribute_names
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     async def _receive(self, client: Any, wait_seconds: int) -> list[dict[str, Any]]:
@@ -131,6 +134,8 @@ class FollowupsSqsTrigger(SqsSensorTrigger):
             "WaitTimeSeconds": wait_seconds,
             "MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
         }
+        if self.message_attribute_names:
+            kwargs["MessageAttributeNames"] = self.message_attribute_names
         if self.visibility_timeout is not None:
             kwargs["VisibilityTimeout"] = self.visibility_timeout
         response = await client.receive_message(**kwargs)
@@ -184,6 +189,8 @@ class FollowupsSqsSensor(SqsSensor):
         *,
         max_wait_seconds: int | str = SENSOR_MAX_WAIT_SECONDS,
         drain_wait_seconds: int = SENSOR_DRAIN_WAIT_SECONDS,
+        message_attribute_names: Sequence[str] = (),
+        batch_prefix: str = BATCH_PREFIX,
         **kwargs: Any,
     ) -> None:
         if kwargs.setdefault("delete_message_on_reception", False):
@@ -193,6 +200,9 @@ class FollowupsSqsSensor(SqsSensor):
         super().__init__(**kwargs)
         self.max_wait_seconds = max_wait_seconds
         self.drain_wait_seconds = drain_wait_seconds
+        # Which message attributes to receive (the statuses DAG needs ``signature``).
+        self.message_attribute_names = list(message_attribute_names)
+        self.batch_prefix = batch_prefix
 
     def _max_wait(self) -> int:
         return max(1, int(self.max_wait_seconds))
@@ -218,7 +228,8 @@ class FollowupsSqsSensor(SqsSensor):
                 botocore_config=self.botocore_config,
                 max_wait_seconds=wait,
                 drain_wait_seconds=self.drain_wait_seconds,
-                batch_url=batch_url(ti.run_id, ti.try_number),
+                message_attribute_names=self.message_attribute_names,
+                batch_url=batch_url(ti.run_id, ti.try_number, self.batch_prefix),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=wait + SENSOR_TIMEOUT_GRACE_SECONDS),
@@ -249,6 +260,8 @@ class FollowupsSqsSensor(SqsSensor):
                 "WaitTimeSeconds": self.wait_time_seconds if not batch else self.drain_wait_seconds,
                 "MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
             }
+            if self.message_attribute_names:
+                kwargs["MessageAttributeNames"] = self.message_attribute_names
             if self.visibility_timeout is not None:
                 kwargs["VisibilityTimeout"] = self.visibility_timeout
             messages = self.hook.conn.receive_message(**kwargs).get("Messages") or []
@@ -261,7 +274,7 @@ class FollowupsSqsSensor(SqsSensor):
 
     def store_batch(self, context: Context, messages: list[dict[str, Any]]) -> dict[str, Any]:
         ti = context["ti"]
-        url = batch_url(ti.run_id, ti.try_number)
+        url = batch_url(ti.run_id, ti.try_number, self.batch_prefix)
         write_batch(url, messages)
         self.log.info("Stored a batch of %d message(s) at %s", len(messages), url)
         return batch_reference(url, messages)
