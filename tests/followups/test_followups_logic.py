@@ -430,20 +430,21 @@ def test_the_sensor_skips_a_quiet_wait_but_fails_on_an_sqs_error() -> None:
 
 
 def test_the_worst_case_run_fits_the_visibility_timeout_up_to_the_concurrency_cap() -> None:
-    from leadflow.followups import dag_settings as d
+    from leadflow.followups import budget as d
+    from leadflow.followups.dag_settings import VISIBILITY_TIMEOUT_S
 
-    assert d.worst_case_run_seconds(d.MAX_CONCURRENCY) <= d.VISIBILITY_TIMEOUT_S
-    assert d.worst_case_run_seconds(d.MAX_CONCURRENCY + 1) > d.VISIBILITY_TIMEOUT_S
+    assert d.worst_case_run_seconds(d.MAX_CONCURRENCY) <= VISIBILITY_TIMEOUT_S
+    assert d.worst_case_run_seconds(d.MAX_CONCURRENCY + 1) > VISIBILITY_TIMEOUT_S
     assert d.DEFAULT_CONCURRENCY <= d.MAX_CONCURRENCY
     # The terms come from the clients' real settings: 20 s x 3 + 2 x 8 s, (5 + 15) s x 4 + 3 x 8 s.
     assert (d.openai_worst_seconds(), d.whatsapp_worst_seconds()) == (76.0, 104.0)
     # The arithmetic the old docstring wrote down no longer fit with 64 threads.
-    assert d.worst_case_run_seconds(64) > d.VISIBILITY_TIMEOUT_S
+    assert d.worst_case_run_seconds(64) > VISIBILITY_TIMEOUT_S
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("64", None), ("8", 8), ("0", 1), ("junk", None), (None, None)])
 def test_the_concurrency_variable_is_capped_by_the_budget(raw: object, expected: int | None) -> None:
-    from leadflow.followups.dag_settings import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+    from leadflow.followups.budget import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
     from leadflow.followups.settings import capped_concurrency
 
     want = expected if expected is not None else min(int(raw) if raw == "64" else DEFAULT_CONCURRENCY, MAX_CONCURRENCY)

@@ -257,12 +257,22 @@ def _wait_for_outbox(env: Env, count: int, seconds: float = 10.0) -> list[dict[s
     raise AssertionError(f"the outbox never reached {count} message(s): {env.outbox()}")
 
 
-def test_a_lost_answer_is_never_retried_blind_and_resent_once_after_the_grace_period(env: Env) -> None:
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        # WhatsApp applies the send after 1.5 s; the client gave up reading at 0.5 s.
+        ({"count": 1, "delay": 1.5}, "timeout"),
+        # WhatsApp applies the send, then the connection drops before the answer.
+        ({"count": 1, "answer": "drop"}, "connection_error"),
+    ],
+)
+def test_a_lost_answer_is_never_retried_blind_and_resent_once_after_the_grace_period(
+    env: Env, fault: dict[str, Any], code: str
+) -> None:
     uid, phone = env.add_user("Ira Bhatt", wrote_ago=timedelta(hours=1))
     body = event("inquiry_followup", uid, event_id="evt-lost-answer")
     env.enqueue(body)
-    # Accept-then-drop: WhatsApp applies the send after 1.5 s, the client gave up reading at 0.5 s.
-    clients.inject_faults(env.whatsapp, [{"count": 1, "delay": 1.5}])
+    clients.inject_faults(env.whatsapp, [fault])
 
     messages = receive_all(env)
     first = make_processor(env, whatsapp_timeout=0.5, grace_seconds=600).process(messages)
@@ -272,7 +282,7 @@ def test_a_lost_answer_is_never_retried_blind_and_resent_once_after_the_grace_pe
     assert delivered["to"] == phone
     assert delivered["biz_opaque_callback_data"] == "evt-lost-answer"  # so its receipt finds the ledger
     doc = env.ledger()["evt-lost-answer"]
-    assert (doc["state"], doc["error_code"], doc.get("wamid")) == ("unknown_outcome", "timeout", None)
+    assert (doc["state"], doc["error_code"], doc.get("wamid")) == ("unknown_outcome", code, None)
     assert doc["unknown_outcome_at"]
     assert env.queue_counts() == (0, 1)  # held back for the grace period, not lost
 

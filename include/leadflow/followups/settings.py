@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from leadflow.followups.dag_settings import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_SEND_RATE,
-    MAX_CONCURRENCY,
-    MAX_SEND_RATE,
-    PROCESS_BUDGET_SECONDS,
-)
+from leadflow.followups.budget import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+from leadflow.followups.dag_settings import DEFAULT_SEND_RATE, MAX_SEND_RATE, PROCESS_BUDGET_SECONDS
 from leadflow.followups.pacing import PAIR_PACING_SECONDS
 from leadflow.followups.whatsapp import Template
+
+log = logging.getLogger(__name__)
 
 VAR_UNKNOWN_OUTCOME_GRACE = "leadflow_followup_unknown_outcome_grace_minutes"
 DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES = 15
@@ -62,6 +60,9 @@ def capped_concurrency(raw: Any) -> int:
         value = int(raw)
     except (TypeError, ValueError):
         value = DEFAULT_CONCURRENCY
+    if value > MAX_CONCURRENCY:
+        log.warning("leadflow_followup_concurrency %d exceeds the visibility-timeout budget; using %d",
+                    value, MAX_CONCURRENCY)  # fmt: skip
     return max(1, min(value, MAX_CONCURRENCY))
 
 
