@@ -36,7 +36,9 @@ def publish_alert(subject: str, lines: dict[str, Any], aws_conn_id: str = AWS_CO
     if topic:
         from airflow.providers.amazon.aws.hooks.sns import SnsHook
 
-        SnsHook(aws_conn_id=aws_conn_id).publish_to_target(target_arn=topic, message=body, subject=subject[:99])
+        SnsHook(aws_conn_id=aws_conn_id).publish_to_target(
+            target_arn=topic, message=body, subject=subject[:99]
+        )
         sent = True
     webhook = _variable(VAR_SLACK_WEBHOOK)
     if webhook:

@@ -16,4 +16,6 @@ def get_database(conn_id: str = MONGO_CONN_ID) -> Database:
 
     hook = MongoHook(mongo_conn_id=conn_id)
     name = hook.connection.schema or DEFAULT_DATABASE
-    return hook.get_conn().get_database(name, codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
+    return hook.get_conn().get_database(
+        name, codec_options=CodecOptions(tz_aware=True, tzinfo=UTC)
+    )

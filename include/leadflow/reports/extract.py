@@ -113,9 +113,13 @@ def extract(db: Database, start: datetime, end: datetime) -> Extracted:
     def interaction_docs() -> Iterator[dict]:
         collection = db[INTERACTIONS]
         for chunk in _chunks(list(sessions.values())):
-            yield from collection.find({"session_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE)
+            yield from collection.find(
+                {"session_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE
+            )
         for chunk in _chunks(list(users.values())):
-            yield from collection.find({"user_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE)
+            yield from collection.find(
+                {"user_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE
+            )
 
     interactions = _frame(_interaction_rows(interaction_docs()), INTERACTION_FIELDS, empty_interactions())
     # A session's interactions are read twice (by session and by user): keep one copy.
@@ -135,7 +139,9 @@ def extract(db: Database, start: datetime, end: datetime) -> Extracted:
 
 def _user_rows(db: Database, object_ids: list[ObjectId]) -> Iterator[dict]:
     for chunk in _chunks(object_ids):
-        yield from _user_rows_from_docs(db[USERS].find({"_id": {"$in": chunk}}, USER_PROJECTION, batch_size=BATCH_SIZE))
+        yield from _user_rows_from_docs(
+            db[USERS].find({"_id": {"$in": chunk}}, USER_PROJECTION, batch_size=BATCH_SIZE)
+        )
 
 
 def _user_rows_from_docs(docs: Iterable[dict]) -> Iterator[dict]:

@@ -171,3 +171,4 @@ def finish_step(extracted: dict[str, Any] | None, results: dict[str, Any]) -> di
     if extracted:
         remove_folder(extracted["folder"])
     return summary
+

@@ -216,7 +216,9 @@ def upsert(client: SheetsClient, spreadsheet_id: str, frame: pd.DataFrame, spec:
 
     for chunk in _payload_chunks(data):
         client.execute(
-            client.values.batchUpdate(spreadsheetId=spreadsheet_id, body={"valueInputOption": "RAW", "data": chunk}),
+            client.values.batchUpdate(
+                spreadsheetId=spreadsheet_id, body={"valueInputOption": "RAW", "data": chunk}
+            ),
             "writes",
         )
 
@@ -232,7 +234,9 @@ def upsert(client: SheetsClient, spreadsheet_id: str, frame: pd.DataFrame, spec:
 
 
 def _tab_ids(client: SheetsClient, spreadsheet_id: str) -> dict[str, int]:
-    meta = client.execute(client.spreadsheets.get(spreadsheetId=spreadsheet_id, fields="sheets.properties"), "reads")
+    meta = client.execute(
+        client.spreadsheets.get(spreadsheetId=spreadsheet_id, fields="sheets.properties"), "reads"
+    )
     return {s["properties"]["title"]: s["properties"]["sheetId"] for s in meta.get("sheets", [])}
 
 

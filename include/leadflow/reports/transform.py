@@ -81,7 +81,9 @@ def placeable_interactions(interactions: pd.DataFrame, dq: DataQuality) -> pd.Da
     frame = frame.loc[has_session & has_time].copy()
     intent_ok = frame["intent"].map(lambda v: v is None or (isinstance(v, str)) or pd.isna(v))
     dq.note("intents_of_wrong_type", frame.loc[~intent_ok, "_id"])
-    frame["intent"] = frame["intent"].where(frame["intent"].map(lambda v: isinstance(v, str) and v.strip() != ""), None)
+    frame["intent"] = frame["intent"].where(
+        frame["intent"].map(lambda v: isinstance(v, str) and v.strip() != ""), None
+    )
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     return frame
 
@@ -115,7 +117,9 @@ def profiles(users: pd.DataFrame, user_ids: Iterable[str], dq: DataQuality) -> p
     rank = known["ranking"].map(_text)
     dq.note("nonstandard_rankings", wanted[in_users & ~rank.isin(STANDARD_RANKINGS).to_numpy()])
 
-    scheduled = (known["site_visit_status"].map(_text) == "scheduled") & known["site_visit_scheduled_at"].notna()
+    scheduled = (known["site_visit_status"].map(_text) == "scheduled") & known[
+        "site_visit_scheduled_at"
+    ].notna()
     return pd.DataFrame(
         {
             "Name": names,

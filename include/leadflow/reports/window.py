@@ -59,4 +59,6 @@ def report_window(
         start, end = last_completed_hour(run_after)
     else:
         start, end = _utc(data_interval_start), _utc(data_interval_end)
-    return ReportWindow(start=start - timedelta(minutes=lookback_minutes), end=end, interval_start=start, manual=manual)
+    return ReportWindow(
+        start=start - timedelta(minutes=lookback_minutes), end=end, interval_start=start, manual=manual
+    )
