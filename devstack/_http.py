@@ -11,7 +11,11 @@ render an error in its service's wire format. This module supplies everything th
   ``GET  /_control/health``    ``{"ok": true, "service": name}``
   ``GET  /_control/faults``    pending faults
   ``POST /_control/faults``    ``{"faults": [{"count", "status", "body", "error_code", "message",
-  "delay", "path_contains"}]}`` appended to the queue
+  "delay", "path_contains", "answer"}]}`` appended to the queue. ``answer`` is the
+  *accept-then-lose-the-answer* fault: the request is applied as usual, then ``"drop"`` closes the
+  connection without a byte of response and ``"hang"`` holds it silently for ``delay`` seconds
+  (default 60) first, so the client's read timeout fires. A fault with only an ``error_code``
+  answers with the HTTP status the service uses for that code (:meth:`StandInServer.status_for_code`)
   ``GET|POST /_control/settings``  read / merge settings (``latency`` plus service-specific ones)
   ``GET  /_control/calls``     the call log
   ``POST /_control/reset``     forget faults, settings, calls and the service's stored state
@@ -23,9 +27,11 @@ render an error in its service's wire format. This module supplies everything th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -40,6 +46,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 CONTROL_PREFIX = "/_control/"
+HANG_SECONDS = 60.0  # longer than any client read timeout the project configures
 
 
 class ApiError(Exception):
@@ -106,6 +113,9 @@ class Reply:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    # Set by an ``answer`` fault: the request was applied, the client never hears about it.
+    lose_answer: bool = False
+    hang_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -128,23 +138,33 @@ class Fault:
     error_code: int | str | None = None
     message: str | None = None
     path_contains: str | None = None
+    answer: str | None = None  # "drop" | "hang": apply the request, then lose the answer
+
+    KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"count", "status", "body", "error_code", "message", "delay", "path_contains", "answer"}
+    )
 
     @classmethod
     def from_json(cls, raw: Any) -> Fault:
         if not isinstance(raw, dict):
             raise ApiError(400, "each fault must be a JSON object")
-        unknown = set(raw) - {"count", "status", "body", "error_code", "message", "delay", "path_contains"}
+        unknown = set(raw) - cls.KEYS
         if unknown:
             raise ApiError(400, f"unknown fault keys: {sorted(unknown)}")
-        count, status, delay = raw.get("count", 1), raw.get("status"), raw.get("delay", 0.0)
+        count, status, answer = raw.get("count", 1), raw.get("status"), raw.get("answer")
+        delay = raw.get("delay", HANG_SECONDS if answer == "hang" else 0.0)
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise ApiError(400, "fault 'count' must be an integer >= 1")
         if status is not None and (not isinstance(status, int) or not 100 <= status <= 599):
             raise ApiError(400, "fault 'status' must be an HTTP status code")
         if not isinstance(delay, int | float) or delay < 0:
             raise ApiError(400, "fault 'delay' must be a number of seconds >= 0")
-        if status is None and not delay:
-            raise ApiError(400, "a fault needs a 'status', a 'delay' or both")
+        if answer not in (None, "drop", "hang"):
+            raise ApiError(400, "fault 'answer' must be 'drop' or 'hang'")
+        if answer is not None and status is not None:
+            raise ApiError(400, "an 'answer' fault applies the request, so it takes no 'status'")
+        if status is None and not delay and answer is None and raw.get("error_code") is None:
+            raise ApiError(400, "a fault needs a 'status', an 'error_code', a 'delay' or an 'answer'")
         for key, types in (("error_code", int | str), ("message", str), ("path_contains", str)):
             if raw.get(key) is not None and not isinstance(raw[key], types):
                 raise ApiError(400, f"fault '{key}' has the wrong type")
@@ -156,6 +176,7 @@ class Fault:
             error_code=raw.get("error_code"),
             message=raw.get("message"),
             path_contains=raw.get("path_contains"),
+            answer=answer,
         )
 
     def matches(self, decoded_path: str) -> bool:
@@ -224,8 +245,12 @@ class StandInServer(ThreadingHTTPServer):
             *self.extra_control_routes(),
         ]
         super().__init__((host, port), _RequestHandler)
+        self.load_state()
 
     # -- hooks for subclasses -------------------------------------------------------------------
+
+    def load_state(self) -> None:
+        """Read what ``data_dir`` persisted (called once the server is set up)."""
 
     def api_routes(self) -> list[Route]:
         raise NotImplementedError
@@ -239,8 +264,12 @@ class StandInServer(ThreadingHTTPServer):
 
     def fault_error(self, fault: Fault) -> ApiError:
         """The error an injected fault without an explicit ``body`` turns into."""
-        assert fault.status is not None
-        return ApiError(fault.status, fault.message or f"Injected fault (HTTP {fault.status})", fault.error_code)
+        status = fault.status or self.status_for_code(fault.error_code)
+        return ApiError(status, fault.message or f"Injected fault (HTTP {status})", fault.error_code)
+
+    def status_for_code(self, code: int | str | None) -> int:
+        """The HTTP status the service answers an error ``code`` with (faults without a status)."""
+        return 400
 
     def reset_state(self) -> None:
         """Forget the service's stored data (called by ``POST /_control/reset``)."""
@@ -283,12 +312,20 @@ class StandInServer(ThreadingHTTPServer):
         if latency:
             time.sleep(latency)
         fault = self._take_fault(unquote(request.path))
-        if fault is not None:
+        if fault is not None and fault.answer is None:
             if fault.delay:
                 time.sleep(fault.delay)
-            if fault.status is not None:
-                body = fault.body if fault.body is not None else self.render_error(self.fault_error(fault))
-                return Reply(fault.status, body)
+            if fault.status is not None or fault.error_code is not None:
+                error = self.fault_error(fault)
+                body = fault.body if fault.body is not None else self.render_error(error)
+                return Reply(error.status, body)
+        reply = self._dispatch_api(request)
+        if fault is not None and fault.answer is not None:  # applied; now lose the answer
+            reply.lose_answer = True
+            reply.hang_seconds = fault.delay if fault.answer == "hang" else 0.0
+        return reply
+
+    def _dispatch_api(self, request: Request) -> Reply:
         try:
             return _dispatch(self._api_routes, request)
         except ApiError as error:
@@ -435,7 +472,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(self.server.handle_control(request))
             return
         reply = self.server.handle_api(request)
-        sent = self._send(reply)
+        sent = self._lose(reply) if reply.lose_answer else self._send(reply)
         self.server.record_call(CallRecord(request.method, unquote(request.path), reply.status, len(body), sent))
 
     def _read_body(self) -> bytes:
@@ -465,6 +502,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
             # The client gave up (e.g. its timeout fired during an injected delay): nothing to do.
             self.close_connection = True
         return len(payload)
+
+    def _lose(self, reply: Reply) -> int:
+        """Never answer: hold the connection (the client's read timeout fires), then close it."""
+        if reply.hang_seconds:
+            time.sleep(reply.hang_seconds)
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+        return 0
 
     def log_message(self, format: str, *args: Any) -> None:
         if not self.server.quiet:

@@ -7,7 +7,11 @@ message in an outbox: ``outbox.jsonl`` in ``--data-dir`` (one JSON payload per l
 
 Settings (``POST /_control/settings``): ``templates`` (approved template names; empty = any),
 ``pair_rate_limit_seconds`` (a second message to the same number within that time fails with
-131056; 0 = off), ``access_token`` (when set, the only token accepted) and ``latency``.
+131056; 0 = off), ``access_token`` (when set, the only token accepted), ``account_error`` (an
+account-level outage: 131042, 132001, 10, 200, 190, 368 or 131031 on every send until reset to
+null) and ``latency``. Faults (``POST /_control/faults``, see :mod:`devstack._http`) add
+one-off errors (``{"error_code": 131042}`` gets Meta's status and body) and the
+accept-then-lose-the-answer fault (``{"answer": "drop"}`` or ``"hang"``).
 
     python -m devstack.whatsapp_server --port 8093 --data-dir .local/whatsapp
     python -m devstack.whatsapp_server outbox --data-dir .local/whatsapp
@@ -78,15 +82,59 @@ KNOWN_ERRORS: dict[int, tuple[str, str]] = {
         "There was an issue with the parameters in your template.",
         "Param text cannot have new-line/tab characters or more than 4 consecutive spaces",
     ),
+    # Account-level errors: every send fails the same way until someone fixes the account.
+    10: (
+        "Application does not have permission for this action",
+        "Permission has either not been granted or has been revoked.",
+    ),
+    190: ("Error validating access token", "Session has expired."),
+    200: ("Permissions error", "Permission has either not been granted or has been revoked."),
+    368: (
+        "Temporarily blocked for policies violations",
+        "The WhatsApp Business Account associated with the app has been restricted or disabled for "
+        "violating a platform policy.",
+    ),
+    131031: (
+        "Business Account locked",
+        "The WhatsApp Business Account associated with the app has been restricted or disabled for "
+        "violating a platform policy, or we were unable to verify data included in the request "
+        "against data set on the WhatsApp Business Account.",
+    ),
+    131042: (
+        "Business eligibility payment issue",
+        "Message failed to send because there were one or more errors related to your payment method.",
+    ),
+    131049: (
+        "This message was not delivered to maintain healthy ecosystem engagement.",
+        "In order to maintain a healthy ecosystem engagement, the message failed to be delivered.",
+    ),
+    131050: (
+        "Unable to deliver the message. This recipient has chosen to stop receiving marketing messages "
+        "on WhatsApp from your business",
+        "Unable to deliver the message. This recipient has chosen to stop receiving marketing messages.",
+    ),
 }
-_CODE_BY_STATUS = {400: 100, 401: 190, 429: 130429, 500: 131000, 503: 131000}
+ACCOUNT_ERROR_CODES = frozenset({10, 190, 200, 368, 131031, 131042, 132001})
+_CODE_BY_STATUS = {400: 100, 401: 190, 403: 10, 429: 130429, 500: 131000, 503: 131000}
+# Meta's HTTP status per code (a fault given only an ``error_code`` uses it); 400 otherwise.
+_STATUS_BY_CODE = {10: 403, 190: 401, 200: 403, 368: 403, 131031: 403, 132001: 404, 2500: 401, 130429: 429}
 _BAD_TEMPLATE_TEXT = re.compile(r"[\n\t]| {5,}")
 _PHONE = re.compile(r"\+?(\d{7,15})")
 
 
 def meta_error(status: int, code: int, details: str | None = None) -> ApiError:
     title, default_details = KNOWN_ERRORS.get(code, ("Injected fault", "Injected fault."))
+    if code == 190:
+        # Graph API's token errors carry no "(#190)" prefix and no error_data, but a subcode.
+        message = f"{title}: Session has expired on {datetime.now(UTC):%A, %d-%b-%y %H:%M:%S} UTC."
+        return ApiError(status, message, code, extra={"error_subcode": 463})
     return ApiError(status, f"(#{code}) {title}", code, details or default_details)
+
+
+def _account_error(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or value not in ACCOUNT_ERROR_CODES):
+        raise ValueError(f"must be null or one of {sorted(ACCOUNT_ERROR_CODES)}")
+    return value
 
 
 def _missing(details: str) -> ApiError:
@@ -218,6 +266,12 @@ def _optional_str(value: Any) -> str | None:
     return value or None
 
 
+def _int_code(code: int | str | None) -> int | None:
+    if isinstance(code, str) and code.isdigit():
+        return int(code)
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
 def _wamid(digits: str) -> str:
     raw = f"{digits}:{uuid.uuid4().hex}".encode()
     return "wamid." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -230,19 +284,13 @@ class WhatsAppServer(StandInServer):
         "templates": Setting(frozenset(), _templates_setting),
         "pair_rate_limit_seconds": Setting(0.0, non_negative_float),
         "access_token": Setting(None, _optional_str),
+        # An account-level outage: every send fails with this code until it is set back to null.
+        "account_error": Setting(None, _account_error),
     }
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        data_dir: str | Path | None = None,
-        *,
-        quiet: bool = True,
-    ) -> None:
+    def load_state(self) -> None:
         self._lock = threading.Lock()
         self._last_sent: dict[tuple[str, str], float] = {}  # (phone_number_id, digits) -> monotonic time
-        super().__init__(host, port, data_dir, quiet=quiet)
         self._outbox: list[dict[str, Any]] = list(read_outbox(self._outbox_path)) if self._outbox_path else []
 
     @property
@@ -257,19 +305,21 @@ class WhatsAppServer(StandInServer):
 
     def render_error(self, error: ApiError) -> Any:
         body: dict[str, Any] = {"message": error.message, "type": "OAuthException", "code": error.code}
+        body.update(error.extra)
         if error.details is not None:
             body["error_data"] = {"messaging_product": "whatsapp", "details": error.details}
         body["fbtrace_id"] = secrets.token_urlsafe(16)
         return {"error": body}
 
+    def status_for_code(self, code: int | str | None) -> int:
+        return _STATUS_BY_CODE.get(_int_code(code) or 0, 400)
+
     def fault_error(self, fault: Fault) -> ApiError:
-        assert fault.status is not None
-        code = fault.error_code
-        if isinstance(code, str) and code.isdigit():
-            code = int(code)
-        if not isinstance(code, int):
-            code = _CODE_BY_STATUS.get(fault.status, 131000)
-        error = meta_error(fault.status, code)
+        status = fault.status or self.status_for_code(fault.error_code)
+        code = _int_code(fault.error_code)
+        if code is None:
+            code = _CODE_BY_STATUS.get(status, 131000)
+        error = meta_error(status, code)
         if fault.message:
             error.message = fault.message
         return error
@@ -297,6 +347,9 @@ class WhatsAppServer(StandInServer):
 
     def _send_message(self, request: Request, _api_version: str, phone_number_id: str) -> dict[str, Any]:
         self._authorize(request)
+        outage = self.settings["account_error"]
+        if outage is not None:
+            raise meta_error(self.status_for_code(outage), outage)
         message = request.json()
         digits = validate_message(message, self.settings["templates"])
         wamid = _wamid(digits)

@@ -13,8 +13,13 @@ import pytest
 from tests.helpers import REPO
 
 DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAG_IDS = {"interaction_reports", "interaction_reports_freshness", "whatsapp_followups"}
-EXPECTED_DAG_IDS |= {"followup_planner"}  # planner (issue 10)
+EXPECTED_DAG_IDS = {
+    "interaction_reports",
+    "interaction_reports_freshness",
+    "whatsapp_followups",
+    "followups_redrive",
+    "followup_planner",
+}
 
 
 @pytest.fixture(scope="module")

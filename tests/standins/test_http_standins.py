@@ -739,6 +739,49 @@ def test_injected_faults_use_meta_format_and_are_consumed_in_order(whatsapp_serv
     assert len(clients.outbox(whatsapp_server.base_url)) == 1
 
 
+@pytest.mark.parametrize("answer", ["drop", "hang"])
+def test_answer_fault_applies_the_send_then_loses_the_answer(whatsapp_server: WhatsAppServer, answer: str) -> None:
+    fault: dict[str, Any] = {"answer": answer, "path_contains": "/messages"}
+    if answer == "hang":
+        fault["delay"] = 2.0
+    clients.inject_faults(whatsapp_server.base_url, [fault])
+    url = f"{whatsapp_server.base_url}/v25.0/{PHONE_NUMBER_ID}/messages"
+
+    expected = requests.ConnectionError if answer == "drop" else requests.ReadTimeout
+    with pytest.raises(expected):
+        requests.post(url, json=text_message(body="lost answer"), headers=TOKEN, timeout=(5, 0.5))
+
+    # The send was applied although the client never heard of it; the next one is answered.
+    assert [m["text"]["body"] for m in clients.outbox(whatsapp_server.base_url)] == ["lost answer"]
+    assert send(whatsapp_server, text_message()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [(131042, 400), (132001, 404), (10, 403), (200, 403), (190, 401), (368, 403), (131031, 403)],
+)
+def test_account_level_errors_have_metas_status_and_body(
+    whatsapp_server: WhatsAppServer, code: int, status: int
+) -> None:
+    clients.inject_faults(whatsapp_server.base_url, [{"error_code": code}])
+    injected = send(whatsapp_server, text_message())
+    clients.set_settings(whatsapp_server.base_url, account_error=code)
+    outage = [send(whatsapp_server, text_message()) for _ in range(2)]
+
+    for response in (injected, *outage):
+        error = meta_error(response)
+        assert (response.status_code, error["code"]) == (status, code)
+        if code == 190:
+            assert error["error_subcode"] == 463
+            assert error["message"].startswith("Error validating access token")
+        else:
+            assert error["message"].startswith(f"(#{code}) ")
+            assert error["error_data"]["messaging_product"] == "whatsapp"
+    assert clients.outbox(whatsapp_server.base_url) == []
+    clients.set_settings(whatsapp_server.base_url, account_error=None)
+    assert send(whatsapp_server, text_message()).status_code == 200
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer "}])
 def test_missing_token_is_401(whatsapp_server: WhatsAppServer, headers: dict[str, str]) -> None:
     response = send(whatsapp_server, text_message(), headers=headers)

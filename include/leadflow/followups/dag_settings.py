@@ -1,18 +1,10 @@
 """Tunables of the ``whatsapp_followups`` DAG, and the arithmetic that ties them together.
 
 The one invariant that matters: a message received by a run must stay invisible to SQS's other
-consumers (and to the next run) until the run has recorded its outcome. So the receive's
-visibility timeout must exceed the longest a run can take to get to any of its messages:
-
-    processing budget (no new message is *started* after it)
-  + the worst case of one message started just before the budget ends
-      OpenAI:   timeout x (1 + max_retries) + the client's backoff     = 20 x 3 + ~10  =  70 s
-      WhatsApp: (connect + read timeout) x attempts + backoff           = 20 x 4 + ~18  =  98 s
-      pacing:   waiting for the same user's previous message (6 s) x a full thread pool = 96 s
-      Mongo / SQS round trips                                                           ~ 10 s
-  + the hand-over from the sensor to the processing task (scheduling)                   ~ 60 s
-
-  600 + 70 + 98 + 96 + 10 + 60 = 934 s  ->  VISIBILITY_TIMEOUT_S = 1200 s (20 min).
+consumers (and to the next run) until the run has recorded its outcome, so the receive's
+visibility timeout below must exceed the longest a run can take. :mod:`.budget` computes that
+worst case from the clients' own timeouts and retry policies and caps the concurrency Variable
+so that it holds (with 64 threads it would not).
 
 The processing task's ``execution_timeout`` sits between the two, so a hung task is killed (and
 retried on the same batch, which the ledger makes safe) before its messages become visible
@@ -29,8 +21,8 @@ DAG_ID = "whatsapp_followups"
 # SQS receive: up to 10 messages per call (the SQS maximum), up to NUM_BATCHES calls per poke.
 SENSOR_MAX_MESSAGES = 10
 # <= 200 messages per run. Bigger runs amortise the per-run overhead (scheduling, task start-up)
-# better, but the batch travels in the trigger event through the metadata DB: 200 contract-sized
-# bodies (< 2 KB each) keep that well under 1 MB.
+# better, but the processing budget and the thread pool are sized for about this many. (The
+# trigger writes the batch to the object store itself; its event holds only the ids.)
 SENSOR_NUM_BATCHES = 20
 SENSOR_WAIT_TIME_SECONDS = 20  # long polling, the SQS maximum: an empty queue costs 3 calls/min
 SENSOR_MAX_WAIT_SECONDS = 600  # a run waits this long for its first message, then ends skipped
@@ -51,7 +43,7 @@ PROCESS_RETRIES = 2
 PROCESS_RETRY_DELAY = timedelta(seconds=30)
 
 # Defaults when the Variables are unset; the send rate is capped at Meta's default throughput.
-DEFAULT_CONCURRENCY = 64  # ~ send rate x per-message latency (60-80 msg/s x ~0.7 s); the Variable overrides
+# The concurrency default and its cap come from the visibility-timeout budget (budget.py).
 DEFAULT_SEND_RATE = 60.0
 MAX_SEND_RATE = 80.0
 

@@ -5,10 +5,12 @@ URLs, so :class:`FollowupsSqsSensor` writes the batch as JSON to
 ``<leadflow_object_store_base>/whatsapp_followups/<run_id>/batch-<try>.json`` and returns only
 ``{"batch_path", "count", "message_ids"}``. Messages are never deleted on reception: the
 processing task deletes (or dead-letters) each one after the ledger records its outcome.
-(In deferrable mode the batch travels from the triggerer to the task in the trigger event, which
-Airflow keeps in the task instance's ``next_kwargs`` until the sensor finishes; Airflow clears
-it then. Writing the object from the triggerer itself would avoid even that, at the price of
-giving the triggerer object-store credentials.)
+In deferrable mode the *trigger* writes the batch object itself and its event carries only the
+path, the count and the message ids: the event is stored in the metadata DB (the task
+instance's ``next_kwargs``) and logged by the triggerer, and must never hold a body or a
+receipt handle (they name users, carry media URLs, and a handle lets anyone delete the message).
+The triggerer needs write access to ``leadflow_object_store_base`` for that (the IAM policy grants
+it to the MWAA execution role, which every component uses).
 
 :class:`~leadflow.followups.trigger.FollowupsSqsTrigger` changes two things about the stock trigger:
 
@@ -63,12 +65,12 @@ def _object_path(url: str) -> ObjectStoragePath:
     return ObjectStoragePath(url, conn_id=conn_id)
 
 
-def batch_url(run_id: str, try_number: int) -> str:
+def batch_url(run_id: str, try_number: int, prefix: str = BATCH_PREFIX) -> str:
     from airflow.sdk import Variable
 
     base = Variable.get(VAR_OBJECT_STORE_BASE, default=None) or DEFAULT_OBJECT_STORE_BASE
     safe_run_id = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-    return f"{base.rstrip('/')}/{BATCH_PREFIX}/{safe_run_id}/batch-{try_number}.json"
+    return f"{base.rstrip('/')}/{prefix}/{safe_run_id}/batch-{try_number}.json"
 
 
 def write_batch(url: str, messages: Sequence[dict[str, Any]]) -> None:
@@ -80,6 +82,11 @@ def write_batch(url: str, messages: Sequence[dict[str, Any]]) -> None:
 
 def read_batch(url: str) -> list[dict[str, Any]]:
     return list(json.loads(_object_path(url).read_text()))
+
+
+def batch_reference(url: str, messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What travels in the trigger event and XCom: no body, no receipt handle."""
+    return {"batch_path": url, "count": len(messages), "message_ids": [str(m.get("MessageId")) for m in messages]}
 
 
 def delete_batch(url: str) -> bool:
@@ -123,6 +130,8 @@ class FollowupsSqsSensor(BaseSensorOperator):
         deferrable: bool = True,
         max_wait_seconds: int | str = SENSOR_MAX_WAIT_SECONDS,
         drain_wait_seconds: int = SENSOR_DRAIN_WAIT_SECONDS,
+        message_attribute_names: Sequence[str] = (),
+        batch_prefix: str = BATCH_PREFIX,
         **kwargs: Any,
     ) -> None:
         if delete_message_on_reception:
@@ -143,6 +152,9 @@ class FollowupsSqsSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.max_wait_seconds = max_wait_seconds
         self.drain_wait_seconds = drain_wait_seconds
+        # Which message attributes to receive (the statuses DAG needs ``signature``).
+        self.message_attribute_names = list(message_attribute_names)
+        self.batch_prefix = batch_prefix
 
     @cached_property
     def hook(self) -> SqsHook:
@@ -162,6 +174,7 @@ class FollowupsSqsSensor(BaseSensorOperator):
             return super().execute(context)
         from leadflow.followups.trigger import FollowupsSqsTrigger
 
+        ti = context["ti"]
         self.defer(
             trigger=FollowupsSqsTrigger(
                 sqs_queue=self.sqs_queue,
@@ -177,6 +190,8 @@ class FollowupsSqsSensor(BaseSensorOperator):
                 botocore_config=self.botocore_config,
                 max_wait_seconds=wait,
                 drain_wait_seconds=self.drain_wait_seconds,
+                message_attribute_names=self.message_attribute_names,
+                batch_url=batch_url(ti.run_id, ti.try_number, self.batch_prefix),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=wait + SENSOR_TIMEOUT_GRACE_SECONDS),
@@ -191,6 +206,9 @@ class FollowupsSqsSensor(BaseSensorOperator):
             raise AirflowSkipException(f"No follow-up messages within {self._max_wait()} s")
         if status != "success":
             raise SqsReceiveError(f"Receiving from SQS failed: {(event or {}).get('error', event)}")
+        if "batch_path" in event:
+            return {key: event[key] for key in ("batch_path", "count", "message_ids")}
+        # A trigger deferred by an older version still carries the batch itself.
         return self.store_batch(context, event["message_batch"])
 
     def poke(self, context: Context) -> Any:
@@ -207,6 +225,8 @@ class FollowupsSqsSensor(BaseSensorOperator):
             }
             if self.visibility_timeout is not None:
                 kwargs["VisibilityTimeout"] = self.visibility_timeout
+            if self.message_attribute_names:
+                kwargs["MessageAttributeNames"] = self.message_attribute_names
             messages = self.hook.conn.receive_message(**kwargs).get("Messages") or []
             if not messages:
                 break
@@ -217,14 +237,10 @@ class FollowupsSqsSensor(BaseSensorOperator):
 
     def store_batch(self, context: Context, messages: list[dict[str, Any]]) -> dict[str, Any]:
         ti = context["ti"]
-        url = batch_url(ti.run_id, ti.try_number)
+        url = batch_url(ti.run_id, ti.try_number, self.batch_prefix)
         write_batch(url, messages)
         self.log.info("Stored a batch of %d message(s) at %s", len(messages), url)
-        return {
-            "batch_path": url,
-            "count": len(messages),
-            "message_ids": [str(m.get("MessageId")) for m in messages],
-        }
+        return batch_reference(url, messages)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,106 @@
+"""The processor's settings, read from Airflow Variables once per task (worker threads never read them)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from leadflow.followups.budget import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+from leadflow.followups.dag_settings import DEFAULT_SEND_RATE, MAX_SEND_RATE, PROCESS_BUDGET_SECONDS
+from leadflow.followups.pacing import PAIR_PACING_SECONDS
+from leadflow.followups.whatsapp import Template
+
+log = logging.getLogger(__name__)
+
+VAR_UNKNOWN_OUTCOME_GRACE = "leadflow_followup_unknown_outcome_grace_minutes"
+DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES = 15
+
+
+@dataclass(frozen=True)
+class TemplateConfig:
+    templates: dict[str, Template]
+
+    @classmethod
+    def parse(cls, raw: str | dict[str, Any] | None) -> TemplateConfig:
+        """``{"language": "en", "templates": {event_type: name | {"name", "language", "media_header"}}}``."""
+        data = json.loads(raw) if isinstance(raw, str) else (raw or {})
+        language = str(data.get("language") or "en")
+        templates: dict[str, Template] = {}
+        for event_type, spec in (data.get("templates") or {}).items():
+            if isinstance(spec, str):
+                templates[event_type] = Template(spec, language)
+            elif isinstance(spec, dict) and spec.get("name"):
+                templates[event_type] = Template(
+                    str(spec["name"]), str(spec.get("language") or language), bool(spec.get("media_header"))
+                )
+        return cls(templates)
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    queue_url: str
+    dlq_url: str
+    templates: TemplateConfig
+    concurrency: int = 16
+    send_rate_per_second: float = 60.0
+    pacing_seconds: float = PAIR_PACING_SECONDS
+    # Stop *starting* messages after this long; the rest go straight back to the queue. Together
+    # with the per-message worst case it bounds the run, which the visibility timeout must exceed.
+    budget_seconds: float = 600.0
+    redelivery_delay_seconds: int = 60
+    # How long an ambiguous send waits for its delivery receipt before it is sent once more.
+    unknown_outcome_grace_seconds: float = DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES * 60
+
+
+def capped_concurrency(raw: Any) -> int:
+    """The concurrency Variable, capped so the visibility-timeout budget holds (see dag_settings)."""
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = DEFAULT_CONCURRENCY
+    if value > MAX_CONCURRENCY:
+        log.warning("leadflow_followup_concurrency %d exceeds the visibility-timeout budget; using %d",
+                    value, MAX_CONCURRENCY)  # fmt: skip
+    return max(1, min(value, MAX_CONCURRENCY))
+
+
+def capped_send_rate(raw: Any) -> float:
+    try:
+        rate = float(raw)
+    except (TypeError, ValueError):
+        rate = DEFAULT_SEND_RATE
+    return min(rate, MAX_SEND_RATE) if rate > 0 else MAX_SEND_RATE
+
+
+def grace_seconds(raw: Any) -> float:
+    try:
+        minutes = float(raw)
+    except (TypeError, ValueError):
+        minutes = DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES
+    return max(0.0, minutes) * 60
+
+
+def load_settings() -> ProcessorSettings:
+    from airflow.sdk import Variable
+
+    from leadflow.config import (
+        VAR_DLQ_URL,
+        VAR_FOLLOWUP_CONCURRENCY,
+        VAR_FOLLOWUP_SEND_RATE,
+        VAR_QUEUE_URL,
+        VAR_WHATSAPP_TEMPLATES,
+    )
+
+    return ProcessorSettings(
+        queue_url=Variable.get(VAR_QUEUE_URL),
+        dlq_url=Variable.get(VAR_DLQ_URL),
+        templates=TemplateConfig.parse(Variable.get(VAR_WHATSAPP_TEMPLATES, default=None)),
+        concurrency=capped_concurrency(Variable.get(VAR_FOLLOWUP_CONCURRENCY, default=DEFAULT_CONCURRENCY)),
+        send_rate_per_second=capped_send_rate(Variable.get(VAR_FOLLOWUP_SEND_RATE, default=DEFAULT_SEND_RATE)),
+        budget_seconds=PROCESS_BUDGET_SECONDS,
+        unknown_outcome_grace_seconds=grace_seconds(
+            Variable.get(VAR_UNKNOWN_OUTCOME_GRACE, default=DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES)
+        ),
+    )
