@@ -166,21 +166,33 @@ def media_payload(to: str, media_type: str, url: str, caption: str) -> dict[str,
 
 
 def template_payload(
-    to: str, template: Template, body_text: str, media: tuple[str, str] | None = None
+    to: str,
+    template: Template,
+    body_text: str,
+    media: tuple[str, str] | None = None,
+    *,
+    callback_data: str | None = None,
 ) -> dict[str, Any]:
-    """The approved template with ``body_text`` as its one body parameter ({{1}})."""
+    """The approved template with ``body_text`` as its one body parameter ({{1}}).
+
+    ``callback_data`` (the event id) comes back in every delivery receipt of the message as
+    ``biz_opaque_callback_data``, so a receipt finds its event even when the send's answer was lost.
+    """
     components: list[dict[str, Any]] = []
     if template.media_header and media is not None:
         media_type, url = media
         components.append({"type": "header", "parameters": [{"type": media_type, media_type: {"link": url}}]})
     components.append({"type": "body", "parameters": [{"type": "text", "text": body_text}]})
-    return {
+    payload: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         "to": to,
         "type": "template",
         "template": {"name": template.name, "language": {"code": template.language}, "components": components},
     }
+    if callback_data is not None:
+        payload["biz_opaque_callback_data"] = callback_data
+    return payload
 
 
 class WhatsAppClient:
