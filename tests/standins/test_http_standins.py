@@ -25,7 +25,8 @@ from devstack import clients
 from devstack._http import StandInServer, serve_in_thread
 from devstack.openai_server import GULLIBLE_REPLY, OpenAIServer
 from devstack.sheets_server import SheetsServer, dump_command
-from devstack.whatsapp_server import OUTBOX_FILE, WhatsAppServer, outbox_command
+from devstack.whatsapp_outbox import outbox_command
+from devstack.whatsapp_server import OUTBOX_FILE, WhatsAppServer
 
 REPO = Path(__file__).resolve().parents[2]
 
