@@ -347,6 +347,8 @@ class WhatsAppServer(StandInServer):
         wamid, callback = str(entry["wamid"]), entry.get("biz_opaque_callback_data")
         now = int(time.time())
         failure = settings["receipt_failures"].get(digits)
+        if failure == 131047 and entry.get("type") == "template":
+            failure = None  # the 24-hour window never applies to approved templates
         if failure is not None:
             # Undeliverable: Meta answered 200 + wamid, then reports a single "failed".
             statuses = [status_entry(wamid, "failed", now, digits, callback, failure)]
