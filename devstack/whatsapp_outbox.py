@@ -1,5 +1,10 @@
 """``python -m devstack.whatsapp_server outbox --data-dir DIR``: the stand-in's accepted messages,
-oldest first, each with the delivery receipts the stand-in reported for it (``make outbox``)."""
+oldest first (``make outbox``), each with
+
+* ``delivery``: the receipts the stand-in reported for it (posted, dropped by a fault, lost);
+* ``ledger``: what leadflow recorded — the event's ``state`` and ``delivery.status`` in
+  ``followup_deliveries`` — when DIR belongs to a running stack (``stack.json`` next to it).
+"""
 
 from __future__ import annotations
 
@@ -50,6 +55,7 @@ def outbox_command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     entries = list(read_outbox(args.data_dir / OUTBOX_FILE))
     receipts = read_receipts(args.data_dir / RECEIPTS_FILE)
+    ledger = _ledger_by_wamid(args.data_dir.parent)
     if not entries:
         print(f"the outbox in {args.data_dir} is empty")
         return 0
@@ -59,6 +65,44 @@ def outbox_command(argv: list[str]) -> int:
         print(f"#{number}  {entry.get('received_at')}  to {entry.get('to')}  [{kind}]  {entry.get('wamid')}")
         for line in describe(entry).splitlines() or [""]:
             print(f"    {line}")
-        print(f"    delivery: {delivery_line(receipts.get(str(entry.get('wamid')), []))}")
+        wamid = str(entry.get("wamid"))
+        print(f"    delivery: {delivery_line(receipts.get(wamid, []))}")
+        if ledger is not None:
+            print(f"    ledger: {_ledger_line(ledger.get(wamid), entry)}")
     print(f"{len(entries)} message(s)")
     return 0
+
+
+def _ledger_by_wamid(state_dir: Path) -> dict[str, dict[str, Any]] | None:
+    """Ledger documents by every wamid they know (original and resend), if the stack is up."""
+    if not (state_dir / "stack.json").exists():
+        return None
+    import pymongo
+
+    from devstack.services import Stack
+
+    try:
+        stack = Stack.load(state_dir)
+        with pymongo.MongoClient(stack.mongo_uri, serverSelectionTimeoutMS=1500) as client:
+            docs = list(
+                client.leadflow.followup_deliveries.find({}, {"state": 1, "wamid": 1, "delivery": 1, "resend": 1})
+            )
+    except Exception:  # noqa: BLE001 - the stack is not running: show the stand-in's view only
+        return None
+    by_wamid: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        for wamid in (doc.get("wamid"), (doc.get("resend") or {}).get("wamid")):
+            if wamid:
+                by_wamid[str(wamid)] = doc
+    return by_wamid
+
+
+def _ledger_line(doc: dict[str, Any] | None, entry: Mapping[str, Any]) -> str:
+    if doc is None:
+        callback = entry.get("biz_opaque_callback_data")
+        return f"no event with this wamid{f' (callback {callback})' if callback else ''}"
+    delivery = (doc.get("delivery") or {}).get("status") or "no receipt yet"
+    resend = doc.get("resend")
+    if resend and resend.get("wamid") != entry.get("wamid"):
+        delivery = f"{(resend.get('replaced_delivery') or {}).get('status', '?')}, replaced by a resend"
+    return f"event {doc['_id']}: state {doc.get('state')}, delivery {delivery}"
