@@ -31,68 +31,40 @@ queue and fails the run once; fix the account and the next delivery resends it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import Param, TriggerRule, dag, task
+from airflow.sdk import TriggerRule, dag, task
 
-from leadflow.config import AWS_CONN_ID
-from leadflow.dag_defaults import default_args
-from leadflow.followups.sensor import FollowupsSqsSensor
+from leadflow.queue_dag import batch_sensor, continuous_dag_args
+from leadflow.statuses import dag_settings
 from leadflow.statuses.dag_settings import (
     BATCH_PREFIX,
     DAG_ID,
     PROCESS_EXECUTION_TIMEOUT,
     PROCESS_RETRIES,
     PROCESS_RETRY_DELAY,
-    SENSOR_MAX_MESSAGES,
     SENSOR_MAX_WAIT_SECONDS,
-    SENSOR_NUM_BATCHES,
-    SENSOR_POKE_INTERVAL_SECONDS,
-    SENSOR_WAIT_TIME_SECONDS,
     SIGNATURE_ATTRIBUTE,
-    VISIBILITY_TIMEOUT_S,
+    VAR_STATUSES_QUEUE_URL,
 )
 
 
 @dag(
     dag_id=DAG_ID,
-    # Continuous with one active run, like whatsapp_followups: always exactly one consumer.
+    # Continuous: each run idles in a deferred long poll (no worker slot), the next starts at once.
     schedule="@continuous",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    dagrun_timeout=timedelta(hours=1),
-    default_args=default_args(),
-    params={
-        "max_wait_seconds": Param(
-            SENSOR_MAX_WAIT_SECONDS,
-            type="integer",
-            minimum=1,
-            maximum=3600,
-            description="How long a run waits for its first webhook before ending skipped.",
-        )
-    },
+    **continuous_dag_args(max_wait_seconds=SENSOR_MAX_WAIT_SECONDS, what="webhook"),
     tags=["leadflow", "whatsapp", "receipts", "sqs"],
     doc_md=__doc__,
 )
 def whatsapp_statuses():
-    receive = FollowupsSqsSensor(
+    receive = batch_sensor(
         task_id="receive_messages",
         task_display_name="Wait for delivery receipts (SQS)",
-        sqs_queue="{{ var.value.leadflow_whatsapp_statuses_queue_url }}",
-        aws_conn_id=AWS_CONN_ID,
-        max_messages=SENSOR_MAX_MESSAGES,
-        num_batches=SENSOR_NUM_BATCHES,
-        wait_time_seconds=SENSOR_WAIT_TIME_SECONDS,
-        visibility_timeout=VISIBILITY_TIMEOUT_S,
-        delete_message_on_reception=False,
-        deferrable=True,
-        poke_interval=SENSOR_POKE_INTERVAL_SECONDS,
-        max_wait_seconds="{{ params.max_wait_seconds }}",
+        queue_url_variable=VAR_STATUSES_QUEUE_URL,
+        settings=dag_settings,
         message_attribute_names=[SIGNATURE_ATTRIBUTE],
         batch_prefix=BATCH_PREFIX,
-        timeout=SENSOR_MAX_WAIT_SECONDS + 120,
-        soft_fail=True,
     )
 
     @task(
