@@ -57,6 +57,8 @@ class Phase:
     seconds: float
     duplicates: int
     note: str = ""
+    fallbacks: int = 0
+    texts: int = 0
 
     @property
     def rate(self) -> float:
@@ -194,7 +196,8 @@ def processing_phase(seeder: Seeder, name: str, count: int, *, concurrency: int,
         raise SystemExit(f"{name}: sent {summary.sent} of {count}: {summary.as_dict()}")
     duplicates = seeder.check(events, clients.outbox(seeder.stack.control_url("whatsapp")))
     limit = f"send limit {send_rate:g}/s" if send_rate > 0 else "no send limit"
-    return Phase(name, count, seconds, duplicates, f"concurrency {concurrency}, {limit}")
+    return Phase(name, count, seconds, duplicates, f"concurrency {concurrency}, {limit}",
+                 summary.fallbacks, summary.texts_generated)  # fmt: skip
 
 
 # -- end to end through the DAG -----------------------------------------------------------------
@@ -257,7 +260,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--serial-sample", type=int, default=50)
-    parser.add_argument("--concurrency", type=int, default=96)
+    from leadflow.followups.budget import MAX_CONCURRENCY
+
+    # The most production may use: the visibility-timeout budget caps the Variable there.
+    parser.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY)
     parser.add_argument("--skip-dag", action="store_true")
     args = parser.parse_args(argv)
 
@@ -291,7 +297,8 @@ def main(argv: list[str] | None = None) -> None:
         ]  # fmt: skip
         for phase in phases:
             print(f"  {phase.name:<30} {phase.messages:>5} msgs in {phase.seconds:7.2f} s = "
-                  f"{phase.rate:7.1f} msg/s  duplicates {phase.duplicates}  ({phase.note})", flush=True)  # fmt: skip
+                  f"{phase.rate:7.1f} msg/s  duplicates {phase.duplicates}  fallbacks {phase.fallbacks}/{phase.texts}  "
+                  f"({phase.note})", flush=True)  # fmt: skip
         if not args.skip_dag:
             phase = dag_phase(seeder, home, args.events, concurrency=args.concurrency, send_rate=80)
             phases.append(phase)
@@ -306,6 +313,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"target >= 80 msg/s on the processing path: {'met' if capacity.rate >= 80 else 'NOT met'} "
               f"(capacity {capacity.rate:.0f} msg/s; WhatsApp's 80 msg/s is the ceiling)")  # fmt: skip
         print(f"duplicates: {sum(p.duplicates for p in phases)}; WhatsApp sends rejected: {dict(rejected) or 'none'}")
+        texts = sum(p.texts for p in phases)
+        fallbacks = sum(p.fallbacks for p in phases)
+        print(f"fallback rate on the processing path: {fallbacks}/{texts} = {fallbacks / max(texts, 1):.1%} "
+              "(goal: 0 when the model answers well)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -57,8 +57,8 @@ from leadflow.alerts import report_deadline_missed
 from leadflow.config import GOOGLE_SHEETS_POOL
 from leadflow.dag_defaults import default_args
 
-SESSION_SHEET = Asset(name="leadflow_session_report", uri="gsheets://leadflow/session-report")
-CONSOLIDATED_SHEET = Asset(name="leadflow_consolidated_report", uri="gsheets://leadflow/consolidated-report")
+SESSION_SHEET = Asset(name="leadflow_session_report", uri="x-gsheets://leadflow/session-report")
+CONSOLIDATED_SHEET = Asset(name="leadflow_consolidated_report", uri="x-gsheets://leadflow/consolidated-report")
 
 # The sales team expects fresh sheets by 20 past the hour. Only the scheduler test shortens it.
 DEADLINE = timedelta(seconds=int(os.environ.get("LEADFLOW_REPORT_DEADLINE_SECONDS", "1200")))

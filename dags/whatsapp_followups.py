@@ -8,34 +8,50 @@ inquiry follow-up) for every event that lands on the SQS queue `leadflow-followu
 **How a run works**
 
 1. `receive_messages` waits (deferred, no worker slot) for messages: long polling, up to 10 per
-   receive and 20 receives per run (≤ 200 messages). Messages are *not* deleted here. The batch is
-   written to object storage (Variable `leadflow_object_store_base`); XCom only holds its path,
-   the count and the SQS message ids. No message within 10 minutes → the run ends **skipped**
-   (a quiet run: no failure, no alert) and the next one starts.
+   receive and 20 receives per run (≤ 200 messages). Messages are *not* deleted here. The
+   trigger writes the batch to object storage (Variable `leadflow_object_store_base`); the
+   trigger event, `next_kwargs` and XCom only hold its path, the count and the SQS message ids.
+   No message within 10 minutes → the run ends **skipped** (a quiet run: no failure, no alert)
+   and the next one starts.
 2. `process_messages` handles the batch concurrently (Variable `leadflow_followup_concurrency`,
-   global send rate `leadflow_followup_send_rate_per_second`, never two messages to one buyer
-   within 6 s). Per message: validate → load the user → E.164 number → ledger check → text from
-   OpenAI (model in `leadflow_openai_model`; a fixed template text if OpenAI fails or writes
-   something unusable) → WhatsApp: free-form text (or the media with the text as caption) if the
-   buyer wrote to us in the last 24 h, else the approved template (`leadflow_whatsapp_templates`).
+   capped at 58 by the visibility-timeout budget, global send rate
+   `leadflow_followup_send_rate_per_second`, never two messages to one buyer within 6 s). Per
+   message: validate → ledger check → load the user → is a reminder still valid (not past, not
+   cancelled or moved) → opt-in → E.164 number → text from OpenAI (model in
+   `leadflow_openai_model`; a fixed template text if OpenAI fails or writes something unusable)
+   → WhatsApp: free-form text (or the media with the text as caption) if the buyer wrote to us
+   in the last 24 h, else the approved template (`leadflow_whatsapp_templates`).
    Each message is deleted from the queue only after its outcome is in the ledger.
 3. `alert_on_problems` sends one alert (SNS `leadflow_alerts_sns_topic_arn`) when the run
    dead-lettered messages or had permanent send failures, with counts, reasons and event ids.
+   (A failed `process_messages` alerts by itself, once, and this task is then skipped.)
 4. `cleanup_batch` deletes the batch object (it holds the message bodies).
 
 **Where to look**
 
-* MongoDB `leadflow.followup_deliveries`, one document per `event_id`: `state` is `sent` (with
-  `wamid`), `skipped` (opted out), `dead_lettered` (with `reason`) or `failed` (with
-  `error_code`); `text` is the message that was (or would have been) sent; `text_source` says
-  `openai` or `fallback`. `pending`/`sending` mean in progress; an event stuck in `failed` with
-  `error_code: unknown_outcome` crashed mid-send and was *not* resent: check it by hand.
-* SQS `leadflow-followups-dlq`: bad or undeliverable messages, each with a `reason` attribute
-  (`invalid_json`, `invalid_contract`, `unknown_user`, `invalid_phone`, `send_failed_131026`, ...).
-  Fix the cause, then move them back to the main queue (already-sent events are never resent).
-* Transient trouble (rate limits, timeouts, WhatsApp/OpenAI 5xx) is retried; a message whose
-  send still fails stays in the queue and comes back later (after 5 receives SQS moves it to the
-  DLQ without a reason attribute).
+* MongoDB `leadflow.followup_deliveries`, one document per `event_id`; `state` is one of
+  * `sent` (with `wamid`; `confirmed_by` `response` or `receipt`): final, never sent again;
+  * `unknown_outcome`: the request may have reached WhatsApp (read timeout, connection lost,
+    a 5xx without an error body). A delivery receipt marks it `sent`; without one within
+    `leadflow_followup_unknown_outcome_grace_minutes` (15) the next delivery sends it once more;
+  * `skipped` (`reason`: `opted_out`, `opt_in_unreadable`, `expired` = the visit time has passed
+    or it happened, `superseded` = the user's `site_visit` is cancelled or at another time);
+  * `dead_lettered` (bad input, with `reason`) or `failed` (a permanent send error, with
+    `error_code`); `pending`/`sending` mean in progress.
+  `text` is the message that was (or would have been) sent; `text_source` says `openai` or
+  `fallback` (with `fallback_reason`). Every state but `sent` and `unknown_outcome` is evaluated
+  again when the event arrives again, so a fixed cause plus a redrive sends it exactly once.
+* SQS `leadflow-followups-dlq`: bad or undeliverable messages, each with a `reason_code`
+  attribute (`invalid_json`, `invalid_contract`, `unknown_user`, `invalid_phone`,
+  `send_failed_131026`, ...). Fix the cause, then run **`followups_redrive`** (params `reasons`,
+  `max_messages`, `dry_run`) to move them back.
+* Only connect errors and explicit throttling (429, 130429, 131056) are retried at once; other
+  "not now" answers come back via SQS after a backoff (after 5 receives SQS moves a message to
+  the DLQ without a reason attribute: `no_reason` in the redrive).
+* Account-level errors (190 token, 131042 payment, 132001 template, 10/200 permission, 368
+  blocked, 131031 locked, or a missing template configuration) stop the batch: nothing is
+  marked failed, every unsent message stays in the queue (back in 15 min), and the task fails
+  once, without retries, with one alert naming the code.
 
 Trigger it by hand with `max_wait_seconds` set low to drain the queue without waiting.
 """

@@ -89,4 +89,9 @@ class FailureAlert(BaseNotifier):
             "error_class": error_class,
             "log_url": ti.log_url,
         }
-        publish_alert(f"[leadflow] {dag_id}.{ti.task_id} failed ({error_class})", lines)
+        # Fields an exception chose to expose (codes, counts), never its message.
+        extra = getattr(exception, "alert_fields", None)
+        if isinstance(extra, dict):
+            lines.update({k: v for k, v in extra.items() if k not in lines})
+        code = f", code {extra['error_code']}" if isinstance(extra, dict) and extra.get("error_code") else ""
+        publish_alert(f"[leadflow] {dag_id}.{ti.task_id} failed ({error_class}{code})", lines)

@@ -14,6 +14,7 @@ from tests.helpers import REPO
 
 DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
 EXPECTED_DAG_IDS = {"interaction_reports", "whatsapp_followups"}
+EXPECTED_DAG_IDS |= {"followups_redrive"}  # issue 8 (followups)
 
 
 @pytest.fixture(scope="module")

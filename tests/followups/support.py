@@ -20,9 +20,10 @@ TEMPLATES = {
     "cost_sheet_followup": "cost_sheet_followup_v1",
     "inquiry_followup": "inquiry_followup_v1",
 }
-# Far enough in the future to be a real reminder; 11:00 IST = 05:30 UTC.
-VISIT_AT = datetime(2026, 11, 21, 5, 30, tzinfo=UTC)
-VISIT_TEXT = "Sat 21 Nov 2026, 11:00 AM IST"
+# Far enough in the future to be a real reminder (a past one is skipped as expired); a one-digit
+# day, which the old time check got wrong. 16:55 IST = 11:25 UTC.
+VISIT_AT = datetime(2031, 12, 3, 11, 25, tzinfo=UTC)
+VISIT_TEXT = "Wednesday 3 Dec, 4:55 PM"
 _numbers = itertools.count(1)
 
 

@@ -6,40 +6,40 @@ received has an outcome here too.
 
 States and transitions (every transition is one atomic, state-guarded MongoDB update)::
 
-    (absent) --claim--> pending --mark_sending--> sending --mark_sent--------> sent
-                          ^                          |------release (transient)--> pending
-                          |                          |------fail (permanent)-----> failed
+    (absent) --claim--> pending --mark_sending--> sending --mark_sent--------------> sent
+                          ^                          |------release (proven not sent)--> pending
+                          |                          |------fail_send (permanent)-----> failed
+                          |                          '------mark_unknown (ambiguous)--> unknown_outcome
+                          |--reopen-- skipped | dead_lettered | failed   (the event arrives again)
+                          '--reclaim_unknown-- unknown_outcome, once its grace period is over
     (absent|pending) --finish--> skipped | dead_lettered | failed   (before any send)
 
-Exactly-once, or rather *at most once*, comes from the order of the writes around the HTTP
-send, and from what a later copy of the same event does when it finds each state:
+``sent`` is final: a later copy is a duplicate, deleted. ``unknown_outcome`` (the request may
+have reached WhatsApp: read timeout, connection lost after sending, a 5xx that does not prove a
+rejection) blocks a resend until ``unknown_outcome_at`` + the grace period (Variable
+``leadflow_followup_unknown_outcome_grace_minutes``): a delivery receipt
+(:mod:`leadflow.statuses`, matched by ``biz_opaque_callback_data`` = the event id) marks it
+``sent`` meanwhile; without one the next delivery of the SQS message sends it once more
+(``unknown_resends``), and a second ambiguous answer is failed for a human to check. Every
+other state (``skipped``, ``dead_lettered``, ``failed``) is *re-evaluated* when the event arrives
+again, so fixing the cause and redriving the DLQ copy sends it exactly once.
+
+At most once comes from the order of the writes around the HTTP send:
 
 1. ``claim``: an upsert that creates the event in ``pending`` and stores the generated text
    (``$setOnInsert``, so a retry or a concurrent copy reuses the first text, never a new one).
 2. ``mark_sending``: ``pending -> sending``, atomic and only from ``pending``, immediately before
    the HTTP call. Only one worker can win it, so only one worker can send.
 3. The send. After a 2xx: ``sending -> sent`` with the wamid, then the SQS message is deleted.
-   After a transient failure that outlasted the retries: ``sending -> pending``, the message is
-   left for SQS to redeliver. After a permanent failure: ``sending -> failed`` with the code.
+   After an answer that proves the message was rejected: ``sending -> pending`` (retried on a
+   later delivery) or ``sending -> failed`` (permanent). After an ambiguous one:
+   ``sending -> unknown_outcome``.
 
-A crash (worker killed, node lost) can happen between any two of these steps:
-
-* before ``mark_sending``: the event is ``pending`` (or absent); the redelivered copy sends it,
-  reusing the stored text. Nothing was sent before, so at most one send.
-* between ``mark_sending`` and ``mark_sent`` (the request may or may not have reached WhatsApp):
-  the redelivered copy finds ``sending``. The outcome is unknown, so it does **not** send again;
-  it records ``failed`` with code ``unknown_outcome``, dead-letters the copy and alerts, and a
-  human checks the WhatsApp side. (If the original worker was merely slow and later gets its
-  2xx, ``mark_sent`` still wins over ``unknown_outcome``: the ledger ends up telling the truth.)
-* between ``mark_sent`` and the SQS delete: the redelivered copy finds ``sent``, is counted as a
-  duplicate and deleted. Same for the other final states (``skipped``, ``dead_lettered``,
-  ``failed``); a final ``dead_lettered``/``failed`` event whose DLQ copy was never confirmed
-  (``dlq_message_id`` unset) is dead-lettered again rather than dropped, so nothing is lost.
-
-The residual risk is the one no ledger can remove: a *timeout* on the send itself is classed as
-transient by the contract and retried, and the Cloud API has no idempotency key, so if Meta did
-accept the timed-out request the user gets the message twice. Connection errors (request never
-sent) carry no such risk.
+A crash between ``mark_sending`` and the result leaves ``sending``; the next copy to arrive
+turns it into ``unknown_outcome`` (from ``sending_at``), so the grace period applies to it too.
+A message that is not even valid enough to name its event is recorded under
+``sqs-message:<SQS MessageId>``, never under the event id it may carry, so a malformed copy can
+never block a valid copy of the same event.
 """
 
 from __future__ import annotations
@@ -63,16 +63,25 @@ class State(StrEnum):
     SKIPPED = "skipped"
     DEAD_LETTERED = "dead_lettered"
     FAILED = "failed"
+    UNKNOWN_OUTCOME = "unknown_outcome"
 
 
-FINAL_STATES = frozenset({State.SENT, State.SKIPPED, State.DEAD_LETTERED, State.FAILED})
-UNKNOWN_OUTCOME = "unknown_outcome"
+# States a new arrival of the event re-evaluates from scratch (redrive, or a fixed cause).
+REOPENABLE_STATES = frozenset({State.SKIPPED, State.DEAD_LETTERED, State.FAILED})
+UNKNOWN_OUTCOME = State.UNKNOWN_OUTCOME.value
+MAX_UNKNOWN_RESENDS = 1
 
 INDEXES = [
     # Per-user pacing across runs: the latest send to a user.
     IndexModel([("user_id", 1), ("sent_at", DESCENDING)], name="user_sent_at"),
     IndexModel([("state", 1), ("updated_at", DESCENDING)], name="state_updated_at"),
 ]
+
+
+def _aware(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
 
 
 def message_key(sqs_message_id: str) -> str:
@@ -132,6 +141,13 @@ class Ledger:
         except DuplicateKeyError:  # two upserts raced; the other one inserted first
             doc = self.collection.find_one_and_update({"_id": key}, update, return_document=ReturnDocument.AFTER)
         assert doc is not None
+        if not doc.get("text"):
+            # Reopened before any text was stored (it was dead-lettered early): the first text wins.
+            fill = {"text": text, "text_source": text_source, "fallback_reason": fallback_reason}
+            doc = self.collection.find_one_and_update(
+                {"_id": key, "text": None}, {"$set": fill}, return_document=ReturnDocument.AFTER
+            ) or self.get(key)
+            assert doc is not None
         return doc
 
     def mark_sending(self, key: str) -> bool:
@@ -150,7 +166,7 @@ class Ledger:
         """``sending -> sent`` (also over an ``unknown_outcome`` a redelivered copy recorded)."""
         now = _now()
         result = self.collection.update_one(
-            {"_id": key, "state": {"$in": [State.SENDING.value, State.FAILED.value]}},
+            {"_id": key, "state": {"$in": [State.SENDING.value, State.UNKNOWN_OUTCOME.value]}},
             {
                 "$set": {
                     "state": State.SENT.value,
@@ -160,6 +176,7 @@ class Ledger:
                     "updated_at": now,
                     "error_code": None,
                     "reason": None,
+                    "confirmed_by": "response",
                 }
             },
         )
@@ -168,17 +185,76 @@ class Ledger:
         return result.matched_count == 1
 
     def release(self, key: str, *, error_code: str) -> bool:
-        """``sending -> pending`` after a transient failure, so a redelivery may try again."""
+        """``sending -> pending`` after an answer that proves the send was rejected, so a redelivery may try again."""
         result = self.collection.update_one(
             {"_id": key, "state": State.SENDING.value},
             {"$set": {"state": State.PENDING.value, "last_error": error_code, "updated_at": _now()}},
         )
         return result.matched_count == 1
 
-    def fail_send(self, key: str, *, error_code: str, reason: str) -> bool:
-        """``sending -> failed`` (a permanent error, or ``unknown_outcome`` on a redelivery)."""
+    def mark_unknown(self, key: str, *, error_code: str, since: datetime | None = None) -> bool:
+        """``sending -> unknown_outcome``: the request may have reached WhatsApp.
+
+        ``since`` is when it may have gone out (default now); the grace period runs from there.
+        """
+        now = _now()
         result = self.collection.update_one(
             {"_id": key, "state": State.SENDING.value},
+            {
+                "$set": {
+                    "state": State.UNKNOWN_OUTCOME.value,
+                    "unknown_outcome_at": since or now,
+                    "error_code": error_code,
+                    "updated_at": now,
+                }
+            },
+        )
+        return result.matched_count == 1
+
+    def reclaim_unknown(self, key: str, *, not_after: datetime) -> dict[str, Any] | None:
+        """``unknown_outcome -> pending`` for the one resend, if its grace period ended by ``not_after``.
+
+        None when a receipt (or another copy) got there first or the resends are used up.
+        """
+        return self.collection.find_one_and_update(
+            {
+                "_id": key,
+                "state": State.UNKNOWN_OUTCOME.value,
+                "unknown_outcome_at": {"$lte": not_after},
+                "unknown_resends": {"$not": {"$gte": MAX_UNKNOWN_RESENDS}},
+            },
+            {
+                "$set": {"state": State.PENDING.value, "updated_at": _now()},
+                "$inc": {"unknown_resends": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
+    def reopen(self, key: str, *, sqs_message_id: str) -> dict[str, Any] | None:
+        """``skipped | dead_lettered | failed -> pending``: the event arrived again, evaluate it anew.
+
+        The previous outcome is kept in ``history``; the stored text is kept (it was validated).
+        None if the event is not in one of those states any more.
+        """
+        doc = self.get(key)
+        if doc is None or doc.get("state") not in REOPENABLE_STATES:
+            return None
+        previous = {k: doc.get(k) for k in ("state", "reason", "error_code", "updated_at") if doc.get(k) is not None}
+        return self.collection.find_one_and_update(
+            {"_id": key, "state": doc["state"], "updated_at": doc.get("updated_at")},
+            {
+                "$set": {"state": State.PENDING.value, "updated_at": _now(), "reopened_at": _now()},
+                "$unset": {"reason": "", "error_code": "", "dlq_message_id": "", "failed_async": ""},
+                "$push": {"history": previous},
+                "$addToSet": {"sqs_message_ids": sqs_message_id},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
+    def fail_send(self, key: str, *, error_code: str, reason: str, from_state: State = State.SENDING) -> bool:
+        """``sending -> failed`` (a permanent error), or ``unknown_outcome -> failed`` (resends used up)."""
+        result = self.collection.update_one(
+            {"_id": key, "state": from_state.value},
             {
                 "$set": {
                     "state": State.FAILED.value,
@@ -252,7 +328,4 @@ class Ledger:
             projection={"sent_at": 1},
             sort=[("sent_at", DESCENDING)],
         )
-        value = (doc or {}).get("sent_at")
-        if isinstance(value, datetime):
-            return value if value.tzinfo else value.replace(tzinfo=UTC)
-        return None
+        return _aware((doc or {}).get("sent_at"))

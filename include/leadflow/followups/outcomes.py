@@ -35,13 +35,21 @@ class BatchSummary:
     failed: int = 0
     duplicates: int = 0
     fallbacks: int = 0
+    texts_generated: int = 0
     left_for_redelivery: int = 0
+    unknown_outcome: int = 0  # ambiguous answers this batch: waiting for a receipt
+    resent_after_grace: int = 0
+    reopened: int = 0  # events re-evaluated after an earlier skipped / dead_lettered / failed
     errors: int = 0
     sent_as: Counter[str] = field(default_factory=Counter)
+    skip_reasons: Counter[str] = field(default_factory=Counter)
+    fallback_reasons: Counter[str] = field(default_factory=Counter)
+    reopened_from: Counter[str] = field(default_factory=Counter)
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     failure_codes: Counter[str] = field(default_factory=Counter)
     problem_event_ids: list[str] = field(default_factory=list)
     fatal_error: str | None = None
+    account_error_code: str | None = None
     elapsed_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -70,9 +78,44 @@ class BatchSummary:
         with self._lock:
             self.sent_as[mode] += 1
 
-    def record_fallback(self) -> None:
+    @property
+    def fallback_rate(self) -> float:
+        """Share of the texts generated this batch that are the template fallback."""
+        return self.fallbacks / self.texts_generated if self.texts_generated else 0.0
+
+    def record_text(self, source: str, fallback_reason: str | None) -> None:
         with self._lock:
-            self.fallbacks += 1
+            self.texts_generated += 1
+            if source == "fallback":
+                self.fallbacks += 1
+                self.fallback_reasons[fallback_reason or "unknown"] += 1
+
+    def record_skip(self, reason: str) -> None:
+        with self._lock:
+            self.skip_reasons[reason] += 1
+
+    def record_unknown_outcome(self) -> None:
+        with self._lock:
+            self.unknown_outcome += 1
+
+    def record_resend(self) -> None:
+        with self._lock:
+            self.resent_after_grace += 1
+
+    def record_reopened(self, state: str) -> None:
+        with self._lock:
+            self.reopened += 1
+            self.reopened_from[state] += 1
+
+    def record_account_error(self, code: str, detail: str) -> bool:
+        """The first account-level error of the batch (True), or a later one (False)."""
+        with self._lock:
+            if self.account_error_code is not None:
+                return False
+            self.account_error_code = code
+            if self.fatal_error is None:
+                self.fatal_error = detail
+            return True
 
     def record_error(self) -> None:
         with self._lock:
@@ -101,12 +144,21 @@ class BatchSummary:
             "failed": self.failed,
             "duplicates": self.duplicates,
             "fallbacks": self.fallbacks,
+            "texts_generated": self.texts_generated,
+            "fallback_rate": round(self.fallback_rate, 4),
             "left_for_redelivery": self.left_for_redelivery,
+            "unknown_outcome": self.unknown_outcome,
+            "resent_after_grace": self.resent_after_grace,
+            "reopened": self.reopened,
             "errors": self.errors,
             "sent_as": dict(self.sent_as),
+            "skip_reasons": dict(self.skip_reasons),
+            "fallback_reasons": dict(self.fallback_reasons),
+            "reopened_from": dict(self.reopened_from),
             "dead_letter_reasons": dict(self.dead_letter_reasons),
             "failure_codes": dict(self.failure_codes),
             "problem_event_ids": self.problem_event_ids[:MAX_PROBLEM_IDS],
             "fatal_error": self.fatal_error,
+            "account_error_code": self.account_error_code,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
         }

@@ -25,18 +25,18 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
 
 from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES
-from leadflow.followups.contract import FollowupEvent, ValidationFailure, parse_body
-from leadflow.followups.ledger import FINAL_STATES, UNKNOWN_OUTCOME, Ledger, State, message_key
+from leadflow.followups.contract import EventType, FollowupEvent, ValidationFailure, parse_body
+from leadflow.followups.ledger import REOPENABLE_STATES, UNKNOWN_OUTCOME, Ledger, State, message_key
 from leadflow.followups.outcomes import BatchSummary, Outcome
 from leadflow.followups.pacing import TokenBucket, UserPacer
 from leadflow.followups.personalise import Personaliser, QuotaExhausted, prompt_data
-from leadflow.followups.queue_actions import QueueActions
+from leadflow.followups.queue_actions import MAX_REDELIVERY_DELAY_S, QueueActions
 from leadflow.followups.settings import ProcessorSettings, load_settings
 from leadflow.followups.snapshot import BatchSnapshot
 from leadflow.followups.whatsapp import (
@@ -50,6 +50,10 @@ from leadflow.followups.whatsapp import (
 from leadflow.phones import mask, to_e164
 
 log = logging.getLogger(__name__)
+
+MAX_VISIBILITY_S = 43_200  # SQS's limit on ChangeMessageVisibility (12 h)
+GRACE_MARGIN_S = 30  # a receipt sent at the end of the grace period has time to land
+VISIT_TIME_TOLERANCE_S = 60
 
 
 def _opt_in(value: Any) -> bool | None:
@@ -152,7 +156,7 @@ class FollowupProcessor:
 
     def _run_one(self, message: dict[str, Any], parsed: Any) -> Outcome:
         if self._abort.is_set() or time.monotonic() > self._deadline:
-            self.queue.leave(message, delay=0)
+            self.queue.leave(message, delay=self._abort_delay())
             return self._summary.count(Outcome.LEFT)
         try:
             return self._handle(message, parsed)
@@ -167,47 +171,36 @@ class FollowupProcessor:
 
     def _handle(self, message: dict[str, Any], parsed: Any) -> Outcome:
         if isinstance(parsed, ValidationFailure):
-            key = parsed.event_id or message_key(str(message["MessageId"]))
+            # Recorded under the SQS message id, never under the event id it may carry: a
+            # malformed copy must never block a valid copy of the same event.
+            key = message_key(str(message["MessageId"]))
             return self._dead_letter_new(message, key, parsed.reason, parsed.detail, event_id=parsed.event_id)
         event: FollowupEvent = parsed
         key = event.event_id
-        existing = self.snapshot.doc(key)
-        if existing is not None and existing.get("state") != State.PENDING:
-            return self._resolve_existing(message, existing)
+        doc = self.snapshot.doc(key)
+        if doc is not None and doc.get("state") != State.PENDING:
+            arrived = self._on_arrival(message, doc)
+            if isinstance(arrived, Outcome):
+                return arrived
+            doc = arrived
 
         user = self.snapshot.user(event.user_object_id)
         if user is None:
             return self._dead_letter_new(message, key, "unknown_user", "no such user", event=event)
+        stale = send_time_problem(event, user, self.now())
+        if stale is not None:
+            return self._skip(message, event, stale)
         consent = _opt_in(user.get("whatsapp_opt_in"))
         if consent is not True:
-            reason = "opted_out" if consent is False else "opt_in_unreadable"
-            recorded, doc = self.ledger.finish(
-                key,
-                State.SKIPPED,
-                sqs_message_id=message["MessageId"],
-                reason=reason,
-                event_id=key,
-                event_type=event.event_type.value,
-                user_id=event.user_id,
-            )
-            if not recorded and doc is not None:
-                return self._resolve_existing(message, doc)
-            log.info("Event %s skipped (%s)", key, reason)
-            self.queue.delete(message)
-            return self._summary.count(Outcome.SKIPPED)
+            return self._skip(message, event, "opted_out" if consent is False else "opt_in_unreadable")
         phone = to_e164(user.get("mobile"))
         if phone is None:
             return self._dead_letter_new(
-                message,
-                key,
-                "invalid_phone",
-                f"mobile {mask(user.get('mobile'))} is not a valid number",
-                event=event,
+                message, key, "invalid_phone", f"mobile {mask(user.get('mobile'))} is not a valid number", event=event
             )
 
         # The text: reuse the one stored by an earlier attempt, else generate and claim.
-        generated_fallback = False
-        if existing is None or not existing.get("text"):
+        if doc is None or not doc.get("text"):
             data = prompt_data(event.event_type, user, event.scheduled_at)
             try:
                 result = self.personaliser.personalise(data)
@@ -230,33 +223,32 @@ class FollowupProcessor:
                 fallback_reason=result.fallback_reason,
                 sqs_message_id=message["MessageId"],
             )
-            generated_fallback = result.source == "fallback" and doc.get("text") == result.text
+            if doc.get("text") == result.text:  # ours, not a concurrent copy's
+                self._summary.record_text(result.source, result.fallback_reason)
             if doc.get("state") != State.PENDING:
-                return self._resolve_existing(message, doc)
-        else:
-            doc = existing
-        if generated_fallback:
-            self._summary.record_fallback()
+                return self._settle(message, doc)
         return self._send(message, event, phone, str(doc["text"]))
 
     def _send(self, message: dict[str, Any], event: FollowupEvent, phone: str, text: str) -> Outcome:
         key = event.event_id
         with self.pacer.slot(event.user_id, lambda: self.snapshot.last_sent(event.user_id)):
-            if self._abort.is_set():
-                self.queue.leave(message, delay=0)
+            # Checked again after the pacing wait: a thread queued behind the same user must not
+            # start a send after the batch was stopped or its budget ran out.
+            if self._abort.is_set() or time.monotonic() > self._deadline:
+                self.queue.leave(message, delay=self._abort_delay())
                 return self._summary.count(Outcome.LEFT)
             payload, mode = self._payload(
                 event, phone, text, self.snapshot.window_open(event.user_object_id, self.now())
             )
             if payload is None:
-                return self._fail_before_send(
-                    message, event, "no_template", f"no WhatsApp template configured for {event.event_type}"
-                )
+                # A configuration problem, not a bad message: stop the batch, fail nothing.
+                self._stop_batch("no_template", f"no WhatsApp template configured for {event.event_type}")
+                self.queue.leave(message, delay=self._abort_delay())
+                return self._summary.count(Outcome.LEFT)
             self.rate.acquire()
             if not self.ledger.mark_sending(key):
                 # Another copy of this event got there first (or it is no longer pending).
-                doc = self.ledger.get(key)
-                return self._resolve_existing(message, doc) if doc else self._summary.count(Outcome.LEFT)
+                return self._settle(message, self.ledger.get(key))
             try:
                 wamid = self.whatsapp.send(payload)
             except WhatsAppError as error:
@@ -271,18 +263,22 @@ class FollowupProcessor:
         self, message: dict[str, Any], event: FollowupEvent, phone: str, error: WhatsAppError
     ) -> Outcome:
         key, code = event.event_id, error.code_str
-        if error.fatal:
+        if error.account_level:
             self.ledger.release(key, error_code=code)
-            self._summary.record_fatal(f"WhatsApp rejected the credentials (code {code})")
-            self._abort.set()
-            log.error("WhatsApp credentials rejected (code %s); stopping the batch", code)
-            self.queue.leave(message, delay=0)
+            self._stop_batch(code, f"WhatsApp account-level error {code} (HTTP {error.status})")
+            self.queue.leave(message, delay=self._abort_delay())
+            return self._summary.count(Outcome.LEFT)
+        if error.ambiguous:
+            # The request may have reached WhatsApp: never retried blind. A receipt marks it
+            # sent; without one, the delivery after the grace period sends it once more.
+            self.ledger.mark_unknown(key, error_code=code)
+            self._summary.record_unknown_outcome()
+            log.warning("Event %s to %s: outcome unknown (%s); waiting for a receipt", key, mask(phone), code)
+            self.queue.leave(message, delay=self._grace_delay(self.settings.unknown_outcome_grace_seconds))
             return self._summary.count(Outcome.LEFT)
         if error.transient:
             self.ledger.release(key, error_code=code)
-            log.warning(
-                "Event %s to %s: transient error %s outlasted the retries; left for redelivery", key, mask(phone), code
-            )
+            log.warning("Event %s to %s: rejected for now (%s); left for redelivery", key, mask(phone), code)
             self.queue.leave(message)
             return self._summary.count(Outcome.LEFT)
         reason = f"WhatsApp error {code} (HTTP {error.status})"
@@ -292,67 +288,116 @@ class FollowupProcessor:
             message, key, f"send_failed_{code}", reason, event_id=key, outcome=Outcome.FAILED, failure_code=code
         )
 
-    def _fail_before_send(self, message: dict[str, Any], event: FollowupEvent, code: str, detail: str) -> Outcome:
-        return self._dead_letter_new(
-            message, event.event_id, code, detail, event=event, state=State.FAILED, error_code=code
-        )
+    def _stop_batch(self, code: str, detail: str) -> None:
+        """An account-level problem: no further send in this batch, fail the task once (see tasks)."""
+        if self._summary.record_account_error(code, detail):
+            log.error("%s; stopping the batch, every unsent message stays in the queue", detail)
+        self._abort.set()
+
+    def _abort_delay(self) -> int:
+        # After an account-level error every message would fail the same way until a human acts;
+        # handing them straight back would make the next run fail (and alert) at once again.
+        return MAX_REDELIVERY_DELAY_S if self._summary.account_error_code else 0
+
+    @staticmethod
+    def _grace_delay(grace_seconds: float) -> int:
+        return int(min(MAX_VISIBILITY_S, max(0.0, grace_seconds) + GRACE_MARGIN_S))
 
     def _payload(
         self, event: FollowupEvent, phone: str, text: str, window_open: bool
     ) -> tuple[dict[str, Any] | None, SendMode]:
-        media = event.media
+        media, callback = event.media, event.event_id
         if window_open:
             if media is not None:
                 caption = f"{text} {media.caption}" if media.caption else text
-                return media_payload(phone, media.type, media.url, caption), "media"
-            return text_payload(phone, text), "text"
+                return media_payload(phone, media.type, media.url, caption, callback_data=callback), "media"
+            return text_payload(phone, text, callback_data=callback), "text"
         template = self.settings.templates.templates.get(event.event_type.value)
         if template is None:
             return None, "template"
         media_ref = (media.type, media.url) if media is not None else None
-        return template_payload(phone, template, text, media_ref), "template"
+        return template_payload(phone, template, text, media_ref, callback_data=callback), "template"
+
+    def _skip(self, message: dict[str, Any], event: FollowupEvent, reason: str) -> Outcome:
+        key = event.event_id
+        recorded, doc = self.ledger.finish(
+            key,
+            State.SKIPPED,
+            sqs_message_id=message["MessageId"],
+            reason=reason,
+            event_id=key,
+            event_type=event.event_type.value,
+            user_id=event.user_id,
+        )
+        if not recorded:
+            return self._settle(message, doc)
+        log.info("Event %s skipped (%s)", key, reason)
+        self.queue.delete(message)
+        self._summary.record_skip(reason)
+        return self._summary.count(Outcome.SKIPPED)
 
     # -- ledger states found on arrival ------------------------------------------------------
 
-    def _resolve_existing(self, message: dict[str, Any], doc: dict[str, Any]) -> Outcome:
-        key, state = doc["_id"], doc.get("state")
-        if state == State.SENDING:
-            # A previous attempt crashed between claiming the send and recording its result: the
-            # message may have gone out. At most once: do not send again; a human checks.
-            if self.ledger.fail_send(
-                key, error_code=UNKNOWN_OUTCOME, reason="a previous attempt crashed while sending"
-            ):
-                log.error("Event %s was being sent when a previous attempt stopped; not resending", key)
-                return self._dead_letter(
-                    message,
-                    key,
-                    UNKNOWN_OUTCOME,
-                    "a previous attempt crashed while sending; not resent",
-                    event_id=key,
-                    outcome=Outcome.FAILED,
-                    failure_code=UNKNOWN_OUTCOME,
-                )
-            doc = self.ledger.get(key) or doc
+    def _on_arrival(self, message: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any] | Outcome:
+        """What a new copy of an already known event does: the pending document to go on with, or an outcome.
+
+        ``sent`` is final; ``unknown_outcome`` waits out its grace period, then allows one resend;
+        every other state is re-evaluated from scratch (redrive, or the cause was fixed).
+        """
+        key = doc["_id"]
+        for _ in range(3):  # each pass follows one state change made by someone else
             state = doc.get("state")
-        if state in FINAL_STATES:
-            if state in (State.DEAD_LETTERED, State.FAILED) and not doc.get("dlq_message_id"):
-                # Recorded, but the DLQ copy was never confirmed (a crash in between): finish it.
-                code = str(doc.get("error_code") or "dead_lettered")
-                reason = str(doc.get("reason") or code)
-                outcome = Outcome.FAILED if state == State.FAILED else Outcome.DEAD_LETTERED
-                return self._dead_letter(
-                    message,
-                    key,
-                    reason.split(":", 1)[0],
-                    reason,
-                    event_id=key,
-                    outcome=outcome,
-                    failure_code=code if outcome is Outcome.FAILED else None,
+            if state == State.PENDING:
+                return doc
+            if state == State.SENT:
+                log.info("Event %s is already sent; deleting the duplicate SQS message", key)
+                self.queue.delete(message)
+                return self._summary.count(Outcome.DUPLICATE)
+            if state == State.SENDING:
+                # A previous attempt stopped between claiming the send and recording its result:
+                # the message may have gone out. Same as an ambiguous answer, from when it started.
+                self.ledger.mark_unknown(
+                    key, error_code="interrupted_while_sending", since=_aware(doc.get("sending_at"))
                 )
-            log.info("Event %s is already %s; deleting the duplicate SQS message", key, state)
+                log.warning("Event %s was being sent when a previous attempt stopped; outcome unknown", key)
+            elif state == State.UNKNOWN_OUTCOME:
+                since = _aware(doc.get("unknown_outcome_at")) or self.now()
+                grace = timedelta(seconds=self.settings.unknown_outcome_grace_seconds)
+                wait = (since + grace - self.now()).total_seconds()
+                if wait > 0:
+                    log.info("Event %s: outcome unknown, no receipt yet; checking again in %.0f s", key, wait)
+                    self.queue.leave(message, delay=self._grace_delay(wait))
+                    return self._summary.count(Outcome.LEFT)
+                reclaimed = self.ledger.reclaim_unknown(key, not_after=self.now() - grace)
+                if reclaimed is not None:
+                    log.warning("Event %s: no receipt within the grace period; sending it once more", key)
+                    self._summary.record_resend()
+                    return reclaimed
+                current = self.ledger.get(key) or doc
+                if current.get("state") == State.UNKNOWN_OUTCOME:  # the one resend was ambiguous too
+                    reason = "outcome still unknown after a resend; a human checks the WhatsApp side"
+                    self.ledger.fail_send(
+                        key, error_code=UNKNOWN_OUTCOME, reason=reason, from_state=State.UNKNOWN_OUTCOME
+                    )
+                    return self._dead_letter(
+                        message, key, UNKNOWN_OUTCOME, reason, event_id=key, outcome=Outcome.FAILED,
+                        failure_code=UNKNOWN_OUTCOME,
+                    )  # fmt: skip
+            elif state in REOPENABLE_STATES:
+                reopened = self.ledger.reopen(key, sqs_message_id=str(message["MessageId"]))
+                if reopened is not None:
+                    log.info("Event %s was %s; evaluating it again", key, state)
+                    self._summary.record_reopened(str(state))
+                    return reopened
+            doc = self.ledger.get(key) or doc
+        self.queue.leave(message)
+        return self._summary.count(Outcome.LEFT)
+
+    def _settle(self, message: dict[str, Any], doc: dict[str, Any] | None) -> Outcome:
+        """Another copy of the event changed it under us: a duplicate if sent, else try again later."""
+        if doc is not None and doc.get("state") == State.SENT:
             self.queue.delete(message)
             return self._summary.count(Outcome.DUPLICATE)
-        # Still pending: another worker is on it, keep this copy for later.
         self.queue.leave(message)
         return self._summary.count(Outcome.LEFT)
 
@@ -381,12 +426,9 @@ class FollowupProcessor:
             event_id=event_id,
             event_type=event.event_type.value if event is not None else None,
             user_id=event.user_id if event is not None else None,
-            # An invalid copy must not overwrite a valid copy's pending event.
-            from_pending=event is not None,
         )
-        if not recorded and doc is not None and event is not None:
-            # The event already has another outcome (e.g. sent by an earlier copy).
-            return self._resolve_existing(message, doc)
+        if not recorded and event is not None:
+            return self._settle(message, doc)
         outcome = Outcome.FAILED if state == State.FAILED else Outcome.DEAD_LETTERED
         return self._dead_letter(
             message,
@@ -415,6 +457,36 @@ class FollowupProcessor:
         self.queue.delete(message)
         self._summary.record_dead_letter(reason, event_id or message_key(str(message.get("MessageId"))), failure_code)
         return self._summary.count(outcome)
+
+
+def _aware(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
+
+
+def send_time_problem(event: FollowupEvent, user: dict[str, Any], now: datetime) -> str | None:
+    """Why a reminder must not go out any more (``expired`` / ``superseded``), or None.
+
+    Checked at send time against the user's *current* ``site_visit``: the event was produced
+    when the visit was booked, and may have waited in the queue (or the DLQ) since.
+    """
+    if event.event_type is not EventType.SITE_VISIT_REMINDER or event.scheduled_at is None:
+        return None
+    if event.scheduled_at <= now:
+        return "expired"
+    visit = user.get("site_visit")
+    if not isinstance(visit, dict):
+        return None  # nothing recorded on the user: the event is all we know
+    status = str(visit.get("status") or "").strip().lower()
+    if status in ("cancelled", "canceled"):
+        return "superseded"
+    if status == "completed":
+        return "expired"
+    current = _aware(visit.get("scheduled_at"))
+    if current is not None and abs((current - event.scheduled_at).total_seconds()) > VISIT_TIME_TOLERANCE_S:
+        return "superseded"
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,12 +5,14 @@ URLs, so :class:`FollowupsSqsSensor` writes the batch as JSON to
 ``<leadflow_object_store_base>/whatsapp_followups/<run_id>/batch-<try>.json`` and returns only
 ``{"batch_path", "count", "message_ids"}``. Messages are never deleted on reception: the
 processing task deletes (or dead-letters) each one after the ledger records its outcome.
-(In deferrable mode the batch travels from the triggerer to the task in the trigger event, which
-Airflow keeps in the task instance's ``next_kwargs`` until the sensor finishes; Airflow clears
-it then. Writing the object from the triggerer itself would avoid even that, at the price of
-giving the triggerer object-store credentials.)
+In deferrable mode the *trigger* writes the batch object itself and its event carries only the
+path, the count and the message ids: the event is stored in the metadata DB (the task
+instance's ``next_kwargs``) and logged by the triggerer, and must never hold a body or a
+receipt handle (they name users, carry media URLs, and a handle lets anyone delete the message).
+The triggerer needs write access to ``leadflow_object_store_base`` for that (the IAM policy grants
+it to the MWAA execution role, which every component uses).
 
-:class:`FollowupsSqsTrigger` changes two things about the stock trigger:
+:class:`~leadflow.followups.trigger.FollowupsSqsTrigger` changes two things about the stock trigger:
 
 * a *drain-early* poke: the first receive long-polls (``wait_time_seconds``); once messages
   arrived, further receives in the same poke wait only ``drain_wait_seconds`` (1 s) and the poke
@@ -24,17 +26,14 @@ giving the triggerer object-store credentials.)
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.amazon.aws.sensors.sqs import SqsSensor
-from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
-from airflow.triggers.base import TriggerEvent
+from airflow.sdk import BaseSensorOperator
 
 from leadflow.config import AWS_CONN_ID, DEFAULT_OBJECT_STORE_BASE, VAR_OBJECT_STORE_BASE
 from leadflow.followups.dag_settings import (
@@ -45,6 +44,7 @@ from leadflow.followups.dag_settings import (
 )
 
 if TYPE_CHECKING:
+    from airflow.providers.amazon.aws.hooks.sqs import SqsHook
     from airflow.sdk import Context, ObjectStoragePath
 
 SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp"]
@@ -84,6 +84,11 @@ def read_batch(url: str) -> list[dict[str, Any]]:
     return list(json.loads(_object_path(url).read_text()))
 
 
+def batch_reference(url: str, messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What travels in the trigger event and XCom: no body, no receipt handle."""
+    return {"batch_path": url, "count": len(messages), "message_ids": [str(m.get("MessageId")) for m in messages]}
+
+
 def delete_batch(url: str) -> bool:
     path = _object_path(url)
     if not path.exists():
@@ -93,98 +98,71 @@ def delete_batch(url: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# Trigger
-
-
-class FollowupsSqsTrigger(SqsSensorTrigger):
-    def __init__(
-        self,
-        *,
-        max_wait_seconds: float = SENSOR_MAX_WAIT_SECONDS,
-        drain_wait_seconds: int = SENSOR_DRAIN_WAIT_SECONDS,
-        message_attribute_names: Sequence[str] = (),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.max_wait_seconds = float(max_wait_seconds)
-        self.drain_wait_seconds = int(drain_wait_seconds)
-        self.message_attribute_names = list(message_attribute_names)
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        _, kwargs = super().serialize()
-        kwargs.update(max_wait_seconds=self.max_wait_seconds, drain_wait_seconds=self.drain_wait_seconds)
-        kwargs["message_attribute_names"] = self.message_attribute_names
-        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
-
-    async def _receive(self, client: Any, wait_seconds: int) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "QueueUrl": self.sqs_queue,
-            "MaxNumberOfMessages": self.max_messages,
-            "WaitTimeSeconds": wait_seconds,
-            "MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
-        }
-        if self.message_attribute_names:
-            kwargs["MessageAttributeNames"] = self.message_attribute_names
-        if self.visibility_timeout is not None:
-            kwargs["VisibilityTimeout"] = self.visibility_timeout
-        response = await client.receive_message(**kwargs)
-        return list(response.get("Messages") or [])
-
-    async def drain(self, client: Any, first_wait: int) -> list[dict[str, Any]]:
-        batch: list[dict[str, Any]] = []
-        for _ in range(self.num_batches):
-            messages = await self._receive(client, first_wait if not batch else self.drain_wait_seconds)
-            if not messages:
-                break
-            batch.extend(messages)
-        return batch
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        deadline = time.monotonic() + self.max_wait_seconds
-        try:
-            async with await self.hook.get_async_conn() as client:
-                while True:
-                    remaining = deadline - time.monotonic()
-                    wait = max(0, min(self.wait_time_seconds, int(remaining)))
-                    batch = await self.drain(client, wait)
-                    if batch:
-                        self.log.info("Received %d message(s) from %s", len(batch), self.sqs_queue)
-                        yield TriggerEvent({"status": "success", "message_batch": batch})
-                        return
-                    if time.monotonic() >= deadline:
-                        yield TriggerEvent({"status": "empty", "waited_seconds": self.max_wait_seconds})
-                        return
-                    await asyncio.sleep(min(self.waiter_delay, max(0.0, deadline - time.monotonic())))
-        except Exception as exc:  # noqa: BLE001 - reported to the task as an error event
-            yield TriggerEvent({"status": "error", "error": f"{type(exc).__name__}: {exc}"[:500]})
-
-
-# --------------------------------------------------------------------------------------------
 # Sensor
 
 
-class FollowupsSqsSensor(SqsSensor):
-    template_fields: Sequence[str] = (*SqsSensor.template_fields, "max_wait_seconds")
+class FollowupsSqsSensor(BaseSensorOperator):
+    """Receive a batch from SQS (deferred or poking) and store it; see the module doc.
+
+    Built on the SDK's sensor rather than the amazon provider's ``SqsSensor`` so that parsing
+    the DAG imports neither the provider's hooks nor boto3 (about a second per parse): the hook
+    and the trigger are imported when the task runs. The arguments are ``SqsSensor``'s.
+    """
+
+    template_fields: Sequence[str] = (
+        "aws_conn_id", "max_messages", "max_wait_seconds", "region_name", "sqs_queue", "verify",
+    )  # fmt: skip
 
     def __init__(
         self,
         *,
+        sqs_queue: str,
+        aws_conn_id: str | None = AWS_CONN_ID,
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict[str, Any] | None = None,
+        max_messages: int = 5,
+        num_batches: int = 1,
+        wait_time_seconds: int = 1,
+        visibility_timeout: int | None = None,
+        delete_message_on_reception: bool = False,
+        message_filtering: str | None = None,
+        deferrable: bool = True,
         max_wait_seconds: int | str = SENSOR_MAX_WAIT_SECONDS,
         drain_wait_seconds: int = SENSOR_DRAIN_WAIT_SECONDS,
         message_attribute_names: Sequence[str] = (),
         batch_prefix: str = BATCH_PREFIX,
         **kwargs: Any,
     ) -> None:
-        if kwargs.setdefault("delete_message_on_reception", False):
+        if delete_message_on_reception:
             raise ValueError("messages must be deleted only after their outcome is recorded")
-        if kwargs.get("message_filtering"):
+        if message_filtering:
             raise ValueError("filtering would leave unmatched messages invisible until they time out")
         super().__init__(**kwargs)
+        self.sqs_queue = sqs_queue
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = botocore_config
+        self.max_messages = max_messages
+        self.num_batches = num_batches
+        self.wait_time_seconds = wait_time_seconds
+        self.visibility_timeout = visibility_timeout
+        self.delete_message_on_reception = False
+        self.deferrable = deferrable
         self.max_wait_seconds = max_wait_seconds
         self.drain_wait_seconds = drain_wait_seconds
         # Which message attributes to receive (the statuses DAG needs ``signature``).
         self.message_attribute_names = list(message_attribute_names)
         self.batch_prefix = batch_prefix
+
+    @cached_property
+    def hook(self) -> SqsHook:
+        from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+        return SqsHook(
+            aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=self.botocore_config
+        )
 
     def _max_wait(self) -> int:
         return max(1, int(self.max_wait_seconds))
@@ -194,6 +172,9 @@ class FollowupsSqsSensor(SqsSensor):
         if not self.deferrable:
             self.timeout = wait
             return super().execute(context)
+        from leadflow.followups.trigger import FollowupsSqsTrigger
+
+        ti = context["ti"]
         self.defer(
             trigger=FollowupsSqsTrigger(
                 sqs_queue=self.sqs_queue,
@@ -210,6 +191,7 @@ class FollowupsSqsSensor(SqsSensor):
                 max_wait_seconds=wait,
                 drain_wait_seconds=self.drain_wait_seconds,
                 message_attribute_names=self.message_attribute_names,
+                batch_url=batch_url(ti.run_id, ti.try_number, self.batch_prefix),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=wait + SENSOR_TIMEOUT_GRACE_SECONDS),
@@ -224,6 +206,9 @@ class FollowupsSqsSensor(SqsSensor):
             raise AirflowSkipException(f"No follow-up messages within {self._max_wait()} s")
         if status != "success":
             raise SqsReceiveError(f"Receiving from SQS failed: {(event or {}).get('error', event)}")
+        if "batch_path" in event:
+            return {key: event[key] for key in ("batch_path", "count", "message_ids")}
+        # A trigger deferred by an older version still carries the batch itself.
         return self.store_batch(context, event["message_batch"])
 
     def poke(self, context: Context) -> Any:
@@ -238,10 +223,10 @@ class FollowupsSqsSensor(SqsSensor):
                 "WaitTimeSeconds": self.wait_time_seconds if not batch else self.drain_wait_seconds,
                 "MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
             }
-            if self.message_attribute_names:
-                kwargs["MessageAttributeNames"] = self.message_attribute_names
             if self.visibility_timeout is not None:
                 kwargs["VisibilityTimeout"] = self.visibility_timeout
+            if self.message_attribute_names:
+                kwargs["MessageAttributeNames"] = self.message_attribute_names
             messages = self.hook.conn.receive_message(**kwargs).get("Messages") or []
             if not messages:
                 break
@@ -255,8 +240,13 @@ class FollowupsSqsSensor(SqsSensor):
         url = batch_url(ti.run_id, ti.try_number, self.batch_prefix)
         write_batch(url, messages)
         self.log.info("Stored a batch of %d message(s) at %s", len(messages), url)
-        return {
-            "batch_path": url,
-            "count": len(messages),
-            "message_ids": [str(m.get("MessageId")) for m in messages],
-        }
+        return batch_reference(url, messages)
+
+
+def __getattr__(name: str) -> Any:
+    # Triggers deferred before the trigger moved to its own module are stored under this path.
+    if name == "FollowupsSqsTrigger":
+        from leadflow.followups.trigger import FollowupsSqsTrigger
+
+        return FollowupsSqsTrigger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from leadflow.followups.dag_settings import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_SEND_RATE,
-    MAX_CONCURRENCY,
-    MAX_SEND_RATE,
-    PROCESS_BUDGET_SECONDS,
-)
+from leadflow.followups.budget import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+from leadflow.followups.dag_settings import DEFAULT_SEND_RATE, MAX_SEND_RATE, PROCESS_BUDGET_SECONDS
 from leadflow.followups.pacing import PAIR_PACING_SECONDS
 from leadflow.followups.whatsapp import Template
+
+log = logging.getLogger(__name__)
+
+VAR_UNKNOWN_OUTCOME_GRACE = "leadflow_followup_unknown_outcome_grace_minutes"
+DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES = 15
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class ProcessorSettings:
     # with the per-message worst case it bounds the run, which the visibility timeout must exceed.
     budget_seconds: float = 600.0
     redelivery_delay_seconds: int = 60
+    # How long an ambiguous send waits for its delivery receipt before it is sent once more.
+    unknown_outcome_grace_seconds: float = DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES * 60
 
 
 def capped_concurrency(raw: Any) -> int:
@@ -57,6 +60,9 @@ def capped_concurrency(raw: Any) -> int:
         value = int(raw)
     except (TypeError, ValueError):
         value = DEFAULT_CONCURRENCY
+    if value > MAX_CONCURRENCY:
+        log.warning("leadflow_followup_concurrency %d exceeds the visibility-timeout budget; using %d",
+                    value, MAX_CONCURRENCY)  # fmt: skip
     return max(1, min(value, MAX_CONCURRENCY))
 
 
@@ -66,6 +72,14 @@ def capped_send_rate(raw: Any) -> float:
     except (TypeError, ValueError):
         rate = DEFAULT_SEND_RATE
     return min(rate, MAX_SEND_RATE) if rate > 0 else MAX_SEND_RATE
+
+
+def grace_seconds(raw: Any) -> float:
+    try:
+        minutes = float(raw)
+    except (TypeError, ValueError):
+        minutes = DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES
+    return max(0.0, minutes) * 60
 
 
 def load_settings() -> ProcessorSettings:
@@ -86,4 +100,7 @@ def load_settings() -> ProcessorSettings:
         concurrency=capped_concurrency(Variable.get(VAR_FOLLOWUP_CONCURRENCY, default=DEFAULT_CONCURRENCY)),
         send_rate_per_second=capped_send_rate(Variable.get(VAR_FOLLOWUP_SEND_RATE, default=DEFAULT_SEND_RATE)),
         budget_seconds=PROCESS_BUDGET_SECONDS,
+        unknown_outcome_grace_seconds=grace_seconds(
+            Variable.get(VAR_UNKNOWN_OUTCOME_GRACE, default=DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES)
+        ),
     )

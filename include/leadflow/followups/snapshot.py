@@ -22,7 +22,14 @@ from leadflow.followups.ledger import Ledger
 # The customer-service window is 24 h from the user's last message; our copy of that message is
 # written a moment after Meta received it, so stay a little on the safe side.
 SERVICE_WINDOW = timedelta(hours=24) - timedelta(minutes=5)
-USER_FIELDS = {"name": 1, "mobile": 1, "preferred_configuration": 1, "inquiry_type": 1, "whatsapp_opt_in": 1}
+USER_FIELDS = {
+    "name": 1,
+    "mobile": 1,
+    "preferred_configuration": 1,
+    "inquiry_type": 1,
+    "whatsapp_opt_in": 1,
+    "site_visit": 1,
+}
 PREFETCH_CHUNK = 500
 
 
@@ -53,8 +60,13 @@ class BatchSnapshot:
         for chunk in _chunks(keys):
             self.docs.update((d["_id"], d) for d in self.ledger.collection.find({"_id": {"$in": chunk}}))
         for chunk in _chunks(user_ids):
-            self._users.update((u["_id"], u) for u in self.users.find({"_id": {"$in": chunk}}, projection=USER_FIELDS))
             as_text = [str(u) for u in chunk]
+            # A user's _id may be stored as an ObjectId or as its hex string (both happen in
+            # imported data); look up both, the ObjectId document wins if both exist.
+            found = self.users.find({"_id": {"$in": chunk + as_text}}, projection=USER_FIELDS)
+            for user in sorted(found, key=lambda u: isinstance(u["_id"], ObjectId)):
+                if ObjectId.is_valid(user["_id"]):
+                    self._users[ObjectId(str(user["_id"]))] = user
             # Only messages inside the window matter (index user_id, role, timestamp).
             recent = self.interactions.find(
                 {"user_id": {"$in": chunk + as_text}, "role": "user", "timestamp": {"$gte": since}},

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
 from leadflow.followups.dag_settings import DAG_ID
 
 log = logging.getLogger(__name__)
@@ -12,6 +14,43 @@ log = logging.getLogger(__name__)
 
 class FollowupBatchError(RuntimeError):
     """The batch hit errors no message-level handling covers; fail the task so it alerts."""
+
+
+class AccountLevelError(AirflowFailException):
+    """Fails the task at once, no retries: a retry would only hit the same account problem.
+
+    ``alert_fields`` go into the one failure alert (:class:`leadflow.alerts.FailureAlert`):
+    the code and counts only, never an error text.
+    """
+
+    alert_fields: dict[str, Any]
+
+
+def _account_level_error(code: str, summary: dict[str, Any]) -> AccountLevelError:
+    error = AccountLevelError(
+        f"WhatsApp account-level error {code}: the batch was stopped and every unsent message left in the queue"
+    )
+    error.alert_fields = {
+        "error_code": code,
+        "meaning": ACCOUNT_ERROR_MEANINGS.get(code, "account-level WhatsApp error"),
+        "sent_before_stop": summary.get("sent"),
+        "left_in_queue": summary.get("left_for_redelivery"),
+        "dead_lettered": summary.get("dead_lettered"),
+    }
+    return error
+
+
+ACCOUNT_ERROR_MEANINGS = {
+    "190": "access token expired or invalid: renew the whatsapp_default password",
+    "http_401": "access token rejected: renew the whatsapp_default password",
+    "131042": "business payment problem: fix the payment method in WhatsApp Manager",
+    "132001": "template missing or not approved: check leadflow_whatsapp_templates against WhatsApp Manager",
+    "no_template": "no template configured for an event type in leadflow_whatsapp_templates",
+    "10": "permission missing on the app or token",
+    "200": "permission missing on the app or token",
+    "368": "the business number is temporarily blocked for policy violations",
+    "131031": "the business account is locked",
+}
 
 
 def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
@@ -27,6 +66,8 @@ def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
         processor.whatsapp.close()
     result = summary.as_dict()
     log.info("Follow-up batch summary: %s", result)
+    if summary.account_error_code:
+        raise _account_level_error(summary.account_error_code, result)
     if summary.fatal_error:
         raise FollowupBatchError(f"{summary.fatal_error}; the batch's messages were left for redelivery")
     if summary.errors:

@@ -4,13 +4,27 @@ Connection ``whatsapp_default`` (type http): ``host`` is the base URL (``https:/
 in production), ``password`` the access token, extra ``phone_number_id``, ``api_version`` and
 ``timeout`` (seconds).
 
-Errors are classified by HTTP status and Meta error code (:func:`is_transient`): throttling
-(``130429``, ``131056`` pair rate limit, ``131048``, ``80007``, ``4``), Meta-side trouble (``1``,
-``2``, ``131000``, ``131016``, ``133004``), any 429 or 5xx, timeouts and connection errors are
-transient and retried here with exponential backoff and jitter (tenacity). Everything else is
-permanent for that message: ``131026`` undeliverable, ``131047`` window closed, ``131008`` missing
-parameter, and any other 4xx. Authentication errors (HTTP 401, code ``190``) are *fatal*: no
-message can succeed, so the caller stops the batch instead of failing each message.
+Errors are classified by what the answer proves (:func:`classify`):
+
+* **retried at once** (here, tenacity, exponential backoff with jitter): only what is certain not
+  to have been sent or explicitly asks for a retry: connect errors (no connection, nothing
+  written) and HTTP 429 / codes ``130429`` (throughput) and ``131056`` (pair rate limit);
+* **ambiguous** (:attr:`WhatsAppError.ambiguous`): the request may have reached WhatsApp, a
+  read timeout, a connection lost after the request was written, a 5xx without a Meta error
+  body. Never retried blind: the caller records ``unknown_outcome`` and lets a delivery receipt
+  (matched by ``biz_opaque_callback_data``) or the grace period decide;
+* **rejected, try later** (:attr:`WhatsAppError.transient`): a Meta error body with a code that
+  says "not now" (``1``, ``2``, ``4``, ``80007``, ``131000``, ``131016``, ``131048``, ``133004``)
+  or a 5xx with an error body: the message is left for a later SQS delivery;
+* **account-level** (:attr:`WhatsAppError.account_level`): no message can succeed until a human
+  acts: ``190`` (token) / HTTP 401, ``131042`` (payment), ``132001`` (template missing or not
+  approved), ``10`` and ``200``-``299`` (permission), ``368`` (temporarily blocked), ``131031``
+  (account locked). The caller stops the batch;
+* everything else is **permanent** for that message (``131026`` undeliverable, ``131047``
+  re-engagement required, ``131008`` missing parameter, any other 4xx).
+
+Every payload carries ``biz_opaque_callback_data`` = the event id, which Meta echoes in each
+status webhook, so a receipt finds its ledger entry even when the send's own answer was lost.
 
 Nothing here logs the recipient, the token or Meta's error text (which can quote the number).
 """
@@ -43,21 +57,45 @@ PAIR_RATE_LIMIT = 131056
 UNDELIVERABLE = 131026
 WINDOW_CLOSED = 131047
 PARAMETER_MISSING = 131008
+PAYMENT_REQUIRED = 131042
+TEMPLATE_MISSING = 132001
 TRANSIENT_CODES = frozenset({1, 2, 4, 80007, RATE_LIMIT, 131000, 131016, 131048, PAIR_RATE_LIMIT, 133004})
-FATAL_CODES = frozenset({190})
+RETRY_NOW_CODES = frozenset({RATE_LIMIT, PAIR_RATE_LIMIT})
+ACCOUNT_LEVEL_CODES = frozenset({190, 10, 368, PAYMENT_REQUIRED, TEMPLATE_MISSING, 131031, *range(200, 300)})
+FATAL_CODES = ACCOUNT_LEVEL_CODES  # the old name
+MAX_CALLBACK_DATA = 512  # Meta's limit on biz_opaque_callback_data
 
 SendMode = Literal["text", "media", "template"]
 
 
 class WhatsAppError(Exception):
-    """A failed send. ``code`` is Meta's error code, or ``timeout`` / ``connection_error``."""
+    """A failed send. ``code`` is Meta's error code, or ``timeout`` / ``connection_error`` / ``connect_error``.
 
-    def __init__(self, *, status: int | None, code: int | str | None, transient: bool, fatal: bool = False):
+    ``retry_now``: safe to retry at once; ``ambiguous``: may have been sent; ``transient``: proven
+    not sent, may succeed later; ``account_level`` (alias ``fatal``): no message can succeed.
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int | None,
+        code: int | str | None,
+        transient: bool,
+        fatal: bool = False,
+        ambiguous: bool = False,
+        retry_now: bool = False,
+    ):
         self.status = status
         self.code = code
         self.transient = transient
         self.fatal = fatal
+        self.ambiguous = ambiguous
+        self.retry_now = retry_now
         super().__init__(f"WhatsApp send failed: code {self.code_str} (HTTP {status})")
+
+    @property
+    def account_level(self) -> bool:
+        return self.fatal
 
     @property
     def code_str(self) -> str:
@@ -67,7 +105,7 @@ class WhatsAppError(Exception):
 
 
 def is_transient(status: int | None, code: int | str | None) -> bool:
-    """Whether a retry can help: throttling, Meta-side errors, 429 and 5xx."""
+    """Whether a later attempt can help: throttling, Meta-side errors, 429 and 5xx."""
     if isinstance(code, int) and code in TRANSIENT_CODES:
         return True
     if status is None:
@@ -76,8 +114,38 @@ def is_transient(status: int | None, code: int | str | None) -> bool:
 
 
 def is_fatal(status: int | None, code: int | str | None) -> bool:
-    """Credentials rejected: every message would fail the same way."""
-    return status == 401 or (isinstance(code, int) and code in FATAL_CODES)
+    """Account-level: credentials, payment, templates, permissions; every message would fail."""
+    return status == 401 or (isinstance(code, int) and code in ACCOUNT_LEVEL_CODES)
+
+
+def is_retry_now(status: int | None, code: int | str | None) -> bool:
+    """An explicit "slow down" answer: the message was not accepted, retrying at once is safe."""
+    return status == 429 or (isinstance(code, int) and code in RETRY_NOW_CODES)
+
+
+def classify(status: int, code: int | str | None) -> WhatsAppError:
+    """The error for an HTTP error answer; a 5xx without a Meta error code proves nothing."""
+    if status >= 500 and code is None:
+        return WhatsAppError(status=status, code=None, transient=False, ambiguous=True)
+    return WhatsAppError(
+        status=status,
+        code=code,
+        transient=is_transient(status, code),
+        fatal=is_fatal(status, code),
+        retry_now=is_retry_now(status, code),
+    )
+
+
+def _connect_failed(exc: requests.ConnectionError) -> bool:
+    """Whether the connection itself failed, i.e. not a byte of the request was written."""
+    from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, NewConnectionError | ConnectTimeoutError)
 
 
 @dataclass(frozen=True)
@@ -145,22 +213,26 @@ class RetryPolicy:
         return seconds
 
 
-def text_payload(to: str, text: str) -> dict[str, Any]:
+def _envelope(to: str, kind: str, callback_data: str | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to}
+    if callback_data:
+        payload["biz_opaque_callback_data"] = callback_data[:MAX_CALLBACK_DATA]
+    payload["type"] = kind
+    return payload
+
+
+def text_payload(to: str, text: str, *, callback_data: str | None = None) -> dict[str, Any]:
     return {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": to,
-        "type": "text",
+        **_envelope(to, "text", callback_data),
         "text": {"preview_url": False, "body": text[:MAX_TEXT_CHARS]},
     }
 
 
-def media_payload(to: str, media_type: str, url: str, caption: str) -> dict[str, Any]:
+def media_payload(
+    to: str, media_type: str, url: str, caption: str, *, callback_data: str | None = None
+) -> dict[str, Any]:
     return {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": to,
-        "type": media_type,
+        **_envelope(to, media_type, callback_data),
         media_type: {"link": url, "caption": caption[:MAX_CAPTION_CHARS]},
     }
 
@@ -173,26 +245,16 @@ def template_payload(
     *,
     callback_data: str | None = None,
 ) -> dict[str, Any]:
-    """The approved template with ``body_text`` as its one body parameter ({{1}}).
-
-    ``callback_data`` (the event id) comes back in every delivery receipt of the message as
-    ``biz_opaque_callback_data``, so a receipt finds its event even when the send's answer was lost.
-    """
+    """The approved template with ``body_text`` as its one body parameter ({{1}})."""
     components: list[dict[str, Any]] = []
     if template.media_header and media is not None:
         media_type, url = media
         components.append({"type": "header", "parameters": [{"type": media_type, media_type: {"link": url}}]})
     components.append({"type": "body", "parameters": [{"type": "text", "text": body_text}]})
-    payload: dict[str, Any] = {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": to,
-        "type": "template",
+    return {
+        **_envelope(to, "template", callback_data),
         "template": {"name": template.name, "language": {"code": template.language}, "components": components},
     }
-    if callback_data is not None:
-        payload["biz_opaque_callback_data"] = callback_data
-    return payload
 
 
 class WhatsAppClient:
@@ -236,7 +298,7 @@ class WhatsAppClient:
         retrying = Retrying(
             stop=stop_after_attempt(self.retry.attempts),
             wait=self.retry.wait(),
-            retry=retry_if_exception(lambda exc: isinstance(exc, WhatsAppError) and exc.transient),
+            retry=retry_if_exception(lambda exc: isinstance(exc, WhatsAppError) and exc.retry_now),
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -249,23 +311,21 @@ class WhatsAppClient:
                 json=payload,
                 timeout=(CONNECT_TIMEOUT_S, self.config.timeout),
             )
-        except requests.Timeout:
-            raise WhatsAppError(status=None, code="timeout", transient=True) from None
-        except requests.ConnectionError:
-            raise WhatsAppError(status=None, code="connection_error", transient=True) from None
+        except requests.ConnectTimeout:  # before requests.Timeout: nothing was sent
+            raise WhatsAppError(status=None, code="connect_error", transient=True, retry_now=True) from None
+        except requests.Timeout:  # the read timed out: the request may have been applied
+            raise WhatsAppError(status=None, code="timeout", transient=False, ambiguous=True) from None
+        except requests.ConnectionError as exc:
+            if _connect_failed(exc):
+                raise WhatsAppError(status=None, code="connect_error", transient=True, retry_now=True) from None
+            raise WhatsAppError(status=None, code="connection_error", transient=False, ambiguous=True) from None
         if response.ok:
             try:
                 return str(response.json()["messages"][0]["id"])
             except (ValueError, KeyError, IndexError, TypeError):
                 # Accepted by Meta, but no wamid: still a send. Never retry it.
                 return "unknown"
-        code = _error_code(response)
-        raise WhatsAppError(
-            status=response.status_code,
-            code=code,
-            transient=is_transient(response.status_code, code),
-            fatal=is_fatal(response.status_code, code),
-        )
+        raise classify(response.status_code, _error_code(response))
 
 
 def _error_code(response: requests.Response) -> int | str | None:

@@ -30,15 +30,16 @@ from typing import Any
 from pymongo import IndexModel, ReturnDocument
 from pymongo.collection import Collection
 
+from leadflow.followups.ledger import State
 from leadflow.statuses.webhook import Receipt
 
 log = logging.getLogger(__name__)
 
 RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 # The ledger states of the contract (owned by the follow-ups; only the ones written here).
-SENT = "sent"
-FAILED = "failed"
-UNCONFIRMED = ("unknown_outcome", "sending")
+SENT = State.SENT.value
+FAILED = State.FAILED.value
+UNCONFIRMED = (State.UNKNOWN_OUTCOME.value, State.SENDING.value)
 # A failed receipt can fail an event the follow-ups consider done or in flight, never one they
 # already closed another way (skipped, dead_lettered).
 FAILABLE = (SENT, *UNCONFIRMED)

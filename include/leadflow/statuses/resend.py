@@ -28,11 +28,6 @@ from leadflow.statuses.webhook import Receipt
 
 log = logging.getLogger(__name__)
 
-# Errors of the account, not of the message: every send fails the same way until someone acts.
-ACCOUNT_CODES = frozenset({10, 190, 200, 368, 131031, 131042, 132001})
-THROTTLE_CODES = frozenset({4, 80007, 130429, 131048, 131056})
-
-
 class ResendResult(StrEnum):
     SENT = "sent"
     DUPLICATE = "duplicate"  # claimed before: a repeated 131047 receipt
@@ -49,13 +44,13 @@ class ResendAttempt:
 
 
 def classify(error: WhatsAppError) -> ResendResult:
-    code = error.code
-    if error.status is None or error.status >= 500:
+    """What a failed resend means, from what the answer proves (see leadflow.followups.whatsapp)."""
+    if error.ambiguous:
         return ResendResult.UNKNOWN  # the request may have reached WhatsApp
-    if error.status in (401, 403) or (isinstance(code, int) and code in ACCOUNT_CODES):
+    if error.account_level:
         return ResendResult.ACCOUNT_ERROR
-    if error.status == 429 or (isinstance(code, int) and code in THROTTLE_CODES):
-        return ResendResult.RETRY_LATER
+    if error.transient or error.retry_now:
+        return ResendResult.RETRY_LATER  # proven not sent
     return ResendResult.FAILED
 
 

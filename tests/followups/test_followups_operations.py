@@ -1,0 +1,184 @@
+"""``whatsapp_followups`` failing runs, trigger events, and ``followups_redrive``, through ``dag.test()``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from devstack import clients
+from tests.followups.support import VISIT_AT, event
+from tests.helpers import load_dag, task_states
+
+
+@pytest.fixture(scope="module")
+def redrive_dag(airflow_settings: Any) -> Any:
+    return load_dag("followups_redrive")
+
+
+def _batch_paths(run: Any) -> list[str]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter(
+            XComModel.run_id == run.run_id, XComModel.dag_id == run.dag_id, XComModel.task_id == "receive_messages"
+        )
+        return [row.value["batch_path"] for row in rows if isinstance(row.value, dict)]
+
+
+@pytest.mark.parametrize(("code", "status"), [(190, 401), (131042, 400)])
+def test_an_account_level_error_mid_batch_fails_the_run_once_and_still_cleans_up(
+    followups_dag: Any, env: Any, code: int, status: int
+) -> None:
+    users = [env.add_user(f"Buyer {n}") for n in range(4)]
+    for uid, _ in users:
+        env.enqueue(event("inquiry_followup", uid))
+    # The first send goes through (a delay-only fault), the next one hits the account error.
+    clients.inject_faults(
+        env.whatsapp, [{"count": 1, "delay": 0.01}, {"count": 1, "status": status, "error_code": code}]
+    )
+
+    run = followups_dag.test(run_conf={"max_wait_seconds": 3})
+
+    states = task_states(run)
+    assert run.state == "failed"  # the ALL_DONE clean-up does not mask the failure
+    assert states["process_messages"] == "failed"
+    assert states["cleanup_batch"] == "success"
+    assert states["alert_on_problems"] == "upstream_failed"
+    [path] = _batch_paths(run)
+    assert not Path(path.removeprefix("file://")).exists()
+    # Nothing recorded as failed or dead-lettered; every unsent message is still on the queue.
+    sent = len(env.outbox())
+    assert sent >= 1
+    assert {doc["state"] for doc in env.ledger().values()} <= {"sent", "pending"}
+    assert env.dlq() == []
+    visible, in_flight = env.queue_counts()
+    assert visible + in_flight == len(users) - sent
+    # One alert, naming the code; the process task was not retried.
+    [alert] = env.alerts.read()
+    assert alert["task"] == "process_messages"
+    assert alert["error_code"] == str(code)
+    assert f"code {code}" in alert["_subject"]
+    assert alert["try_number"] == 1
+
+
+def test_no_message_body_lands_in_the_metadata_db_or_the_logs(followups_dag: Any, env: Any, capfd, caplog) -> None:
+    from airflow.utils.session import create_session
+    from sqlalchemy import text
+
+    uid, _ = env.add_user("Lakshmi Rao")
+    marker = "https://cdn.example.com/secret-brochure-7f3a9.pdf"
+    body = event("cost_sheet_followup", uid, media={"type": "document", "url": marker, "caption": "Tower B"})
+    message_id = env.enqueue(body)
+
+    run = followups_dag.test(run_conf={"max_wait_seconds": 3})
+
+    assert run.state == "success"
+    assert len(env.outbox()) == 1
+    with create_session() as session:
+        dumps = {
+            table: json.dumps([list(map(str, row)) for row in session.execute(text(query))])
+            for table, query in {  # every column: the trigger's kwargs are stored encrypted, under another name
+                "trigger": "SELECT * FROM trigger",
+                "task_instance": "SELECT * FROM task_instance",
+                "task_instance_history": "SELECT * FROM task_instance_history",
+                "xcom": "SELECT * FROM xcom",
+            }.items()
+        }
+    out, err = capfd.readouterr()
+    logs = out + err + caplog.text
+    for where, dumped in {**dumps, "logs": logs}.items():
+        assert marker not in dumped, where
+        assert uid not in dumped, where
+        assert "ReceiptHandle" not in dumped, where
+    assert message_id in dumps["xcom"]  # the ids do travel: that is what the reference is
+
+
+def test_redrive_after_fixing_a_phone_number_sends_once_and_a_second_redrive_sends_nothing(
+    followups_dag: Any, redrive_dag: Any, env: Any
+) -> None:
+    bad, _ = env.add_user("Rahul Nair", mobile="12345")
+    other, _ = env.add_user("Geeta Iyer")
+    env.enqueue(event("inquiry_followup", bad, event_id="evt-redrive"))
+    env.enqueue({"event_id": "evt-broken", "event_type": "inquiry_followup", "user_id": other})
+    env.enqueue({"event_id": "evt-broken", "event_type": "nonsense", "user_id": other})  # stays in the DLQ
+    assert followups_dag.test(run_conf={"max_wait_seconds": 3}).state == "success"
+    assert env.ledger()["evt-redrive"]["state"] == "dead_lettered"
+    assert len(env.outbox()) == 1  # the valid copy of evt-broken went out; its malformed twin did not block it
+
+    # A dry run moves nothing.
+    dry = redrive_dag.test(run_conf={"reasons": ["invalid_phone"], "dry_run": True})
+    assert dry.state == "success"
+    assert _summary(dry)["moved"] == 1
+    assert env.queue_counts() == (0, 0)
+
+    env.db.users.update_one({"_id": ObjectId(bad)}, {"$set": {"mobile": "+91 98333 44455"}})
+    moved = redrive_dag.test(run_conf={"reasons": ["invalid_phone"], "dry_run": False, "max_messages": 10})
+    summary = _summary(moved)
+    assert (summary["moved"], summary["moved_by_reason"]) == (1, {"invalid_phone": 1})
+    assert summary["kept_by_reason"] == {"invalid_contract": 1}
+    assert summary["moved_event_ids"] == ["evt-redrive"]
+    sends_before = len(env.outbox())
+
+    assert followups_dag.test(run_conf={"max_wait_seconds": 3}).state == "success"
+    assert [m["to"] for m in env.outbox()[sends_before:]] == ["+919833344455"]
+    assert env.ledger()["evt-redrive"]["state"] == "sent"
+
+    # The same message dead-lettered twice (or redriven twice): the second copy is a duplicate.
+    env.sqs.send_message(
+        QueueUrl=env.stack.dlq_url,
+        MessageBody=json.dumps(event("inquiry_followup", bad, event_id="evt-redrive")),
+        MessageAttributes={"reason_code": {"DataType": "String", "StringValue": "invalid_phone"}},
+    )
+    assert _summary(redrive_dag.test(run_conf={"reasons": ["invalid_phone"], "dry_run": False}))["moved"] == 1
+    assert followups_dag.test(run_conf={"max_wait_seconds": 3}).state == "success"
+    assert len(env.outbox()) == sends_before + 1
+    assert [d["reason_code"] for d in env.dlq()] == ["invalid_contract"]  # the other one never moved
+
+
+def _summary(run: Any) -> dict[str, Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    assert run.state == "success", task_states(run)
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter(XComModel.run_id == run.run_id, XComModel.dag_id == run.dag_id, XComModel.task_id == "redrive")
+            .filter(XComModel.key == "return_value")
+            .order_by(XComModel.timestamp.desc())
+            .first()
+        )
+        return dict(row.value)
+
+
+def test_reminders_for_rescheduled_cancelled_and_past_visits_are_skipped(followups_dag: Any, env: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    moved, _ = env.add_user("Moved Visit")
+    env.db.users.update_one({"_id": ObjectId(moved)}, {"$set": {"site_visit": {
+        "scheduled_at": VISIT_AT + timedelta(hours=2), "status": "scheduled"}}})  # fmt: skip
+    cancelled, _ = env.add_user("Cancelled Visit")
+    env.db.users.update_one({"_id": ObjectId(cancelled)}, {"$set": {"site_visit": {
+        "scheduled_at": VISIT_AT, "status": "cancelled"}}})  # fmt: skip
+    past, _ = env.add_user("Past Visit")
+    for event_id, uid, when in (("evt-moved", moved, VISIT_AT), ("evt-cancelled", cancelled, VISIT_AT),
+                                ("evt-past", past, datetime.now(UTC) - timedelta(minutes=5))):  # fmt: skip
+        env.enqueue(event("site_visit_reminder", uid, event_id=event_id, scheduled_at=when))
+
+    run = followups_dag.test(run_conf={"max_wait_seconds": 3})
+
+    assert run.state == "success"
+    assert env.outbox() == []
+    ledger = env.ledger()
+    assert {k: (ledger[k]["state"], ledger[k]["reason"]) for k in ("evt-moved", "evt-cancelled", "evt-past")} == {
+        "evt-moved": ("skipped", "superseded"),
+        "evt-cancelled": ("skipped", "superseded"),
+        "evt-past": ("skipped", "expired"),
+    }
+    assert env.queue_counts() == (0, 0)
+    assert env.alerts.read() == []  # a skip is not a problem
