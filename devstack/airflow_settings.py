@@ -66,6 +66,8 @@ def _point_at(settings: Settings, stack: Stack) -> Settings:
     variables["leadflow_followups_queue_url"] = stack.queue_url
     variables["leadflow_followups_dlq_url"] = stack.dlq_url
     variables["leadflow_alerts_sns_topic_arn"] = stack.alerts_topic_arn
+    variables["leadflow_whatsapp_statuses_queue_url"] = stack.statuses_queue_url
+    variables["leadflow_whatsapp_statuses_dlq_url"] = stack.statuses_dlq_url
     variables["leadflow_object_store_base"] = (Path(stack.state_dir) / "objects").as_uri() + "/"
     return Settings(connections=connections, variables=variables, pools=settings.pools)
 

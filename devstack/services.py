@@ -27,6 +27,7 @@ from pathlib import Path
 import requests
 
 from leadflow.config import FOLLOWUPS_DLQ, FOLLOWUPS_QUEUE
+from leadflow.statuses.dag_settings import STATUSES_DLQ, STATUSES_QUEUE
 
 HOST = "127.0.0.1"
 AWS_REGION = "us-east-1"
@@ -35,6 +36,9 @@ ALERTS_TOPIC = "leadflow-alerts"
 # settings loader rewrites the connection to match (see devstack.airflow_settings).
 DEFAULT_PORTS = {"sqs": 5055, "mongo": 27018, "sheets": 8091, "openai": 8092, "whatsapp": 8093}
 STARTUP_TIMEOUT_S = 60.0
+# The Meta app secret the WhatsApp stand-in signs receipts with; airflow_settings.yaml gives the
+# same value to whatsapp_default's extra app_secret (tests/statuses checks they agree).
+WHATSAPP_APP_SECRET = "local-whatsapp-app-secret"  # noqa: S105 - a local stand-in value
 
 
 @dataclass
@@ -47,6 +51,8 @@ class Stack:
     dlq_url: str = ""
     alerts_topic_arn: str = ""
     pids: dict[str, int] = field(default_factory=dict)
+    statuses_queue_url: str = ""
+    statuses_dlq_url: str = ""
 
     @property
     def sqs_url(self) -> str:
@@ -168,17 +174,49 @@ def _create_aws_resources(stack: Stack) -> None:
     )["QueueUrl"]
     topic_arn = stack.boto3_client("sns").create_topic(Name=ALERTS_TOPIC)["TopicArn"]
     stack.queue_url, stack.dlq_url, stack.alerts_topic_arn = queue_url, dlq_url, topic_arn
+    _create_statuses_queues(stack)
+
+
+def _create_statuses_queues(stack: Stack) -> None:
+    """The receipts pipeline's queue pair (see leadflow.statuses.dag_settings)."""
+    sqs = stack.boto3_client("sqs")
+    dlq_url = sqs.create_queue(QueueName=STATUSES_DLQ)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    stack.statuses_queue_url = sqs.create_queue(
+        QueueName=STATUSES_QUEUE,
+        Attributes={
+            "VisibilityTimeout": "600",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+        },
+    )["QueueUrl"]
+    stack.statuses_dlq_url = dlq_url
+
+
+def wire_whatsapp_webhook(stack: Stack) -> None:
+    """Point the WhatsApp stand-in's receipts at the statuses queue, signed with the app secret."""
+    response = requests.post(
+        f"{stack.control_url('whatsapp')}/_control/webhook",
+        json={
+            "queue_url": stack.statuses_queue_url,
+            "app_secret": WHATSAPP_APP_SECRET,
+            "sqs_endpoint": stack.sqs_url,
+            "region": AWS_REGION,
+        },
+        timeout=10,
+    )
+    response.raise_for_status()
 
 
 def recreate_queues(stack: Stack) -> None:
     """Empty both queues, in-flight messages included (SQS allows one purge a minute)."""
     sqs = stack.boto3_client("sqs")
-    for url in (stack.queue_url, stack.dlq_url):
+    urls = (stack.queue_url, stack.dlq_url, stack.statuses_queue_url, stack.statuses_dlq_url)
+    for url in urls:
         sqs.delete_queue(QueueUrl=url)
-    urls = (stack.queue_url, stack.dlq_url)
     _create_aws_resources(stack)
-    if (stack.queue_url, stack.dlq_url) != urls:
-        raise RuntimeError(f"queue URLs changed on re-creation: {urls} → {(stack.queue_url, stack.dlq_url)}")
+    new = (stack.queue_url, stack.dlq_url, stack.statuses_queue_url, stack.statuses_dlq_url)
+    if new != urls:
+        raise RuntimeError(f"queue URLs changed on re-creation: {urls} → {new}")
 
 
 def start_stack(state_dir: str | Path, *, prefer_default_ports: bool = False) -> Stack:
@@ -212,6 +250,7 @@ def start_stack(state_dir: str | Path, *, prefer_default_ports: bool = False) ->
             if pending:
                 time.sleep(0.2)
         _create_aws_resources(stack)
+        wire_whatsapp_webhook(stack)
     except BaseException:
         stop_stack(stack)
         raise

@@ -13,13 +13,16 @@ null) and ``latency``. Faults (``POST /_control/faults``, see :mod:`devstack._ht
 one-off errors (``{"error_code": 131042}`` gets Meta's status and body) and the
 accept-then-lose-the-answer fault (``{"answer": "drop"}`` or ``"hang"``).
 
+After each accepted send the stand-in delivers Meta's delivery receipts (``statuses`` webhooks,
+signed with the app secret) to the statuses SQS queue: see :mod:`devstack.whatsapp_receipts` for
+the wiring, the per-recipient failures and the receipt faults (drop, delay, duplicate, reorder).
+
     python -m devstack.whatsapp_server --port 8093 --data-dir .local/whatsapp
     python -m devstack.whatsapp_server outbox --data-dir .local/whatsapp
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import re
@@ -44,97 +47,30 @@ from devstack._http import (
     route,
     run_main,
 )
+from devstack.whatsapp_errors import (
+    CODE_BY_STATUS,
+    account_error_setting,
+    int_code,
+    meta_error,
+    status_for_code,
+)
+from devstack.whatsapp_receipts import (
+    STATUSES,
+    ReceiptDispatcher,
+    Webhook,
+    boolean,
+    failures_setting,
+    status_entry,
+    status_list,
+)
 
 OUTBOX_FILE = "outbox.jsonl"
 MAX_TEXT_LENGTH = 4096
 MAX_CAPTION_LENGTH = 1024
 MEDIA_TYPES = ("image", "video", "document")
-
-# Meta's title and error_data.details for the codes the stand-in produces or is asked to inject.
-KNOWN_ERRORS: dict[int, tuple[str, str]] = {
-    100: ("Invalid parameter", "Invalid parameter"),
-    131000: ("Something went wrong", "Message failed to send due to an unknown error."),
-    131008: ("Required parameter is missing", "A required parameter is missing."),
-    131009: ("Parameter value is not valid", "One or more parameter values are invalid."),
-    131026: (
-        "Message Undeliverable",
-        "Message failed to send because the recipient's phone number is not a WhatsApp number "
-        "or the recipient has not accepted the latest terms of service.",
-    ),
-    131047: (
-        "Re-engagement message",
-        "Message failed to send because more than 24 hours have passed since the customer last replied to this number.",
-    ),
-    131048: (
-        "Spam rate limit hit",
-        "Message failed to send because there are restrictions on how many messages can be sent "
-        "from this phone number.",
-    ),
-    131056: (
-        "(Business Account, Consumer Account) pair rate limit hit",
-        "Message failed to send because there were too many messages sent from this phone number "
-        "to the same phone number in a short period of time.",
-    ),
-    130429: ("Rate limit hit", "Cloud API message throughput has been reached."),
-    132000: ("Number of parameters does not match the expected number of params", "Parameter count mismatch."),
-    132001: ("Template name does not exist in the translation", "Template name does not exist."),
-    132018: (
-        "There was an issue with the parameters in your template.",
-        "Param text cannot have new-line/tab characters or more than 4 consecutive spaces",
-    ),
-    # Account-level errors: every send fails the same way until someone fixes the account.
-    10: (
-        "Application does not have permission for this action",
-        "Permission has either not been granted or has been revoked.",
-    ),
-    190: ("Error validating access token", "Session has expired."),
-    200: ("Permissions error", "Permission has either not been granted or has been revoked."),
-    368: (
-        "Temporarily blocked for policies violations",
-        "The WhatsApp Business Account associated with the app has been restricted or disabled for "
-        "violating a platform policy.",
-    ),
-    131031: (
-        "Business Account locked",
-        "The WhatsApp Business Account associated with the app has been restricted or disabled for "
-        "violating a platform policy, or we were unable to verify data included in the request "
-        "against data set on the WhatsApp Business Account.",
-    ),
-    131042: (
-        "Business eligibility payment issue",
-        "Message failed to send because there were one or more errors related to your payment method.",
-    ),
-    131049: (
-        "This message was not delivered to maintain healthy ecosystem engagement.",
-        "In order to maintain a healthy ecosystem engagement, the message failed to be delivered.",
-    ),
-    131050: (
-        "Unable to deliver the message. This recipient has chosen to stop receiving marketing messages "
-        "on WhatsApp from your business",
-        "Unable to deliver the message. This recipient has chosen to stop receiving marketing messages.",
-    ),
-}
-ACCOUNT_ERROR_CODES = frozenset({10, 190, 200, 368, 131031, 131042, 132001})
-_CODE_BY_STATUS = {400: 100, 401: 190, 403: 10, 429: 130429, 500: 131000, 503: 131000}
-# Meta's HTTP status per code (a fault given only an ``error_code`` uses it); 400 otherwise.
-_STATUS_BY_CODE = {10: 403, 190: 401, 200: 403, 368: 403, 131031: 403, 132001: 404, 2500: 401, 130429: 429}
+MAX_CALLBACK_DATA_LENGTH = 512  # biz_opaque_callback_data
 _BAD_TEMPLATE_TEXT = re.compile(r"[\n\t]| {5,}")
 _PHONE = re.compile(r"\+?(\d{7,15})")
-
-
-def meta_error(status: int, code: int, details: str | None = None) -> ApiError:
-    title, default_details = KNOWN_ERRORS.get(code, ("Injected fault", "Injected fault."))
-    if code == 190:
-        # Graph API's token errors carry no "(#190)" prefix and no error_data, but a subcode.
-        message = f"{title}: Session has expired on {datetime.now(UTC):%A, %d-%b-%y %H:%M:%S} UTC."
-        return ApiError(status, message, code, extra={"error_subcode": 463})
-    return ApiError(status, f"(#{code}) {title}", code, details or default_details)
-
-
-def _account_error(value: Any) -> int | None:
-    if value is not None and (isinstance(value, bool) or value not in ACCOUNT_ERROR_CODES):
-        raise ValueError(f"must be null or one of {sorted(ACCOUNT_ERROR_CODES)}")
-    return value
 
 
 def _missing(details: str) -> ApiError:
@@ -231,6 +167,9 @@ def validate_message(message: Any, templates: frozenset[str]) -> str:
     phone = _PHONE.fullmatch(to) if isinstance(to, str) else None
     if phone is None:
         raise _invalid("Param to must be a phone number: digits, optionally starting with '+'.")
+    callback = message.get("biz_opaque_callback_data")
+    if callback is not None and (not isinstance(callback, str) or len(callback) > MAX_CALLBACK_DATA_LENGTH):
+        raise _invalid(f"Param biz_opaque_callback_data must be a string of at most {MAX_CALLBACK_DATA_LENGTH} chars.")
     message.setdefault("type", "text")  # Meta's default
     checker = _CHECKERS.get(message["type"])
     if checker is None:
@@ -266,12 +205,6 @@ def _optional_str(value: Any) -> str | None:
     return value or None
 
 
-def _int_code(code: int | str | None) -> int | None:
-    if isinstance(code, str) and code.isdigit():
-        return int(code)
-    return code if isinstance(code, int) and not isinstance(code, bool) else None
-
-
 def _wamid(digits: str) -> str:
     raw = f"{digits}:{uuid.uuid4().hex}".encode()
     return "wamid." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -285,10 +218,16 @@ class WhatsAppServer(StandInServer):
         "pair_rate_limit_seconds": Setting(0.0, non_negative_float),
         "access_token": Setting(None, _optional_str),
         # An account-level outage: every send fails with this code until it is set back to null.
-        "account_error": Setting(None, _account_error),
+        "account_error": Setting(None, account_error_setting),
+        "receipts": Setting(True, boolean),
+        "receipt_statuses": Setting(STATUSES, status_list),
+        "receipt_failures": Setting({}, failures_setting),
+        "receipt_delay_seconds": Setting(0.1, non_negative_float),
+        "receipt_interval_seconds": Setting(0.02, non_negative_float),
     }
 
     def load_state(self) -> None:
+        self.receipts = ReceiptDispatcher(self.data_dir)
         self._lock = threading.Lock()
         self._last_sent: dict[tuple[str, str], float] = {}  # (phone_number_id, digits) -> monotonic time
         self._outbox: list[dict[str, Any]] = list(read_outbox(self._outbox_path)) if self._outbox_path else []
@@ -301,7 +240,17 @@ class WhatsAppServer(StandInServer):
         return [route("POST", r"/(v\d+(?:\.\d+)?)/(\d+)/messages", self._send_message)]
 
     def extra_control_routes(self) -> list[Route]:
-        return [route("GET", r"/_control/outbox", self._control_outbox)]
+        return [
+            route("GET", r"/_control/outbox", self._control_outbox),
+            route("GET", r"/_control/webhook", lambda _r: self.receipts.wiring()),
+            route("POST", r"/_control/webhook", self._configure_webhook),
+            route("POST", r"/_control/receipt_faults", self._add_receipt_faults),
+            route("GET", r"/_control/receipts", lambda _r: self.receipts.state()),
+        ]
+
+    def server_close(self) -> None:
+        self.receipts.stop()
+        super().server_close()
 
     def render_error(self, error: ApiError) -> Any:
         body: dict[str, Any] = {"message": error.message, "type": "OAuthException", "code": error.code}
@@ -312,19 +261,20 @@ class WhatsAppServer(StandInServer):
         return {"error": body}
 
     def status_for_code(self, code: int | str | None) -> int:
-        return _STATUS_BY_CODE.get(_int_code(code) or 0, 400)
+        return status_for_code(code)
 
     def fault_error(self, fault: Fault) -> ApiError:
         status = fault.status or self.status_for_code(fault.error_code)
-        code = _int_code(fault.error_code)
+        code = int_code(fault.error_code)
         if code is None:
-            code = _CODE_BY_STATUS.get(status, 131000)
+            code = CODE_BY_STATUS.get(status, 131000)
         error = meta_error(status, code)
         if fault.message:
             error.message = fault.message
         return error
 
     def reset_state(self) -> None:
+        self.receipts.reset()
         with self._lock:
             self._outbox = []
             self._last_sent.clear()
@@ -370,6 +320,7 @@ class WhatsAppServer(StandInServer):
             if self._outbox_path is not None:
                 with self._outbox_path.open("a", encoding="utf-8") as handle:
                     handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._schedule_receipts(entry, digits)
         sent: dict[str, Any] = {"id": wamid}
         if message["type"] == "template":
             sent["message_status"] = "accepted"
@@ -382,60 +333,41 @@ class WhatsAppServer(StandInServer):
     def _control_outbox(self, _request: Request) -> list[dict[str, Any]]:
         return self.outbox()
 
+    def _configure_webhook(self, request: Request) -> dict[str, Any]:
+        self.receipts.configure(Webhook.from_json(request.json_object()))
+        return {"ok": True, **self.receipts.wiring()}
 
-# -- the outbox CLI ---------------------------------------------------------------------------
+    def _add_receipt_faults(self, request: Request) -> dict[str, Any]:
+        return {"ok": True, "queued": self.receipts.add_faults(request.json_object().get("faults"))}
 
-
-def _describe_text(entry: Mapping[str, Any]) -> str:
-    return str(entry["text"]["body"])
-
-
-def _describe_media(entry: Mapping[str, Any]) -> str:
-    media = entry[entry["type"]]
-    caption = media.get("caption")
-    return f"{media.get('link') or 'media id ' + str(media.get('id'))}" + (f"\ncaption: {caption}" if caption else "")
-
-
-def _describe_template(entry: Mapping[str, Any]) -> str:
-    template = entry["template"]
-    params = [
-        str(parameter.get("text", parameter.get("type")))
-        for component in template.get("components") or []
-        for parameter in component.get("parameters") or []
-    ]
-    head = f"{template['name']} ({template['language']['code']})"
-    return head + (f"\nparameters: {' | '.join(params)}" if params else "")
-
-
-_DESCRIBERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
-    "text": _describe_text,
-    **dict.fromkeys(MEDIA_TYPES, _describe_media),
-    "template": _describe_template,
-}
-
-
-def outbox_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m devstack.whatsapp_server outbox",
-        description="Print the messages the WhatsApp stand-in accepted, oldest first.",
-    )
-    parser.add_argument("--data-dir", type=Path, required=True, help="the server's --data-dir")
-    args = parser.parse_args(argv)
-    entries = list(read_outbox(args.data_dir / OUTBOX_FILE))
-    if not entries:
-        print(f"the outbox in {args.data_dir} is empty")
-        return 0
-    for number, entry in enumerate(entries, 1):
-        kind = entry.get("type", "text")
-        describe = _DESCRIBERS.get(kind, lambda e: json.dumps(e, ensure_ascii=False))
-        print(f"#{number}  {entry.get('received_at')}  to {entry.get('to')}  [{kind}]  {entry.get('wamid')}")
-        for line in describe(entry).splitlines() or [""]:
-            print(f"    {line}")
-    print(f"{len(entries)} message(s)")
-    return 0
+    def _schedule_receipts(self, entry: Mapping[str, Any], digits: str) -> None:
+        settings = self.settings
+        if not settings["receipts"]:
+            return
+        wamid, callback = str(entry["wamid"]), entry.get("biz_opaque_callback_data")
+        now = int(time.time())
+        failure = settings["receipt_failures"].get(digits)
+        if failure == 131047 and entry.get("type") == "template":
+            failure = None  # the 24-hour window never applies to approved templates
+        if failure is not None:
+            # Undeliverable: Meta answered 200 + wamid, then reports a single "failed".
+            statuses = [status_entry(wamid, "failed", now, digits, callback, failure)]
+        else:
+            statuses = [
+                status_entry(wamid, status, now + n, digits, callback)
+                for n, status in enumerate(settings["receipt_statuses"])
+            ]
+        self.receipts.schedule(
+            statuses,
+            str(entry["phone_number_id"]),
+            delay=settings["receipt_delay_seconds"],
+            interval=settings["receipt_interval_seconds"],
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from devstack.whatsapp_outbox import outbox_command
+
     return run_main(WhatsAppServer, argv, {"outbox": outbox_command}, description=__doc__)
 
 

@@ -15,6 +15,8 @@ import pytest
 
 from leadflow import config
 from leadflow.alerts import VAR_SLACK_WEBHOOK
+from leadflow.statuses import dag_settings as statuses
+from leadflow.statuses.dag_settings import STATUSES_DLQ, STATUSES_QUEUE
 from tests.helpers import REPO
 
 DEPLOY = REPO / "deploy"
@@ -72,6 +74,9 @@ EXPECTED_GRANTS: dict[str, set[str]] = {
     f"{ARN}:s3:::${{DataBucket}}": {"s3:ListBucket"},
 }
 EXPECTED_GRANTS[f"{ARN}:s3:::${{MwaaBucket}}/*"] = EXPECTED_GRANTS[f"{ARN}:s3:::${{MwaaBucket}}"]
+# Delivery receipts (whatsapp_statuses): receive/delete/leave on the queue, dead-letter to its DLQ.
+EXPECTED_GRANTS[f"{ARN}:sqs:{R}:{A}:{STATUSES_QUEUE}"] = QUEUE_ACTIONS
+EXPECTED_GRANTS[f"{ARN}:sqs:{R}:{A}:{STATUSES_DLQ}"] = QUEUE_ACTIONS
 KMS_ACTIONS = {"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"}
 
 
@@ -210,6 +215,7 @@ def lookups(backend_kwargs: dict[str, Any]) -> dict[str, list[str]]:
         backend.get_conn_value(conn_id)
         result[f"conn:{conn_id}"] = list(asked)
     variables = [getattr(config, n) for n in dir(config) if n.startswith("VAR_")] + [VAR_SLACK_WEBHOOK]
+    variables += sorted(STATUSES_VARIABLES)
     for key in [*variables, "some_other_variable", "leadflow_session_report_spreadsheet_id_old"]:
         asked.clear()
         backend.get_variable(key)
@@ -218,6 +224,7 @@ def lookups(backend_kwargs: dict[str, Any]) -> dict[str, list[str]]:
 
 
 WRITTEN_BY_THE_DAGS = {config.VAR_SESSION_SPREADSHEET, config.VAR_CONSOLIDATED_SPREADSHEET}
+STATUSES_VARIABLES = {statuses.VAR_STATUSES_QUEUE_URL, statuses.VAR_STATUSES_DLQ_URL}
 
 
 def test_secrets_manager_asked_only_for_what_is_stored_there(lookups: dict[str, list[str]]) -> None:
@@ -229,7 +236,7 @@ def test_secrets_manager_asked_only_for_what_is_stored_there(lookups: dict[str, 
     for key in WRITTEN_BY_THE_DAGS:  # live in the metastore: never a Secrets Manager call
         assert lookups[f"var:{key}"] == [], key
     static = {getattr(config, n) for n in dir(config) if n.startswith("VAR_")} - WRITTEN_BY_THE_DAGS
-    for key in static | {VAR_SLACK_WEBHOOK}:
+    for key in static | {VAR_SLACK_WEBHOOK} | STATUSES_VARIABLES:
         assert lookups[f"var:{key}"] == [f"airflow/variables/{key}"], key
     assert lookups["var:some_other_variable"] == []
 
@@ -268,19 +275,29 @@ def test_queue_definitions_are_valid_create_queue_inputs(queues: dict[str, dict[
         validate("sqs", "CreateQueue", fill(queue))
         assert set(queue["Attributes"]) <= known
     names = [q["QueueName"] for q in load("sqs-queues.json")["queues"]]
-    assert names == [config.FOLLOWUPS_DLQ, config.FOLLOWUPS_QUEUE]  # the DLQ must exist first
+    # Each DLQ must exist before the queue that redrives to it.
+    assert names == [config.FOLLOWUPS_DLQ, config.FOLLOWUPS_QUEUE, STATUSES_DLQ, STATUSES_QUEUE]
 
 
-def test_main_queue_redrives_to_the_dlq(queues: dict[str, dict[str, Any]]) -> None:
-    attributes = queues[config.FOLLOWUPS_QUEUE]["Attributes"]
-    assert attributes["VisibilityTimeout"] == "900"
+@pytest.mark.parametrize(
+    ("queue", "dlq", "visibility"),
+    [
+        (config.FOLLOWUPS_QUEUE, config.FOLLOWUPS_DLQ, "900"),
+        (STATUSES_QUEUE, STATUSES_DLQ, str(statuses.VISIBILITY_TIMEOUT_S)),
+    ],
+)
+def test_main_queue_redrives_to_the_dlq(
+    queues: dict[str, dict[str, Any]], queue: str, dlq: str, visibility: str
+) -> None:
+    attributes = queues[queue]["Attributes"]
+    assert attributes["VisibilityTimeout"] == visibility
     redrive = json.loads(attributes["RedrivePolicy"])
-    assert redrive["deadLetterTargetArn"] == f"{ARN}:sqs:{R}:{A}:{config.FOLLOWUPS_DLQ}"
+    assert redrive["deadLetterTargetArn"] == f"{ARN}:sqs:{R}:{A}:{dlq}"
     assert int(redrive["maxReceiveCount"]) == 5
-    dlq = queues[config.FOLLOWUPS_DLQ]["Attributes"]
-    assert int(dlq["MessageRetentionPeriod"]) > int(attributes["MessageRetentionPeriod"])
-    allow = json.loads(dlq["RedriveAllowPolicy"])
-    assert allow["sourceQueueArns"] == [f"{ARN}:sqs:{R}:{A}:{config.FOLLOWUPS_QUEUE}"]
+    dlq_attributes = queues[dlq]["Attributes"]
+    assert int(dlq_attributes["MessageRetentionPeriod"]) > int(attributes["MessageRetentionPeriod"])
+    allow = json.loads(dlq_attributes["RedriveAllowPolicy"])
+    assert allow["sourceQueueArns"] == [f"{ARN}:sqs:{R}:{A}:{queue}"]
     for queue in queues.values():
         assert queue["Attributes"]["SqsManagedSseEnabled"] == "true"  # no KMS grant needed
 

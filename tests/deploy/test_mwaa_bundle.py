@@ -30,6 +30,7 @@ CONSTRAINT_LINE = '--constraint "/usr/local/airflow/dags/constraints.txt"'
 EXPECTED_DAG_IDS = {"interaction_reports", "whatsapp_followups"}
 DEV_ONLY_NAMES = ("secantus", "moto", "pytest", "ruff")
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(\S+)$")
+EXPECTED_DAG_IDS |= {"whatsapp_statuses"}  # delivery receipts (issue 8)
 
 
 def pins(text: str) -> dict[str, str]:

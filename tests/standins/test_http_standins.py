@@ -25,7 +25,8 @@ from devstack import clients
 from devstack._http import StandInServer, serve_in_thread
 from devstack.openai_server import GULLIBLE_REPLY, OpenAIServer
 from devstack.sheets_server import SheetsServer, dump_command
-from devstack.whatsapp_server import OUTBOX_FILE, WhatsAppServer, outbox_command
+from devstack.whatsapp_outbox import outbox_command
+from devstack.whatsapp_server import OUTBOX_FILE, WhatsAppServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -819,6 +820,101 @@ def test_outbox_cli_prints_messages(
 
 
 # -- the control API and the command line ---------------------------------------------------
+
+
+@pytest.fixture
+def receipts_queue(stack: Any, whatsapp_server: WhatsAppServer) -> Iterator[tuple[Any, str]]:
+    """A fresh SQS queue (moto) wired as the stand-in's webhook, signed with a test secret."""
+    import uuid
+
+    sqs = stack.boto3_client("sqs")
+    url = sqs.create_queue(QueueName=f"statuses-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    wiring = {"queue_url": url, "app_secret": "test-secret", "sqs_endpoint": stack.sqs_url}
+    requests.post(f"{whatsapp_server.base_url}/_control/webhook", json=wiring, timeout=5).raise_for_status()
+    yield sqs, url
+    sqs.delete_queue(QueueUrl=url)
+
+
+def _receipts(server: WhatsAppServer, sqs: Any, url: str, count: int) -> list[tuple[dict[str, Any], str]]:
+    """Wait (bounded) until ``count`` webhooks are on the queue; (body, signature) in arrival order."""
+    import time
+
+    deadline = time.monotonic() + 15
+    while requests.get(f"{server.base_url}/_control/receipts", timeout=5).json()["pending"]:
+        assert time.monotonic() < deadline, "receipts still pending"
+        time.sleep(0.05)
+    found: list[tuple[dict[str, Any], str]] = []
+    while len(found) < count and time.monotonic() < deadline:
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+                                     WaitTimeSeconds=1).get("Messages", []):  # fmt: skip
+            found.append((m["Body"], m["MessageAttributes"]["signature"]["StringValue"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    assert len(found) == count, found
+    return [(json.loads(body), signature) for body, signature in found]
+
+
+def _status(body: dict[str, Any]) -> dict[str, Any]:
+    [entry] = body["entry"]
+    [change] = entry["changes"]
+    assert change["field"] == "messages"
+    [status] = change["value"]["statuses"]
+    return status
+
+
+def test_receipts_are_signed_meta_webhooks_on_the_queue(whatsapp_server: WhatsAppServer, receipts_queue) -> None:
+    import hashlib
+    import hmac
+
+    sqs, url = receipts_queue
+    message = {**text_message(to="+919876543210"), "biz_opaque_callback_data": "evt-1"}
+    wamid = send(whatsapp_server, message).json()["messages"][0]["id"]
+
+    found = _receipts(whatsapp_server, sqs, url, 3)
+
+    statuses = [_status(body) for body, _ in found]
+    assert [s["status"] for s in statuses] == ["sent", "delivered", "read"]
+    for (body, signature), status in zip(found, statuses, strict=True):
+        assert body["object"] == "whatsapp_business_account"
+        raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        assert signature == "sha256=" + hmac.new(b"test-secret", raw, hashlib.sha256).hexdigest()
+        assert (status["id"], status["recipient_id"], status["biz_opaque_callback_data"]) == (
+            wamid, "919876543210", "evt-1",
+        )  # fmt: skip
+        assert int(status["timestamp"]) > 0
+    assert "pricing" in statuses[0]
+
+
+def test_configured_failures_and_receipt_faults(whatsapp_server: WhatsAppServer, receipts_queue) -> None:
+    sqs, url = receipts_queue
+    base = whatsapp_server.base_url
+    clients.set_settings(base, receipt_failures={"+919800000001": 131047, "919800000002": 131026})
+    send(whatsapp_server, text_message(to="919800000001"))
+    send(whatsapp_server, template_message("any_template"))  # 131047 never applies to templates
+    send(whatsapp_server, text_message(to="919800000002"))
+    failed = [_status(body) for body, _ in _receipts(whatsapp_server, sqs, url, 1 + 3 + 1)]
+    by_kind = sorted((s["recipient_id"], s["status"], (s.get("errors") or [{}])[0].get("code")) for s in failed)
+    assert by_kind == [
+        ("919800000001", "failed", 131047),
+        ("919800000002", "failed", 131026),
+        ("919876543210", "delivered", None),
+        ("919876543210", "read", None),
+        ("919876543210", "sent", None),
+    ]
+    error = next(s for s in failed if s["status"] == "failed")["errors"][0]
+    assert set(error) == {"code", "title", "message", "error_data", "href"}
+
+    clients.set_settings(base, receipt_failures={})
+    faults = [{"action": "drop", "statuses": ["delivered"]}, {"action": "duplicate"}, {"action": "reorder"}]
+    requests.post(f"{base}/_control/receipt_faults", json={"faults": faults}, timeout=5).raise_for_status()
+    for _ in range(3):
+        send(whatsapp_server, text_message())
+    got = [_status(body)["status"] for body, _ in _receipts(whatsapp_server, sqs, url, 2 + 6 + 3)]
+    assert sorted(got) == sorted(["sent", "read"] + ["sent", "delivered", "read"] * 2 + ["read", "delivered", "sent"])
+    log = requests.get(f"{base}/_control/receipts", timeout=5).json()["log"]
+    assert [r["outcome"] for r in log].count("dropped") == 1
+
+    clients.reset(base)  # the webhook wiring survives a reset, like an app's subscription
+    assert requests.get(f"{base}/_control/webhook", timeout=5).json()["queue_url"] == url
 
 
 def test_control_api_validates_and_reset_forgets_everything(whatsapp_server: WhatsAppServer) -> None:

@@ -1,0 +1,107 @@
+"""Helpers for the receipts tests: wait for the stand-in's receipts, post webhooks, read the ledger."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from devstack import clients
+from devstack.services import WHATSAPP_APP_SECRET
+from devstack.whatsapp_receipts import encode, sign, status_entry, webhook_body
+from tests.followups.support import Env
+from tests.helpers import task_states
+
+PHONE_NUMBER_ID = "100000000000001"
+
+
+@dataclass
+class ReceiptsEnv(Env):
+    def receipts_log(self) -> list[dict[str, Any]]:
+        return list(requests.get(f"{self.whatsapp}/_control/receipts", timeout=5).json()["log"])
+
+    def wait_receipts(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Block until the stand-in has handled ``count`` receipts (posted or dropped), none pending."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = requests.get(f"{self.whatsapp}/_control/receipts", timeout=5).json()
+            if state["pending"] == 0 and len(state["log"]) >= count:
+                return list(state["log"])
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"receipts: {len(state['log'])} of {count} after {timeout}s ({state['pending']} pending)"
+                )
+            time.sleep(0.05)
+
+    def receipt_faults(self, *faults: dict[str, Any]) -> None:
+        requests.post(
+            f"{self.whatsapp}/_control/receipt_faults", json={"faults": list(faults)}, timeout=5
+        ).raise_for_status()
+
+    def post_webhook(
+        self, statuses: list[dict[str, Any]] | None = None, *, body: Any = None, signature: str | None = "valid"
+    ) -> str:
+        """Put a webhook on the statuses queue as API Gateway would; ``signature`` None = absent."""
+        raw = encode(body if body is not None else webhook_body(statuses or [], PHONE_NUMBER_ID)).decode()
+        attributes = {}
+        if signature is not None:
+            value = sign(raw.encode(), WHATSAPP_APP_SECRET) if signature == "valid" else signature
+            attributes["signature"] = {"DataType": "String", "StringValue": value}
+        return self.sqs.send_message(
+            QueueUrl=self.stack.statuses_queue_url, MessageBody=raw, MessageAttributes=attributes
+        )["MessageId"]
+
+    def statuses_queue_counts(self) -> tuple[int, int]:
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=self.stack.statuses_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+    def statuses_dlq(self) -> list[dict[str, Any]]:
+        found = []
+        while True:
+            messages = self.sqs.receive_message(
+                QueueUrl=self.stack.statuses_dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                MessageAttributeNames=["All"], VisibilityTimeout=60,
+            ).get("Messages", [])  # fmt: skip
+            if not messages:
+                return found
+            for message in messages:
+                attrs = {k: v["StringValue"] for k, v in (message.get("MessageAttributes") or {}).items()}
+                found.append({"body": message["Body"], **attrs})
+
+
+def status(wamid: str, kind: str, at: int, recipient: str, callback: str | None = None, code: int | None = None):
+    return status_entry(wamid, kind, at, recipient, callback, code)
+
+
+def run(dag: Any, max_wait_seconds: int = 3, *, expect: str = "success") -> Any:
+    run = dag.test(run_conf={"max_wait_seconds": max_wait_seconds})
+    assert run.state == expect, task_states(run)
+    return run
+
+
+def summary_of(run: Any, task_id: str = "apply_receipts") -> dict[str, Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter(XComModel.run_id == run.run_id, XComModel.dag_id == run.dag_id)
+            .filter(XComModel.task_id == task_id, XComModel.key == "return_value")
+            .one()
+        )
+        value = row.value
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def digits(e164: str) -> str:
+    return e164.lstrip("+")
+
+
+__all__ = ["ReceiptsEnv", "clients", "digits", "run", "status", "summary_of"]
