@@ -182,3 +182,46 @@ def test_reminders_for_rescheduled_cancelled_and_past_visits_are_skipped(followu
     }
     assert env.queue_counts() == (0, 0)
     assert env.alerts.read() == []  # a skip is not a problem
+
+
+def test_the_trigger_event_carries_a_reference_and_the_trigger_writes_the_bodies(
+    followups_dag: Any, env: Any, tmp_path: Path, caplog, monkeypatch
+) -> None:
+    """What Airflow stores in ``next_kwargs`` and the triggerer logs is exactly this event."""
+    import asyncio
+    import logging
+
+    # Outside a task there is no supervisor to ask for connections: the triggerer's env-var route.
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"region_name": "us-east-1", "endpoint_url": env.stack.sqs_url},
+    }))  # fmt: skip
+
+    from leadflow.followups.trigger import FollowupsSqsTrigger
+
+    uid, _ = env.add_user("Farah Ali")
+    marker = "https://cdn.example.com/secret-floor-plan-91c2.pdf"
+    message_id = env.enqueue(event("cost_sheet_followup", uid, media={"type": "document", "url": marker}))
+    url = f"file://{tmp_path}/batch-1.json"
+    trigger = FollowupsSqsTrigger(
+        sqs_queue=env.stack.queue_url, aws_conn_id="aws_default", max_messages=10, num_batches=2,
+        wait_time_seconds=1, visibility_timeout=60, delete_message_on_reception=False, waiter_delay=1,
+        max_wait_seconds=5, batch_url=url,
+    )  # fmt: skip
+
+    async def first_event() -> Any:
+        async for fired in trigger.run():
+            return fired
+        return None
+
+    with caplog.at_level(logging.INFO):  # the triggerer's level (botocore's DEBUG dumps every response)
+        fired = asyncio.run(first_event())
+
+    dumped = json.dumps({"event": fired.payload, "trigger": trigger.serialize()[1]}, default=str)
+    assert fired.payload == {"status": "success", "batch_path": url, "count": 1, "message_ids": [message_id]}
+    for secret in (marker, uid, "ReceiptHandle"):
+        assert secret not in dumped
+        assert secret not in caplog.text
+    [stored] = json.loads(Path(url.removeprefix("file://")).read_text())  # the bodies are in the object
+    assert marker in stored["Body"]
+    assert stored["ReceiptHandle"]

@@ -78,7 +78,8 @@ INDEXES = [
 ]
 
 
-def _aware(value: Any) -> datetime | None:
+def aware(value: Any) -> datetime | None:
+    """A stored datetime as UTC-aware (documents written without tz_aware come back naive)."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     return None
@@ -330,4 +331,4 @@ class Ledger:
             projection={"sent_at": 1},
             sort=[("sent_at", DESCENDING)],
         )
-        return _aware((doc or {}).get("sent_at"))
+        return aware((doc or {}).get("sent_at"))

@@ -32,7 +32,7 @@ from pymongo.database import Database
 
 from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES
 from leadflow.followups.contract import EventType, FollowupEvent, ValidationFailure, parse_body
-from leadflow.followups.ledger import REOPENABLE_STATES, UNKNOWN_OUTCOME, Ledger, State, message_key
+from leadflow.followups.ledger import REOPENABLE_STATES, UNKNOWN_OUTCOME, Ledger, State, aware, message_key
 from leadflow.followups.outcomes import BatchSummary, Outcome
 from leadflow.followups.pacing import TokenBucket, UserPacer
 from leadflow.followups.personalise import Personaliser, QuotaExhausted, prompt_data
@@ -358,11 +358,11 @@ class FollowupProcessor:
                 # A previous attempt stopped between claiming the send and recording its result:
                 # the message may have gone out. Same as an ambiguous answer, from when it started.
                 self.ledger.mark_unknown(
-                    key, error_code="interrupted_while_sending", since=_aware(doc.get("sending_at"))
+                    key, error_code="interrupted_while_sending", since=aware(doc.get("sending_at"))
                 )
                 log.warning("Event %s was being sent when a previous attempt stopped; outcome unknown", key)
             elif state == State.UNKNOWN_OUTCOME:
-                since = _aware(doc.get("unknown_outcome_at")) or self.now()
+                since = aware(doc.get("unknown_outcome_at")) or self.now()
                 grace = timedelta(seconds=self.settings.unknown_outcome_grace_seconds)
                 wait = (since + grace - self.now()).total_seconds()
                 if wait > 0:
@@ -460,12 +460,6 @@ class FollowupProcessor:
         return self._summary.count(outcome)
 
 
-def _aware(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return None
-
-
 def send_time_problem(event: FollowupEvent, user: dict[str, Any], now: datetime) -> str | None:
     """Why a reminder must not go out any more (``expired`` / ``superseded``), or None.
 
@@ -484,7 +478,7 @@ def send_time_problem(event: FollowupEvent, user: dict[str, Any], now: datetime)
         return "superseded"
     if status == "completed":
         return "expired"
-    current = _aware(visit.get("scheduled_at"))
+    current = aware(visit.get("scheduled_at"))
     if current is not None and abs((current - event.scheduled_at).total_seconds()) > VISIT_TIME_TOLERANCE_S:
         return "superseded"
     return None

@@ -38,10 +38,6 @@ def _chunks(items: list[Any], size: int = PREFETCH_CHUNK) -> Iterator[list[Any]]
         yield items[start : start + size]
 
 
-def _aware(stamp: datetime) -> datetime:
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-
-
 class BatchSnapshot:
     def __init__(self, db: Database, ledger: Ledger) -> None:
         self.ledger = ledger
@@ -76,7 +72,7 @@ class BatchSnapshot:
                 stamp, uid = row.get("timestamp"), row.get("user_id")
                 if not isinstance(stamp, datetime) or not ObjectId.is_valid(uid):
                     continue
-                oid, stamp = ObjectId(str(uid)), _aware(stamp)
+                oid, stamp = ObjectId(str(uid)), stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
                 previous = self._last_user_message.get(oid)
                 self._last_user_message[oid] = stamp if previous is None else max(previous, stamp)
             self._last_sent.update(self.ledger.last_sent_by_user(as_text))
