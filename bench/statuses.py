@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         ])  # fmt: skip
         sqs = stack.boto3_client("sqs")
         bodies, resends = webhooks(args.events, args.resend_share, rng)
+        mark = time.perf_counter()
         for start in range(0, len(bodies), 10):
             entries = [
                 {"Id": str(n), "MessageBody": body.decode(), "MessageAttributes": {
@@ -82,12 +83,15 @@ def main(argv: list[str] | None = None) -> None:
                 for n, body in enumerate(bodies[start : start + 10])
             ]  # fmt: skip
             sqs.send_message_batch(QueueUrl=stack.statuses_queue_url, Entries=entries)
+        print(f"posted {len(bodies)} signed webhooks in {time.perf_counter() - mark:.1f} s", flush=True)
+        mark = time.perf_counter()
         messages: list[dict[str, Any]] = []
         while batch := sqs.receive_message(
             QueueUrl=stack.statuses_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=600,
             MessageAttributeNames=["signature"], MessageSystemAttributeNames=["ApproximateReceiveCount"],
         ).get("Messages", []):  # fmt: skip
             messages += batch
+        print(f"received them in {time.perf_counter() - mark:.1f} s", flush=True)
 
         ledger = DeliveryLedger(db.followup_deliveries)
         whatsapp = WhatsAppClient(

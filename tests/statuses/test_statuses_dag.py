@@ -205,3 +205,27 @@ def test_local_app_secret_matches_the_settings_file() -> None:
     settings = yaml.safe_load((REPO / "airflow_settings.yaml").read_text())["airflow"]
     [whatsapp] = [c for c in settings["connections"] if c["conn_id"] == "whatsapp_default"]
     assert whatsapp["conn_extra"]["app_secret"] == WHATSAPP_APP_SECRET
+
+
+def test_accept_then_drop_is_sent_once_and_confirmed_by_its_receipt(followups_dag, statuses_dag, env) -> None:
+    # WhatsApp applies the send and drops the connection before answering: the follow-ups must
+    # not retry blind (unknown_outcome); the receipt then proves it was sent, so a later copy of
+    # the event sends nothing.
+    user_id, phone = env.add_user("Ira Bhatt", wrote_ago=timedelta(hours=1))
+    body = event("inquiry_followup", user_id)
+    env.enqueue(body)
+    clients.inject_faults(env.whatsapp, [{"count": 1, "answer": "drop", "path_contains": "/messages"}])
+    run(followups_dag)
+    [delivered] = env.outbox()
+    assert delivered["biz_opaque_callback_data"] == body["event_id"]
+    assert env.ledger()[body["event_id"]]["state"] == "unknown_outcome"
+    env.wait_receipts(3)
+
+    run(statuses_dag)
+
+    doc = env.ledger()[body["event_id"]]
+    assert (doc["state"], doc["confirmed_by"], doc["wamid"]) == ("sent", "receipt", delivered["wamid"])
+    assert doc["delivery"]["status"] == "read"
+    env.enqueue(body)  # a later copy (or the held-back one, redelivered)
+    run(followups_dag)
+    assert [m["to"] for m in env.outbox()] == [phone]

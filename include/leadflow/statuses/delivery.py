@@ -100,7 +100,10 @@ class DeliveryLedger:
             if receipt.error_code == 131047 and doc.get("send_mode") != "template" and not doc.get("resend"):
                 return Applied.RESEND
             return Applied.FAILED if self.fail_event(key, receipt) else Applied.STALE
-        confirmed = self._confirm_sent(key, receipt, is_resend=bool(doc.get("resend")))
+        # The filter decides; the state read with the document only spares the common case a write.
+        confirmed = doc.get("state") in UNCONFIRMED and self._confirm_sent(
+            key, receipt, is_resend=bool(doc.get("resend"))
+        )
         if confirmed:
             return Applied.CONFIRMED
         return Applied.RECORDED if moved else Applied.STALE
