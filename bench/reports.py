@@ -47,7 +47,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
@@ -58,6 +58,7 @@ from devstack.seed import SeedSpec, seed_database
 from devstack.services import running_stack
 
 TARGET_TRANSFORM_S = 5.0
+SHARED_DRIVE_FOLDER = "local-shared-drive-folder"  # the Sheets stand-in's
 TARGET_PEAK_RSS_MB = 500.0
 TARGET_WRITES_PER_REPORT = 3
 REPORTS = ("sessions", "consolidated")
@@ -173,8 +174,10 @@ class CursorClock:
         self.seconds = 0.0
         self.docs = 0
         self.queries: list[tuple[str, tuple, dict]] = []
+        self.by_stage: Counter[str] = Counter()  # "collection by field" -> documents returned
+        self.stage_queries: Counter[str] = Counter()
 
-    def timed(self, cursor: Any) -> Iterator[dict]:
+    def timed(self, cursor: Any, stage: str = "") -> Iterator[dict]:
         clock = time.perf_counter
         iterator = iter(cursor)
         while True:
@@ -186,6 +189,7 @@ class CursorClock:
                 return
             self.seconds += clock() - started
             self.docs += 1
+            self.by_stage[stage] += 1
             yield doc
 
 
@@ -195,7 +199,10 @@ class TimedCollection:
 
     def find(self, *args: Any, **kwargs: Any) -> Iterator[dict]:
         self._clock.queries.append((self._collection.name, args, kwargs))
-        return self._clock.timed(self._collection.find(*args, **kwargs))
+        query = args[0] if args else kwargs.get("filter") or {}
+        stage = f"{self._collection.name} by {next(iter(query), 'all')}"
+        self._clock.stage_queries[stage] += 1
+        return self._clock.timed(self._collection.find(*args, **kwargs), stage)
 
 
 class TimedDatabase:
@@ -282,6 +289,8 @@ def rows_digest(frame: Any, kind: str, keys: list[str] | None = None) -> tuple[s
     spec = SPECS[kind]
     if keys is not None:
         frame = frame[frame[spec.key].astype(str).isin(set(keys))]
+    # Without Updated: when a run read its data differs between ours and the naive peer.
+    spec = replace(spec, columns=[c for c in spec.columns if c != spec.version_column])
     rows = sorted(json.dumps(row, default=str) for row in frame_rows(frame, spec))
     return hashlib.sha256("\n".join(rows).encode()).hexdigest(), len(rows)
 
@@ -346,6 +355,18 @@ def _figures(task: str, stages: Stages, baseline: float) -> dict[str, Any]:
     }
 
 
+def new_spreadsheet(client: Any, title: str, tabs: list[str], width: int) -> str:
+    """What a first run does: create in the shared-drive folder, then the report's tabs."""
+    from leadflow.reports.sheets import new_tab_properties
+
+    spreadsheet_id = client.create_spreadsheet(title, SHARED_DRIVE_FOLDER)
+    requests = [{"addSheet": {"properties": new_tab_properties(tab, width)}} for tab in tabs]
+    if requests:
+        body = {"requests": requests}
+        client.execute(client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body=body), "writes")
+    return spreadsheet_id
+
+
 def extract_task(job: Job) -> dict[str, Any]:
     """The ``extract`` task: ``extract_step`` (window scan, reads, frames, handoff writes)."""
     sampler, _ = _prepare_child(sheets=False)
@@ -394,6 +415,9 @@ def extract_task(job: Job) -> dict[str, Any]:
             "window_interactions": extracted["window_interactions"],
             "interactions_read": extracted["interactions_read"],
             "queries": len(clock.queries),
+            "per_stage": {
+                s: {"queries": n, "docs": clock.by_stage[s]} for s, n in clock.stage_queries.items()
+            },
             "cursor_wait_s": clock.seconds,
             "cursor_docs": clock.docs,
             "mongo_cpu_s": mongo_cpu,
@@ -442,7 +466,7 @@ def load_task(job: Job, kind: str, transformed: dict[str, Any]) -> dict[str, Any
     # What the first run's ensure_spreadsheet does (it would also store the id in a Variable).
     frame = pipeline.read_frame(transformed["path"], sorted(spec.datetime_columns), spec.columns)
     tabs = sorted(set(spec.tab_of(frame))) if len(frame) else []
-    spreadsheet_id = client.create_spreadsheet(spec.title, tabs or ["Leads"])
+    spreadsheet_id = new_spreadsheet(client, spec.title, tabs or ["Leads"], len(spec.columns))
     del frame
     os.environ[f"AIRFLOW_VAR_{pipeline.SPREADSHEET_VARIABLES[kind].upper()}"] = spreadsheet_id
     pipeline.SheetsClient = lambda *_args, **_kwargs: client
@@ -489,8 +513,8 @@ def _upsert_twice(
 
     spec = SPECS[kind]
     tabs = sorted(set(spec.tab_of(frame))) if len(frame) else ["Leads"]
-    spreadsheet_id = client.create_spreadsheet(f"{spec.title} (scale probe)", tabs)
-    _, since = stand_in_calls(job.sheets_url, since, 1)
+    spreadsheet_id = new_spreadsheet(client, f"{spec.title} (scale probe)", tabs, len(spec.columns))
+    _, since = stand_in_calls(job.sheets_url, since, 2)  # create + its tabs
     runs = []
     for attempt in ("1st: rows added", "2nd: rows updated"):
         http_before, cpu_before = client.http_seconds, cpu_seconds(job.sheets_pid)
@@ -567,10 +591,13 @@ def naive(job: Job) -> dict[str, Any]:
     stage.note = "ids to text, site_visit flattened"
 
     with stages.run("transform sessions") as stage:
+        read_at = pd.Timestamp.now(tz="UTC")  # the Updated column ours writes too
         sessions, _ = session_report(interactions, users, all_sessions)
+        sessions["Updated"] = read_at
     stage.note = f"{len(sessions):,} rows (every session)"
     with stages.run("transform consolidated") as stage:
         consolidated, _ = consolidated_report(interactions, users, all_users)
+        consolidated["Updated"] = read_at
     stage.note = f"{len(consolidated):,} rows (every user)"
     reports = {"sessions": sessions, "consolidated": consolidated}
     del interactions, users
@@ -579,8 +606,8 @@ def naive(job: Job) -> dict[str, Any]:
     for kind in REPORTS:
         spec, frame = SPECS[kind], reports[kind]
         tabs = spec.tab_of(frame)
-        spreadsheet_id = client.create_spreadsheet(f"{spec.title} (naive)", sorted(set(tabs)))
-        _, since = stand_in_calls(job.sheets_url, since, 1)
+        spreadsheet_id = new_spreadsheet(client, f"{spec.title} (naive)", sorted(set(tabs)), len(spec.columns))
+        _, since = stand_in_calls(job.sheets_url, since, 2)  # create + its tabs
         before, http_before = Counter(client.calls), client.http_seconds
         values = client.sheets.spreadsheets().values()
         with stages.run(f"load {kind} (full rewrite)") as stage:
@@ -782,6 +809,10 @@ def report(
           f"{totals['2nd: rows updated']:.2f} s with the 2nd; highest task peak RSS {_mb(ours_peak)}")  # fmt: skip
 
     wait = ex["cursor_wait_s"]
+    print("\n  extract queries per stage (documents returned; interactions are then de-duplicated by _id):")
+    for stage_name, figures in ex["per_stage"].items():
+        print(f"    {stage_name:<28} {figures['queries']:>5} queries {figures['docs']:>10,} docs returned")
+    print(f"    interactions: {ex['interactions_read']:,} distinct")
     print("\n  MongoDB stand-in share of the extract:")
     print(f"    waiting on cursors (stand-in + wire + BSON decoding): {wait:.2f} s of {extract_s:.2f} s "
           f"({wait / extract_s:.0%}); building frames and the rest: {extract_s - wait:.2f} s "

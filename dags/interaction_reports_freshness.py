@@ -33,7 +33,7 @@ from leadflow.reports.freshness import WATCHDOG_CRON
     start_date=datetime(2026, 11, 1, 9, tzinfo=ZoneInfo("Asia/Kolkata")),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(retries=1),
+    default_args=default_args(),
     tags=["leadflow", "reports", "alerts"],
     doc_md=__doc__,
 )

@@ -17,6 +17,7 @@ from devstack._http import ApiError, Fault, Reply, Request, Route, Setting, Stan
 from devstack.sheets_server import batch
 from devstack.sheets_server.batch.sheets import add_sheet
 from devstack.sheets_server.cells import INPUT_OPTIONS, Cell, Skip, major_dimension, renderer, trim
+from devstack.sheets_server.discovery import validate
 from devstack.sheets_server.dump import dump_command
 from devstack.sheets_server.embedded import mark_stale, refresh_pivots, stale_sheets
 from devstack.sheets_server.model import CELL_LIMIT, CellRange, Spreadsheet, parse_range
@@ -58,6 +59,13 @@ _NO_QUOTA_MESSAGE = (
 )
 _PERMISSION_ROLES = {"owner", "organizer", "fileOrganizer", "writer", "commenter", "reader"}
 _PERMISSION_TYPES = {"user", "group", "domain", "anyone"}
+
+
+def _body(request: Request, api: str, schema: str) -> dict[str, Any]:
+    """The request's JSON body, refused as Google would if it does not fit the discovery schema."""
+    body = request.json_object()
+    validate(api, schema, body)
+    return body
 
 
 def _file_not_found(file_id: str) -> ApiError:
@@ -192,7 +200,7 @@ class SheetsServer(StandInServer):
     # -- spreadsheets ----------------------------------------------------------------------------
 
     def _create(self, request: Request) -> dict[str, Any]:
-        body = request.json_object()
+        body = _body(request, "sheets", "Spreadsheet")
         # spreadsheets.create puts the file in the caller's My Drive, which a service account lacks.
         self._check_my_drive_quota()
         properties = {
@@ -238,7 +246,7 @@ class SheetsServer(StandInServer):
         return book.resource(ranges, include_grid_data=request.param("includeGridData") == "true")
 
     def _batch_update(self, request: Request, spreadsheet_id: str) -> dict[str, Any]:
-        body = request.json_object()
+        body = _body(request, "sheets", "BatchUpdateSpreadsheetRequest")
         with self._mutate(spreadsheet_id) as book:
             replies = batch.apply_batch(book, body.get("requests"))
         response: dict[str, Any] = {"spreadsheetId": book.spreadsheet_id, "replies": replies}
@@ -293,14 +301,14 @@ class SheetsServer(StandInServer):
         return renderer(request, "responseValueRenderOption") if include in (True, "true") else None
 
     def _values_update(self, request: Request, spreadsheet_id: str, raw_range: str) -> dict[str, Any]:
-        body = request.json_object()
+        body = _body(request, "sheets", "ValueRange")
         convert = self._input_converter(request.param("valueInputOption"))
         render = self._response_render(request, request.param("includeValuesInResponse"))
         with self._mutate(spreadsheet_id) as book:
             return self._update_one(book, parse_range(book, unquote(raw_range)), body, convert, render)
 
     def _values_batch_update(self, request: Request, spreadsheet_id: str) -> dict[str, Any]:
-        body = request.json_object()
+        body = _body(request, "sheets", "BatchUpdateValuesRequest")
         convert = self._input_converter(body.get("valueInputOption"))
         render = self._response_render(request, body.get("includeValuesInResponse"))
         responses = []
@@ -319,7 +327,7 @@ class SheetsServer(StandInServer):
         }
 
     def _values_append(self, request: Request, spreadsheet_id: str, raw_range: str) -> dict[str, Any]:
-        body = request.json_object()
+        body = _body(request, "sheets", "ValueRange")
         convert = self._input_converter(request.param("valueInputOption"))
         insert_rows = (request.param("insertDataOption") or "OVERWRITE") == "INSERT_ROWS"
         values = body.get("values") or []
@@ -362,7 +370,7 @@ class SheetsServer(StandInServer):
         return {"spreadsheetId": book.spreadsheet_id, "clearedRange": rng.a1()}
 
     def _values_batch_clear(self, request: Request, spreadsheet_id: str) -> dict[str, Any]:
-        texts = request.json_object().get("ranges") or []
+        texts = _body(request, "sheets", "BatchClearValuesRequest").get("ranges") or []
         with self._mutate(spreadsheet_id) as book:
             ranges = [parse_range(book, str(text)) for text in texts]
             for rng in ranges:
@@ -390,7 +398,7 @@ class SheetsServer(StandInServer):
         return file_id
 
     def _drive_create(self, request: Request) -> dict[str, Any]:
-        body = request.json_object()
+        body = _body(request, "drive", "File")
         mime = body.get("mimeType")
         if mime != SPREADSHEET_MIME:
             raise ApiError(400, f"The stand-in only creates Google Sheets files (mimeType {SPREADSHEET_MIME})")
@@ -410,7 +418,7 @@ class SheetsServer(StandInServer):
         return {"kind": "drive#file", "id": book.spreadsheet_id, "name": properties["title"], "mimeType": mime}
 
     def _create_permission(self, request: Request, file_id: str) -> dict[str, Any]:
-        body = request.json_object()
+        body = _body(request, "drive", "Permission")
         role, kind = body.get("role"), body.get("type")
         if role not in _PERMISSION_ROLES:
             raise ApiError(400, f"The provided role is invalid: {role!r}")

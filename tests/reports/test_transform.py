@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from leadflow.reports.extract import _interaction_rows, _user_rows_from_docs
 from leadflow.reports.pipeline import SPECS
 from leadflow.reports.sheets import cell, frame_rows
-from leadflow.reports.transform import consolidated_report, empty_users, session_report
+from leadflow.reports.transform import consolidated_report, empty_users, session_report, stamped
 from tests.reports import fixture
 
 
@@ -106,9 +106,11 @@ def test_cells_are_json_safe(value: object, expected: object) -> None:
 
 def test_numpy_values_become_plain_python_numbers() -> None:
     interactions, users = frames()
-    report, _ = session_report(interactions, users, ["S1"])
+    report, dq = session_report(interactions, users, ["S1"])
+    report = stamped(report, datetime(2026, 11, 20, 6, 0, tzinfo=UTC), dq, "Session ID")
     row = frame_rows(report, SPECS["sessions"])[0]
-    assert [type(v) for v in row] == [str, str, str, float, float, int, int, str, str]
+    assert [type(v) for v in row] == [str, str, str, float, float, int, int, str, str, float]
+    assert row[-1] == pytest.approx(fixture.serial(datetime(2026, 11, 20, 11, 30, tzinfo=fixture.IST)))  # Updated
     assert row[3] == pytest.approx(fixture.serial(datetime(2026, 11, 20, 10, 50, tzinfo=fixture.IST)))
 
 
@@ -116,3 +118,13 @@ def test_month_tabs_follow_ist_not_utc() -> None:
     # 00:10 IST on 1 Dec is still 30 Nov in UTC: the row belongs to the 2026-12 tab.
     frame = pd.DataFrame({"Session Start": [pd.Timestamp("2026-11-30T18:40:00Z")]})
     assert SPECS["sessions"].tab_of(frame).tolist() == ["2026-12"]
+
+
+def test_a_text_over_50000_characters_is_cut_and_counted() -> None:
+    interactions, users = frames()
+    users.loc[users["user_id"] == str(fixture.U1), "name"] = "A" * 60_000
+    report, dq = session_report(interactions, users, ["S1", "S2"])
+    report = stamped(report, datetime(2026, 11, 20, 6, 0, tzinfo=UTC), dq, "Session ID")
+    assert report["Name"].map(len).max() == 50_000
+    assert dq.cells_truncated == 2
+    assert dq.examples["cells_truncated"] == ["S1", "S2"]

@@ -328,6 +328,7 @@ def test_batch_get_clear_batch_clear_and_append(spreadsheets: Resource) -> None:
 def test_state_survives_a_restart_and_the_dump_cli_shows_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sheets_dir = tmp_path / "sheets"
     first = _start(SheetsServer(data_dir=sheets_dir))
+    clients.set_settings(first.base_url, caller="user")
     spreadsheets = google("sheets", "v4", first.base_url).spreadsheets()
     spreadsheet_id = _new_spreadsheet(spreadsheets, "Consolidated")
     spreadsheets.values().update(
@@ -462,6 +463,27 @@ def test_a_service_account_creates_only_in_a_shared_drive_folder(sheets_server: 
         fileId=created["id"], body={"role": "reader", "type": "anyone"}, supportsAllDrives=True
     ).execute()
     assert [s["properties"]["title"] for s in sheets.get(spreadsheetId=created["id"]).execute()["sheets"]] == ["Sheet1"]
+
+
+def test_request_bodies_are_checked_against_the_discovery_documents(spreadsheets: Resource) -> None:
+    spreadsheet_id = _new_spreadsheet(spreadsheets)
+    bad_bodies = [
+        ({"requests": [{"addSheet": {"properties": {"title": "x", "colour": "red"}}}]},
+         'Unknown name "colour" at \'requests[0].add_sheet.properties\': Cannot find field.'),
+        ({"requests": [{"addSheet": {"properties": {"title": "x", "index": "first"}}}]},
+         "Invalid value at 'requests[0].add_sheet.properties.index' (TYPE_INT32), \"first\""),
+        ({"requests": [{"sortRange": {"range": {"sheetId": 0}, "sortSpecs": [{"sortOrder": "UP"}]}}]},
+         "Invalid value at 'requests[0].sort_range.sort_specs[0].sort_order' (TYPE_ENUM), \"UP\""),
+    ]  # fmt: skip
+    for body, message in bad_bodies:
+        with pytest.raises(HttpError) as excinfo:
+            spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body=body).execute()
+        assert excinfo.value.status_code == 400
+        assert message in _http_error_body(excinfo.value)["message"]
+    with pytest.raises(HttpError) as excinfo:
+        spreadsheets.values().update(spreadsheetId=spreadsheet_id, range="A1", valueInputOption="RAW",
+                                     body={"values": [[1]], "rows": 1}).execute()  # fmt: skip
+    assert excinfo.value.status_code == 400
 
 
 def test_a_cell_over_50000_characters_is_refused(spreadsheets: Resource) -> None:

@@ -237,7 +237,7 @@ def stamped(report: pd.DataFrame, read_at: datetime, dq: DataQuality, key: str) 
     """The report with its ``Updated`` column, text cut to what one Sheets cell holds (counted)."""
     report = report.copy()
     for column in report.columns:
-        if report[column].dtype != object:
+        if report[column].dtype != object and not pd.api.types.is_string_dtype(report[column]):
             continue
         long = report[column].map(lambda v: isinstance(v, str) and len(v) > MAX_CELL_CHARS)
         if long.any():
