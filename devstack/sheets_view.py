@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.sheets_server import Sheet, Spreadsheet, load_spreadsheets
+from devstack.sheets_server.a1 import column_letters
 from devstack.sheets_server.embedded import charts, conditional_formats, refresh_pivots
 from devstack.sheets_server.pivots import EPOCH, condition_holds
 
@@ -352,7 +353,7 @@ def _tab_html(book: Spreadsheet, sheet: Sheet, today: Any) -> str:
     if not width:
         parts.append('<p class="empty">(empty tab)</p>')
         return "".join(parts)
-    letters = "".join(f"<th>{_esc(_letter(c))}</th>" for c in range(width))
+    letters = "".join(f"<th>{_esc(column_letters(c))}</th>" for c in range(width))
     head, body = [f'<tr class="letters"><th></th>{letters}</tr>'], []
     for r, cells in enumerate(rows):
         tds = []
@@ -374,15 +375,6 @@ def _tab_html(book: Spreadsheet, sheet: Sheet, today: Any) -> str:
         f'<div class="grid"><table><thead>{"".join(head)}</thead><tbody>{"".join(body)}</tbody></table></div>{more}'
     )
     return "".join(parts)
-
-
-def _letter(index: int) -> str:
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
 
 
 STYLE = """

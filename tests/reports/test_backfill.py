@@ -97,15 +97,14 @@ def latest_scheduled_interval(now: datetime) -> tuple[datetime, datetime]:
 
 
 def watchdog_checks(env: dict[str, str], count: int, deadline: float) -> None:
-    before = len([r for r in runs_of(env, "interaction_reports_freshness") if r["run_type"] == "manual"])
+    def manual_successes() -> int:
+        runs = runs_of(env, "interaction_reports_freshness")
+        return sum(1 for r in runs if r["run_id"].startswith("manual__") and r["state"] == "success")
+
+    before = manual_successes()
     for _ in range(count):
         airflow_cli(env, "dags", "trigger", "interaction_reports_freshness")
-    wait_for(
-        "watchdog runs",
-        lambda: len([r for r in runs_of(env, "interaction_reports_freshness")
-                     if r["run_type"] == "manual" and r["state"] == "success"]) >= before + count,
-        deadline,
-    )
+    wait_for("watchdog runs", lambda: manual_successes() >= before + count, deadline)
 
 
 @pytest.mark.slow

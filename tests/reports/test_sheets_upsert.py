@@ -83,7 +83,8 @@ def test_a_row_is_never_replaced_by_data_read_earlier(client, clean_stack) -> No
     assert (stale.rows_kept_newer, stale.rows_updated, stale.rows_added) == (3, 0, 0)
     rows = all_spreadsheets(clean_stack, drop=())["t"]["Leads"]["rows"]
     assert {row[8] for row in rows[1:]} == {5}
-    assert [row[11] for row in rows[1:]] == [pytest.approx(sheets.to_serial(later))] * 3
+    updated = rows[0].index("Updated")
+    assert [row[updated] for row in rows[1:]] == [pytest.approx(sheets.to_serial(later))] * 3
     # Data read at the same time or later replaces the row.
     same = sheets.upsert(client, spreadsheet, leads(3, messages=6, read_at=later), SPECS["consolidated"])
     assert same.rows_updated == 3
