@@ -142,6 +142,8 @@ def test_backfill_and_freshness_through_two_schedulers_and_two_triggerers(tmp_pa
     airflow_cli(env, "pools", "set", "google_sheets", "0", "held shut by the test")
     airflow_cli(env, "dags", "reserialize")
     airflow_cli(env, "dags", "pause", "whatsapp_followups")  # its sensor would only add load here
+    for other in ("followup_planner", "whatsapp_statuses", "followups_redrive"):  # only load here
+        airflow_cli(env, "dags", "pause", other)
     log_dir = tmp_path / "logs"
     with (
         alert_inbox(clean_stack) as inbox,
