@@ -36,7 +36,7 @@ def airflow_cli(env: dict[str, str], *args: str) -> str:
     # busy timeout; with a scheduler writing alongside, a CLI call then simply tries again.
     for _attempt in range(10):
         result = subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True, timeout=300
         )
         if result.returncode == 0 or "database is locked" not in result.stderr:
             break
