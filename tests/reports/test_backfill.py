@@ -1,4 +1,4 @@
-"""Through the real scheduler (LocalExecutor, two schedulers and two triggerers): a backfill leaves the
+"""Through the real scheduler (LocalExecutor, two triggerers): a backfill leaves the
 sheets as on-time runs do, and the freshness watchdog alerts once per late scheduled hour."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def airflow_cli(env: dict[str, str], *args: str) -> str:
     # busy timeout; with a scheduler writing alongside, a CLI call then simply tries again.
     for _attempt in range(10):
         result = subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True, timeout=300
         )
         if result.returncode == 0 or "database is locked" not in result.stderr:
             break
@@ -52,11 +52,13 @@ def json_output(stdout: str) -> list[dict]:
 
 
 @contextmanager
-def second_scheduler_and_triggerer(env: dict[str, str], log_dir) -> Iterator[None]:
-    """MWAA's default: two schedulers, each with a triggerer, on one metadata DB."""
+def second_triggerer(env: dict[str, str], log_dir) -> Iterator[None]:
+    """A second triggerer on the same metadata DB, as on MWAA. (A second scheduler is not run:
+    on SQLite, Airflow has no row locks, and two schedulers queue the same task instance twice,
+    which fails it; the watchdog's MongoDB claim is what makes any number of them alert once.)"""
     procs = []
     try:
-        for component in ("scheduler", "triggerer"):
+        for component in ("triggerer",):
             log = (log_dir / f"{component}-2.log").open("ab")
             procs.append(
                 subprocess.Popen([sys.executable, "-m", "airflow", component], env=env, stdout=log,
@@ -108,9 +110,9 @@ def watchdog_checks(env: dict[str, str], count: int, deadline: float) -> None:
 
 
 @pytest.mark.slow
-def test_backfill_and_freshness_through_two_schedulers_and_two_triggerers(tmp_path, clean_stack) -> None:
-    """One scheduler session (two schedulers, two triggerers, as on MWAA) checks what needs the
-    real scheduler: the backfilled sheets equal the on-time ones; a late *scheduled* run raises
+def test_backfill_and_freshness_through_the_scheduler_with_two_triggerers(tmp_path, clean_stack) -> None:
+    """One scheduler session (with two triggerers, as on MWAA) checks what needs the real
+    scheduler: the backfilled sheets equal the on-time ones; a late *scheduled* run raises
     exactly one "late" alert however many watchdog runs see it, then one "recovered" note; the
     backfill's runs, as late as it, raise none. Lateness is provoked, not waited for: the
     freshness Variable is 0 minutes and the ``google_sheets`` pool has 0 slots until released."""
@@ -147,7 +149,7 @@ def test_backfill_and_freshness_through_two_schedulers_and_two_triggerers(tmp_pa
     with (
         alert_inbox(clean_stack) as inbox,
         airflow_components(env, log_dir, port),
-        second_scheduler_and_triggerer(env, log_dir),
+        second_triggerer(env, log_dir),
     ):
         deadline = time.monotonic() + BACKFILL_TIMEOUT_S
         # Logical dates are interval starts: 09:00 and 10:00 IST for the 10:00 and 11:00 runs.
