@@ -52,8 +52,9 @@ lock: install
 	$(PY) scripts/lock.py
 
 mwaa-bundle: install
-	$(PY) scripts/mwaa_bundle.py --out dist/mwaa
+	$(PY) scripts/mwaa_bundle.py --out dist/mwaa $(MWAA_BUNDLE_FLAGS)
 
 clean:
 	rm -rf $(STATE) dist
 include make/tools.mk
+include make/mwaa.mk

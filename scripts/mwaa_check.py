@@ -64,7 +64,7 @@ print("imports ok:", ", ".join(sorted(bag.dag_ids)))
 
 
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
-    print("+", " ".join(command), flush=True)
+    print("+", " ".join(arg if len(arg) < 200 else arg.strip().splitlines()[0] + " ..." for arg in command), flush=True)
     return subprocess.run(command, check=True, **kwargs)  # noqa: S603 - fixed command lines
 
 

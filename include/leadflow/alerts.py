@@ -30,6 +30,9 @@ def _variable(name: str) -> str | None:
 
 def publish_alert(subject: str, lines: dict[str, Any], aws_conn_id: str = AWS_CONN_ID) -> bool:
     """Publish one alert to SNS (and Slack if configured). Returns whether anything was sent."""
+    from leadflow.timefmt import now_ist
+
+    lines = {**lines, "alerted_at": now_ist()}  # IST with its offset, as the team reads times
     body = json.dumps(lines, default=str, indent=1)
     sent = False
     topic = _variable(VAR_ALERTS_SNS_TOPIC)

@@ -357,3 +357,49 @@ def test_plugins_zip_only_for_real_plugins(tmp_path: Path) -> None:
     subprocess.run([*command, "--out", str(tmp_path / "b")], check=True, capture_output=True)
     with zipfile.ZipFile(tmp_path / "b" / "plugins.zip") as archive:
         assert archive.namelist() == ["my_plugin.py"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The slim google provider (scripts/mwaa_wheels.py; installed and tested by `make mwaa-check`)
+
+
+def test_slim_bundle_ships_the_google_provider_with_only_the_tested_dependencies(tmp_path: Path) -> None:
+    """The rewritten wheel: same code, a local version the constraints' ==22.3.0 still accepts,
+    Requires-Dist exactly the tested list, and a RECORD pip will verify."""
+    import base64
+    import zipfile
+    from email.parser import Parser
+
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from mwaa_wheels import GOOGLE_SLIM_REQUIRES
+
+    out = tmp_path / "slim"
+    command = [sys.executable, str(REPO / "scripts" / "mwaa_bundle.py"), "--out", str(out), "--slim-google"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = bundle_requirements(out)
+    assert lines[:2] == [CONSTRAINT_LINE, "--find-links /usr/local/airflow/plugins"]
+    google = next(line for line in lines if line.startswith("apache-airflow-providers-google=="))
+    version = google.split("==")[1]
+    assert Version(version) in SpecifierSet("==22.3.0")
+    assert Version(version).local == "leadflow.slim1"
+    with zipfile.ZipFile(out / "plugins.zip") as plugins:
+        (wheel_name,) = plugins.namelist()
+        assert wheel_name.startswith(f"apache_airflow_providers_google-{version}-")
+        (tmp_path / wheel_name).write_bytes(plugins.read(wheel_name))
+    with zipfile.ZipFile(tmp_path / wheel_name) as wheel:
+        names = wheel.namelist()
+        dist_info = f"apache_airflow_providers_google-{version}.dist-info"
+        metadata = Parser().parsestr(wheel.read(f"{dist_info}/METADATA").decode())
+        assert metadata["Version"] == version
+        assert metadata.get_all("Requires-Dist") == GOOGLE_SLIM_REQUIRES
+        assert "airflow/providers/google/common/hooks/base_google.py" in names
+        for row in wheel.read(f"{dist_info}/RECORD").decode().splitlines():
+            name, digest, size = row.split(",")
+            if digest:
+                data = wheel.read(name)
+                expected = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+                assert (digest, int(size)) == (f"sha256={expected}", len(data)), name
