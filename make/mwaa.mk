@@ -24,3 +24,8 @@ else
 	$(PY) scripts/mwaa_bundle.py --out dist/mwaa-slim --slim-google
 	$(PY) scripts/mwaa_check.py --bundle dist/mwaa-full --bundle dist/mwaa-slim --tests
 endif
+
+# The MWAA topology end to end (Celery, Postgres, Redis, two schedulers and triggerers); on demand.
+.PHONY: topology
+topology: install
+	$(PY) -m pytest -m topology tests/topology

@@ -24,14 +24,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
-
-from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
 
 from leadflow.alerts import publish_alert
 from leadflow.reports.window import IST
+
+if TYPE_CHECKING:
+    # Both DAG files import this module's crons: pymongo at parse time would cost every parse loop.
+    from pymongo.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ def _claimed(claim: Callable[[], bool], publish: Callable[[], None], release: Ca
 
 
 def check_freshness(db: Database, runs: RunStates, now: datetime, freshness: timedelta) -> FreshnessResult:
+    from pymongo.errors import DuplicateKeyError
+
     store = db[COLLECTION]
     result = FreshnessResult(checked_at=now.isoformat())
     for hour in scheduled_hours(now, freshness):
