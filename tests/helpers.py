@@ -10,6 +10,15 @@ from typing import Any
 from devstack import clients
 
 REPO = Path(__file__).resolve().parent.parent
+# Every DAG the project ships (the DagBag, the dags/ folder and the MWAA bundle must agree).
+EXPECTED_DAG_IDS = {
+    "interaction_reports",
+    "interaction_reports_freshness",
+    "whatsapp_followups",
+    "followups_redrive",
+    "followup_planner",
+    "whatsapp_statuses",
+}
 
 
 def load_dag(dag_id: str):

@@ -10,16 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import EXPECTED_DAG_IDS, REPO
 
 DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAG_IDS = {
-    "interaction_reports",
-    "interaction_reports_freshness",
-    "whatsapp_followups",
-    "followups_redrive",
-    "followup_planner",
-}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +23,6 @@ def dagbag(airflow_db):
 
 
 # Delivery receipts (issue 8).
-EXPECTED_DAG_IDS |= {"whatsapp_statuses"}
 
 
 def test_no_import_errors(dagbag) -> None:

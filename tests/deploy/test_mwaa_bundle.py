@@ -22,16 +22,13 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.helpers import REPO
+from tests.helpers import EXPECTED_DAG_IDS, REPO
 
 MWAA_REFERENCE = REPO / "deploy" / "mwaa-3.3.1"
 SHARED_REFERENCE = REPO.parent / "shared" / "mwaa-3.3.1"
 CONSTRAINT_LINE = '--constraint "/usr/local/airflow/dags/constraints.txt"'
-EXPECTED_DAG_IDS = {"interaction_reports", "whatsapp_followups"}
-EXPECTED_DAG_IDS |= {"followup_planner"}  # planner (issue 10)
 DEV_ONLY_NAMES = ("secantus", "moto", "pytest", "ruff")
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(\S+)$")
-EXPECTED_DAG_IDS |= {"whatsapp_statuses"}  # delivery receipts (issue 8)
 
 
 def pins(text: str) -> dict[str, str]:
