@@ -61,7 +61,9 @@ class TaskSdkRunStates:
     def state(self, run_id: str) -> str | None:
         if not self.ti.get_dr_count(dag_id=self.dag_id, run_ids=[run_id]):
             return None
-        return str(self.ti.get_dagrun_state(dag_id=self.dag_id, run_id=run_id))
+        state = self.ti.get_dagrun_state(dag_id=self.dag_id, run_id=run_id)
+        # DagRunState is a (str, Enum): str() gives "DagRunState.SUCCESS", never "success".
+        return str(getattr(state, "value", state))
 
 
 @dataclass
