@@ -12,6 +12,7 @@ import pytest
 
 from devstack.airflow_settings import connection_json
 from devstack.services import HOST, Stack, running_stack
+from devstack.sheets_server.server import LOCAL_SHARED_DRIVE_FOLDER
 
 
 def test_stack_answers_real_clients_and_stops_cleanly(tmp_path) -> None:
@@ -37,10 +38,16 @@ def test_stack_answers_real_clients_and_stops_cleanly(tmp_path) -> None:
             client.leadflow.probe.insert_one({"_id": 1, "nested": {"a": 2}})
             assert client.leadflow.probe.find_one({"_id": 1}, {"nested.a": 1}) == {"_id": 1, "nested": {"a": 2}}
 
-        sheets = build("sheets", "v4", credentials=AnonymousCredentials(),
-                       client_options={"api_endpoint": stack.sheets_url}, cache_discovery=False)  # fmt: skip
-        created = sheets.spreadsheets().create(body={"properties": {"title": "probe"}}).execute()
-        assert created["properties"]["title"] == "probe"
+        google = {"credentials": AnonymousCredentials(), "client_options": {"api_endpoint": stack.sheets_url},
+                  "cache_discovery": False}  # fmt: skip
+        # As on Google, a service account creates spreadsheets only inside a shared-drive folder.
+        created = build("drive", "v3", **google).files().create(
+            body={"name": "probe", "mimeType": "application/vnd.google-apps.spreadsheet",
+                  "parents": [LOCAL_SHARED_DRIVE_FOLDER]},
+            supportsAllDrives=True, fields="id",
+        ).execute()  # fmt: skip
+        got = build("sheets", "v4", **google).spreadsheets().get(spreadsheetId=created["id"]).execute()
+        assert got["properties"]["title"] == "probe"
 
         reply = OpenAI(base_url=stack.openai_url, api_key="sk-test", max_retries=0).chat.completions.create(
             model="gpt-4o-mini",
