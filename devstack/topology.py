@@ -98,6 +98,20 @@ class Topology:
             raise RuntimeError(f"{method} {path}: {answer.status_code} {answer.text[:2000]}")
         return answer.json()
 
+    def unpause(self, dag_id: str, paused: bool = False) -> None:
+        self.api("PATCH", f"dags/{dag_id}", json={"is_paused": paused})
+
+    def trigger(self, dag_id: str) -> str:
+        """A manual run (no logical date, as the UI's trigger button makes); its run id."""
+        return self.api("POST", f"dags/{dag_id}/dagRuns", json={"logical_date": None})["dag_run_id"]
+
+    def set_pool(self, name: str, slots: int) -> None:
+        body = {"pool": name, "slots": slots, "include_deferred": False}  # the PATCH body requires all three
+        self.api("PATCH", f"pools/{name}", params={"update_mask": "slots"}, json=body)
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.api("GET", f"dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]
+
     def query(self, sql: str, *params) -> list[tuple]:
         import psycopg2
 
@@ -200,7 +214,6 @@ def topology_env(home: Path, api_port: int, db_port: int, redis_port: int, extra
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.topology.hostname",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__PARALLELISM": "8",
             **extra,
         }
@@ -260,6 +273,7 @@ def running_topology(stack: Stack, extra_env: dict[str, str] | None = None) -> I
                 },
                 own,
             )  # fmt: skip
+
         def api_up() -> bool:
             return requests.get(f"{topology.api_url}/api/v2/monitor/health", timeout=2).ok
 
