@@ -10,8 +10,7 @@ import pytest
 
 from devstack import clients
 from leadflow.followups.openai_usage import BUDGET_COLLECTION, BudgetExhausted, DailyBudget, ist_day
-from tests.helpers import load_dag
-from tests.planner.support import xcom_value
+from tests.helpers import load_dag, xcom_value
 
 BUDGET_VAR = "leadflow_openai_daily_token_budget"
 CONCURRENCY_VAR = "leadflow_followup_concurrency"
