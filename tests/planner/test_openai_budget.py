@@ -100,6 +100,7 @@ def test_budget_spent_switches_to_templates_alerts_once_and_the_next_day_uses_op
     assert len(alerts) == 1
     assert alerts[0]["budget_tokens"] == 500
     assert alerts[0]["dag"] == "whatsapp_followups"
+    assert alerts[0]["exhausted_at"].endswith(" +05:30")  # IST, like every time in an alert
 
     # The next IST day: what the previous day left behind is yesterday's document.
     today = ist_day(datetime.now(UTC))
