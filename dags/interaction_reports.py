@@ -36,8 +36,9 @@ its scheduled time, and one "recovered" note when it lands; backfills and manual
 tables and charts Sheets keeps up to date itself); later runs leave it alone. Trigger a run with
 `rebuild_dashboard` = true to delete and rebuild it.
 
-**Run summary.** The `finish` task's return value (XCom tab) holds touched sessions/users, rows
-updated/added per report, Sheets calls and the data-quality counts; the same is in its log.
+**Run summary.** The `finish` task's return value (XCom tab) holds the window (IST, lookback
+included), touched sessions/users, rows updated/added per report, Sheets calls and the
+data-quality counts; the same is in its log.
 """
 
 from __future__ import annotations

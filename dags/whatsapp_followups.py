@@ -58,26 +58,12 @@ Trigger it by hand with `max_wait_seconds` set low to drain the queue without wa
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from airflow.sdk import dag
 
-from airflow.sdk import Param, TriggerRule, dag, task
-
-from leadflow.config import AWS_CONN_ID
-from leadflow.dag_defaults import default_args
-from leadflow.followups.dag_settings import (
-    DAG_ID,
-    PROCESS_EXECUTION_TIMEOUT,
-    PROCESS_RETRIES,
-    PROCESS_RETRY_DELAY,
-    SENSOR_MAX_MESSAGES,
-    SENSOR_MAX_WAIT_SECONDS,
-    SENSOR_NUM_BATCHES,
-    SENSOR_POKE_INTERVAL_SECONDS,
-    SENSOR_TIMEOUT_GRACE_SECONDS,
-    SENSOR_WAIT_TIME_SECONDS,
-    VISIBILITY_TIMEOUT_S,
-)
-from leadflow.followups.sensor import FollowupsSqsSensor
+from leadflow.config import VAR_QUEUE_URL
+from leadflow.followups import dag_settings
+from leadflow.followups.dag_settings import DAG_ID, SENSOR_MAX_WAIT_SECONDS, SENSOR_TIMEOUT_GRACE_SECONDS
+from leadflow.queue_dag import batch_sensor, batch_tasks, continuous_dag_args
 
 
 @dag(
@@ -87,73 +73,26 @@ from leadflow.followups.sensor import FollowupsSqsSensor
     # and either overlap runs or leave gaps; with max_active_runs=1 there is always exactly one
     # consumer, so a message is never processed by two runs at once.
     schedule="@continuous",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    dagrun_timeout=timedelta(hours=1),
-    default_args=default_args(),
-    params={
-        "max_wait_seconds": Param(
-            SENSOR_MAX_WAIT_SECONDS,
-            type="integer",
-            minimum=1,
-            maximum=3600,
-            description="How long a run waits for its first message before ending skipped.",
-        )
-    },
+    **continuous_dag_args(max_wait_seconds=SENSOR_MAX_WAIT_SECONDS, what="message"),
     tags=["leadflow", "whatsapp", "followups", "sqs"],
     doc_md=__doc__,
 )
 def whatsapp_followups():
-    receive = FollowupsSqsSensor(
+    receive = batch_sensor(
         task_id="receive_messages",
         task_display_name="Wait for follow-up events (SQS)",
-        sqs_queue="{{ var.value.leadflow_followups_queue_url }}",
-        aws_conn_id=AWS_CONN_ID,
-        max_messages=SENSOR_MAX_MESSAGES,
-        num_batches=SENSOR_NUM_BATCHES,
-        wait_time_seconds=SENSOR_WAIT_TIME_SECONDS,
-        visibility_timeout=VISIBILITY_TIMEOUT_S,
-        delete_message_on_reception=False,
-        deferrable=True,
-        poke_interval=SENSOR_POKE_INTERVAL_SECONDS,
-        max_wait_seconds="{{ params.max_wait_seconds }}",
-        timeout=SENSOR_MAX_WAIT_SECONDS + SENSOR_TIMEOUT_GRACE_SECONDS,
-        # Only the deferral's hard timeout is softened to "skipped"; SQS errors still fail.
-        soft_fail=True,
+        queue_url_variable=VAR_QUEUE_URL,
+        settings=dag_settings,
+        timeout_grace_seconds=SENSOR_TIMEOUT_GRACE_SECONDS,
     )
-
-    @task(
-        task_display_name="Validate, personalise and send",
-        retries=PROCESS_RETRIES,
-        retry_delay=PROCESS_RETRY_DELAY,
-        execution_timeout=PROCESS_EXECUTION_TIMEOUT,
+    batch_tasks(
+        receive,
+        tasks_module="leadflow.followups.tasks",
+        process_task_id="process_messages",
+        process_display_name="Validate, personalise and send",
+        alert_display_name="Alert on dead letters",
+        settings=dag_settings,
     )
-    def process_messages(batch: dict) -> dict:
-        from leadflow.followups.tasks import process_batch
-
-        return process_batch(batch)
-
-    @task(task_display_name="Alert on dead letters", retries=2, retry_delay=timedelta(seconds=15))
-    def alert_on_problems(summary: dict, run_id: str | None = None) -> bool:
-        from leadflow.followups.tasks import alert_on_problems as alert
-
-        return alert(summary, run_id or "")
-
-    @task(
-        task_display_name="Delete the batch object",
-        trigger_rule=TriggerRule.ALL_DONE,
-        retries=2,
-        retry_delay=timedelta(seconds=15),
-    )
-    def cleanup_batch(ti=None) -> bool:
-        from leadflow.followups.tasks import cleanup_batch as cleanup
-
-        return cleanup(ti.xcom_pull(task_ids="receive_messages"))
-
-    summary = process_messages(receive.output)
-    alert_on_problems(summary)
-    summary >> cleanup_batch()
 
 
 whatsapp_followups()

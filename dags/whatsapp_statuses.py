@@ -31,18 +31,13 @@ queue and fails the run once; fix the account and the next delivery resends it.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from airflow.sdk import dag
 
-from airflow.sdk import TriggerRule, dag, task
-
-from leadflow.queue_dag import batch_sensor, continuous_dag_args
+from leadflow.queue_dag import batch_sensor, batch_tasks, continuous_dag_args
 from leadflow.statuses import dag_settings
 from leadflow.statuses.dag_settings import (
     BATCH_PREFIX,
     DAG_ID,
-    PROCESS_EXECUTION_TIMEOUT,
-    PROCESS_RETRIES,
-    PROCESS_RETRY_DELAY,
     SENSOR_MAX_WAIT_SECONDS,
     SIGNATURE_ATTRIBUTE,
     VAR_STATUSES_QUEUE_URL,
@@ -66,38 +61,14 @@ def whatsapp_statuses():
         message_attribute_names=[SIGNATURE_ATTRIBUTE],
         batch_prefix=BATCH_PREFIX,
     )
-
-    @task(
-        task_display_name="Verify and apply receipts",
-        retries=PROCESS_RETRIES,
-        retry_delay=PROCESS_RETRY_DELAY,
-        execution_timeout=PROCESS_EXECUTION_TIMEOUT,
+    batch_tasks(
+        receive,
+        tasks_module="leadflow.statuses.tasks",
+        process_task_id="apply_receipts",
+        process_display_name="Verify and apply receipts",
+        alert_display_name="Alert on failed deliveries",
+        settings=dag_settings,
     )
-    def apply_receipts(batch: dict) -> dict:
-        from leadflow.statuses.tasks import process_batch
-
-        return process_batch(batch)
-
-    @task(task_display_name="Alert on failed deliveries", retries=2, retry_delay=timedelta(seconds=15))
-    def alert_on_problems(summary: dict, run_id: str | None = None) -> bool:
-        from leadflow.statuses.tasks import alert_on_problems as alert
-
-        return alert(summary, run_id or "")
-
-    @task(
-        task_display_name="Delete the batch object",
-        trigger_rule=TriggerRule.ALL_DONE,
-        retries=2,
-        retry_delay=timedelta(seconds=15),
-    )
-    def cleanup_batch(ti=None) -> bool:
-        from leadflow.followups.tasks import cleanup_batch as cleanup
-
-        return cleanup(ti.xcom_pull(task_ids="receive_messages"))
-
-    summary = apply_receipts(receive.output)
-    alert_on_problems(summary)
-    summary >> cleanup_batch()
 
 
 whatsapp_statuses()

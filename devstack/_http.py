@@ -250,7 +250,8 @@ class StandInServer(ThreadingHTTPServer):
     # -- hooks for subclasses -------------------------------------------------------------------
 
     def load_state(self) -> None:
-        """Read what ``data_dir`` persisted (called once the server is set up)."""
+        """Set up the service's own state and read what ``data_dir`` persisted (called once the
+        server is set up, before it answers a request)."""
 
     def api_routes(self) -> list[Route]:
         raise NotImplementedError

@@ -57,6 +57,21 @@ def task_instance(run, task_id: str):
         return ti
 
 
+def xcom_value(run: Any, task_id: str) -> Any:
+    """The return value a task of ``run`` pushed to XCom."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter(XComModel.run_id == run.run_id, XComModel.dag_id == run.dag_id)
+            .filter(XComModel.task_id == task_id, XComModel.key == "return_value")
+            .one()
+        )
+        return row.value
+
+
 def sheets_service(stack):
     from google.auth.credentials import AnonymousCredentials
     from googleapiclient.discovery import build

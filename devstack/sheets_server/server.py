@@ -105,20 +105,11 @@ class SheetsServer(StandInServer):
         "shared_drive_folders": Setting([LOCAL_SHARED_DRIVE_FOLDER], _folder_ids),
     }
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        data_dir: str | Path | None = None,
-        *,
-        quiet: bool = True,
-    ) -> None:
-        self._books: dict[str, Spreadsheet] = {}
+    def load_state(self) -> None:
         # One writer at a time; readers need no lock because a write swaps in a new Spreadsheet.
         self._lock = threading.Lock()
-        super().__init__(host, port, data_dir, quiet=quiet)
-        if self.data_dir is not None:
-            self._books = {book.spreadsheet_id: book for book in load_spreadsheets(self.data_dir)}
+        books = load_spreadsheets(self.data_dir) if self.data_dir is not None else []
+        self._books: dict[str, Spreadsheet] = {book.spreadsheet_id: book for book in books}
 
     def api_routes(self) -> list[Route]:
         sheets = r"/v4/spreadsheets"

@@ -1,12 +1,13 @@
-"""What the continuous, SQS-driven DAGs share: their DAG arguments and their batch sensor.
+"""What the continuous, SQS-driven DAGs share: their DAG arguments, their batch sensor and the
+tasks after it (process → alert, then delete the batch object).
 
-``whatsapp_statuses`` builds on these; ``whatsapp_followups`` spells the same out in its own file
-and can switch to them (same values).
+``whatsapp_followups`` and ``whatsapp_statuses`` are built from these.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from importlib import import_module
 from typing import Any
 
 from leadflow.config import AWS_CONN_ID
@@ -67,3 +68,49 @@ def batch_sensor(
         soft_fail=True,
         **extra,
     )
+
+
+def batch_tasks(
+    receive: Any,
+    *,
+    tasks_module: str,
+    process_task_id: str,
+    process_display_name: str,
+    alert_display_name: str,
+    settings: Any,
+) -> None:
+    """Inside a ``@dag`` function: ``receive`` → process → ``alert_on_problems``, and ``cleanup_batch``
+    once processing is over, whatever its outcome. ``tasks_module`` names the module holding
+    ``process_batch(batch)`` and ``alert_on_problems(summary, run_id)``, imported inside the task
+    (by name, so parsing the DAG file imports none of it); ``settings`` is the DAG's
+    ``dag_settings`` module (``PROCESS_*``)."""
+    from airflow.sdk import TriggerRule, task
+
+    @task(
+        task_id=process_task_id,
+        task_display_name=process_display_name,
+        retries=settings.PROCESS_RETRIES,
+        retry_delay=settings.PROCESS_RETRY_DELAY,
+        execution_timeout=settings.PROCESS_EXECUTION_TIMEOUT,
+    )
+    def process(batch: dict) -> dict:
+        return import_module(tasks_module).process_batch(batch)
+
+    @task(task_display_name=alert_display_name, retries=2, retry_delay=timedelta(seconds=15))
+    def alert_on_problems(summary: dict, run_id: str | None = None) -> bool:
+        return import_module(tasks_module).alert_on_problems(summary, run_id or "")
+
+    @task(
+        task_display_name="Delete the batch object",
+        trigger_rule=TriggerRule.ALL_DONE,
+        retries=2,
+        retry_delay=timedelta(seconds=15),
+    )
+    def cleanup_batch(ti=None) -> bool:
+        from leadflow.followups.tasks import cleanup_batch as cleanup
+
+        return cleanup(ti.xcom_pull(task_ids=receive.task_id))
+
+    summary = process(receive.output)
+    alert_on_problems(summary)
+    summary >> cleanup_batch()

@@ -9,7 +9,9 @@ XCom) format the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from leadflow.config import REPORT_TIMEZONE
@@ -41,3 +43,11 @@ def utc(value: datetime | str | None) -> str:
 
 def now_ist() -> str:
     return ist(datetime.now(UTC))
+
+
+def ist_fields(values: Mapping[str, Any] | None, *names: str) -> dict[str, Any] | None:
+    """A copy of ``values`` with the times under ``names`` rendered by :func:`ist`, the rest as
+    they are: for summaries built from what a task stored as UTC ISO text (XCom)."""
+    if values is None:
+        return None
+    return {key: ist(value) if key in names else value for key, value in values.items()}

@@ -95,20 +95,21 @@ class Env:
     def outbox(self) -> list[dict[str, Any]]:
         return clients.outbox(self.whatsapp)
 
-    def queue_counts(self) -> tuple[int, int]:
-        """(visible, in flight) messages left on the main queue."""
+    def queue_counts(self, queue_url: str | None = None) -> tuple[int, int]:
+        """(visible, in flight) messages left on the main queue (or on ``queue_url``)."""
         attrs = self.sqs.get_queue_attributes(
-            QueueUrl=self.stack.queue_url,
+            QueueUrl=queue_url or self.stack.queue_url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
-    def dlq(self) -> list[dict[str, Any]]:
-        """Every DLQ message as {body, reason, reason_code, event_id} (drains the DLQ)."""
+    def dlq(self, queue_url: str | None = None) -> list[dict[str, Any]]:
+        """Every DLQ message (of the follow-ups, or ``queue_url``) as {body, **its attributes},
+        e.g. reason, reason_code, event_id (drains the DLQ)."""
         found = []
         while True:
             messages = self.sqs.receive_message(
-                QueueUrl=self.stack.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                QueueUrl=queue_url or self.stack.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
                 MessageAttributeNames=["All"], VisibilityTimeout=60,
             ).get("Messages", [])  # fmt: skip
             if not messages:

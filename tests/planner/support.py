@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from bson import ObjectId
 
 from tests.alerts import AlertInbox
-from tests.helpers import task_states
+from tests.helpers import task_states, xcom_value
 
 IST = ZoneInfo("Asia/Kolkata")
 _numbers = itertools.count(1)
@@ -111,21 +111,6 @@ class PlannerEnv:
         from airflow.models import Variable
 
         Variable.set("leadflow_followup_rules", json.dumps(rules))
-
-
-def xcom_value(run: Any, task_id: str) -> Any:
-    """The return value a task of ``run`` pushed to XCom."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter(XComModel.run_id == run.run_id, XComModel.dag_id == run.dag_id)
-            .filter(XComModel.task_id == task_id, XComModel.key == "return_value")
-            .one()
-        )
-        return row.value
 
 
 def run_planner(dag: Any, point: datetime) -> dict[str, Any]:

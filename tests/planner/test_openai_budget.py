@@ -10,8 +10,7 @@ import pytest
 
 from devstack import clients
 from leadflow.followups.openai_usage import BUDGET_COLLECTION, BudgetExhausted, DailyBudget, ist_day
-from tests.helpers import load_dag
-from tests.planner.support import xcom_value
+from tests.helpers import load_dag, xcom_value
 
 BUDGET_VAR = "leadflow_openai_daily_token_budget"
 CONCURRENCY_VAR = "leadflow_followup_concurrency"
@@ -101,6 +100,7 @@ def test_budget_spent_switches_to_templates_alerts_once_and_the_next_day_uses_op
     assert len(alerts) == 1
     assert alerts[0]["budget_tokens"] == 500
     assert alerts[0]["dag"] == "whatsapp_followups"
+    assert alerts[0]["exhausted_at"].endswith(" +05:30")  # IST, like every time in an alert
 
     # The next IST day: what the previous day left behind is yesterday's document.
     today = ist_day(datetime.now(UTC))

@@ -52,3 +52,19 @@ def test_manual_run_covers_the_last_completed_ist_hour() -> None:
 def test_negative_lookback_is_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         report_window(ist(20, 9, 0), ist(20, 10, 0), run_after=ist(20, 10, 0), lookback_minutes=-1)
+
+
+def test_the_run_summary_shows_the_window_in_ist_while_xcom_keeps_utc(tmp_path) -> None:
+    """People read the summary in IST; extract's XCom (which the steps parse back) stays UTC ISO."""
+    from leadflow.reports.pipeline import finish_step
+
+    window = report_window(ist(20, 12, 0), ist(20, 13, 0), ist(20, 13, 0), lookback_minutes=15)
+    stored = window.as_dict()
+    assert stored["start"] == "2026-11-20T06:15:00+00:00"
+    summary = finish_step({"window": stored, "folder": (tmp_path / "run").as_uri()}, {})
+    assert summary["window"] == {
+        "start": "2026-11-20 11:45:00 +05:30",  # the lookback's 15 minutes included
+        "end": "2026-11-20 13:00:00 +05:30",
+        "interval_start": "2026-11-20 12:00:00 +05:30",
+        "manual": False,
+    }

@@ -13,7 +13,7 @@ from devstack import clients
 from devstack.services import WHATSAPP_APP_SECRET
 from devstack.whatsapp_receipts import encode, sign, status_entry, webhook_body
 from tests.followups.support import Env
-from tests.helpers import task_states
+from tests.helpers import task_states, xcom_value
 
 PHONE_NUMBER_ID = "100000000000001"
 
@@ -55,24 +55,10 @@ class ReceiptsEnv(Env):
         )["MessageId"]
 
     def statuses_queue_counts(self) -> tuple[int, int]:
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=self.stack.statuses_queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        return self.queue_counts(self.stack.statuses_queue_url)
 
     def statuses_dlq(self) -> list[dict[str, Any]]:
-        found = []
-        while True:
-            messages = self.sqs.receive_message(
-                QueueUrl=self.stack.statuses_dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                MessageAttributeNames=["All"], VisibilityTimeout=60,
-            ).get("Messages", [])  # fmt: skip
-            if not messages:
-                return found
-            for message in messages:
-                attrs = {k: v["StringValue"] for k, v in (message.get("MessageAttributes") or {}).items()}
-                found.append({"body": message["Body"], **attrs})
+        return self.dlq(self.stack.statuses_dlq_url)
 
 
 def status(wamid: str, kind: str, at: int, recipient: str, callback: str | None = None, code: int | None = None):
@@ -86,17 +72,7 @@ def run(dag: Any, max_wait_seconds: int = 3, *, expect: str = "success") -> Any:
 
 
 def summary_of(run: Any, task_id: str = "apply_receipts") -> dict[str, Any]:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter(XComModel.run_id == run.run_id, XComModel.dag_id == run.dag_id)
-            .filter(XComModel.task_id == task_id, XComModel.key == "return_value")
-            .one()
-        )
-        value = row.value
+    value = xcom_value(run, task_id)
     return json.loads(value) if isinstance(value, str) else value
 
 

@@ -331,6 +331,7 @@ def publish_budget_alert(meter: UsageMeter | None, dag_id: str, run_id: str | No
     if doc is None:
         return False
     from leadflow.alerts import publish_alert
+    from leadflow.timefmt import ist
 
     run_id = run_id if run_id is not None else _current_run_id()
 
@@ -340,7 +341,7 @@ def publish_budget_alert(meter: UsageMeter | None, dag_id: str, run_id: str | No
         "day_ist": doc["_id"],
         "budget_tokens": meter.budget.limit,
         "tokens_used": doc.get("tokens"),
-        "exhausted_at": doc.get("exhausted_at"),
+        "exhausted_at": ist(doc.get("exhausted_at")),
         "effect": "follow-ups use the template texts until the next IST day",
         "where": f"Variable {VAR_DAILY_TOKEN_BUDGET}; MongoDB {BUDGET_COLLECTION}",
     }

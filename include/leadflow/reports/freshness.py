@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from leadflow.alerts import publish_alert
 from leadflow.reports.window import IST
+from leadflow.timefmt import ist
 
 if TYPE_CHECKING:
     # Both DAG files import this module's crons: pymongo at parse time would cost every parse loop.
@@ -131,7 +132,7 @@ def check_freshness(db: Database, runs: RunStates, now: datetime, freshness: tim
     from pymongo.errors import DuplicateKeyError
 
     store = db[COLLECTION]
-    result = FreshnessResult(checked_at=now.isoformat())
+    result = FreshnessResult(checked_at=ist(now))
     for hour in scheduled_hours(now, freshness):
         result.hours_checked += 1
         run_id = scheduled_run_id(hour)
@@ -142,7 +143,7 @@ def check_freshness(db: Database, runs: RunStates, now: datetime, freshness: tim
         label = hour.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
         lines = {
             "dag": REPORT_DAG_ID, "run": run_id, "hour": label, "state": state,
-            "due_by": (hour + freshness).astimezone(IST).isoformat(), "checked_at": now.isoformat(),
+            "due_by": ist(hour + freshness), "checked_at": ist(now),
             "run_url": _run_url(run_id),
         }  # fmt: skip
 

@@ -36,6 +36,7 @@ from leadflow.reports.transform import (
     stamped,
 )
 from leadflow.reports.window import IST, ReportWindow
+from leadflow.timefmt import ist, ist_fields
 
 log = logging.getLogger(__name__)
 ReportKind = Literal["sessions", "consolidated"]
@@ -110,7 +111,7 @@ def extract_step(dag_id: str, run_id: str, window: ReportWindow) -> dict[str, An
     }
     log.info(
         "Window %s → %s: %d interactions, %d touched sessions, %d touched users",
-        window.start, window.end, extracted.window_interactions,
+        ist(window.start), ist(window.end), extracted.window_interactions,
         len(extracted.touched_sessions), len(extracted.touched_users),
     )  # fmt: skip
     return result
@@ -193,7 +194,8 @@ def load_step(kind: ReportKind, transformed: dict[str, Any], rebuild_dashboard: 
 def finish_step(extracted: dict[str, Any] | None, results: dict[str, Any]) -> dict[str, Any]:
     """The run summary (shown as the task's return value in the UI); then drop the run folder."""
     summary = {
-        "window": (extracted or {}).get("window"),
+        # For people: IST (what XCom keeps, and the steps compare, stays UTC ISO).
+        "window": ist_fields((extracted or {}).get("window"), "start", "end", "interval_start"),
         "touched_sessions": (extracted or {}).get("touched_sessions", 0),
         "touched_users": (extracted or {}).get("touched_users", 0),
         **{name: value for name, value in results.items() if value is not None},

@@ -26,6 +26,7 @@ class ReportWindow:
     manual: bool
 
     def as_dict(self) -> dict[str, str | bool]:
+        """UTC ISO text, for XCom; the run summary shows it in IST (``timefmt.ist_fields``)."""
         return {
             "start": self.start.isoformat(),
             "end": self.end.isoformat(),
