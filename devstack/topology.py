@@ -2,9 +2,11 @@
 
 What MWAA runs, as separate processes: a Postgres metadata DB, the CeleryExecutor on a Redis
 broker, **two schedulers**, one dag-processor, **two triggerers**, the api-server and **two
-Celery workers**. Each worker has its own working directory, ``HOME``, ``TMPDIR`` and log folder
-(as separate containers would), so a task that reads a local file another task wrote fails; the
-object store is ``s3://`` on the moto stand-in. Postgres and Redis are Debian's packages,
+Celery workers**. Each worker has its own working directory, ``HOME``, ``TMPDIR``, log folder and, when we
+are root, its own ``/tmp`` (a private mount namespace, ``unshare``), as separate containers
+would: a task that reads a local file another worker wrote fails, even under ``/tmp``. The
+object store is ``s3://`` on the moto stand-in. The topology's own folder is under ``/var/tmp``,
+outside the workers' private ``/tmp``. Postgres and Redis are Debian's packages,
 installed on first use (apt-get; Postgres runs as the ``postgres`` user when we are root).
 
 Every process is started in its own session and stopped by its PID (process group) when the
@@ -129,6 +131,15 @@ def _start(name: str, command: list[str], logs: Path, pids: dict[str, int], **kw
     return proc
 
 
+def _private_tmp(tmp: Path) -> list[str]:
+    """A command prefix giving the process its own ``/tmp`` (``tmp`` bound over it in a private
+    mount namespace), as a separate container has; only ``TMPDIR`` differs when we are not root."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return []
+    bind_and_exec = 'mount --bind "$0" /tmp && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", bind_and_exec, str(tmp)]
+
+
 def _as_postgres(command: list[str]) -> list[str]:
     # initdb and postgres refuse to run as root.
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
@@ -225,8 +236,8 @@ def topology_env(home: Path, api_port: int, db_port: int, redis_port: int, extra
 def running_topology(stack: Stack, extra_env: dict[str, str] | None = None) -> Iterator[Topology]:
     """Start the whole topology against ``stack``; stop every process by PID when the block exits."""
     bin_dir = ensure_system_packages()
-    # Under /tmp with 0755: the postgres user must be able to reach its data folder.
-    root = Path(tempfile.mkdtemp(prefix="leadflow-topology-"))
+    # Not under /tmp (each worker gets its own) and 0755: the postgres user must reach its data.
+    root = Path(tempfile.mkdtemp(prefix="leadflow-topology-", dir="/var/tmp"))
     root.chmod(0o755)
     logs = root / "logs"
     logs.mkdir()
@@ -278,7 +289,10 @@ def running_topology(stack: Stack, extra_env: dict[str, str] | None = None) -> I
             return requests.get(f"{topology.api_url}/api/v2/monitor/health", timeout=2).ok
 
         for name, (args, own_env, cwd) in components.items():
-            airflow_procs[name] = _start(name, [*airflow, *args], logs, pids, env={**env, **own_env}, cwd=cwd)
+            prefix = _private_tmp(Path(own_env["TMPDIR"])) if name in WORKERS else []
+            airflow_procs[name] = _start(
+                name, [*prefix, *airflow, *args], logs, pids, env={**env, **own_env}, cwd=cwd
+            )
             if name == "api-server":
                 # Workers run tasks through the API: a task dispatched before it listens fails.
                 _wait("the api-server", api_up, airflow_procs, logs)

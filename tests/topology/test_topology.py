@@ -39,6 +39,8 @@ REPORT = "interaction_reports"
 FOLLOWUPS = "whatsapp_followups"
 WATCHDOG = "interaction_reports_freshness"
 FIXTURE_MONTH = "2026-11"
+SESSION_TITLE, LEADS_TITLE = "Leadflow — Session-wise report", "Leadflow — Consolidated report"
+LIVE_USER = "live-user"
 # dag.test(logical_date=11:00) is the run at 11:00, i.e. the backfill's logical date 10:00.
 ON_TIME_HOURS = [fixture.ist(20, h, 0) for h in (11, 12, 13)]
 REPORT_HOUR = ("2026-11-20T10:00:00+05:30", "2026-11-20T10:00:00+05:30")
@@ -111,8 +113,16 @@ def run_state(topology: Topology, dag_id: str, run_id: str) -> str | None:
     return next((r["state"] for r in topology.runs(dag_id) if r["dag_run_id"] == run_id), None)
 
 
-def month_tabs(sheets: dict[str, dict[str, Any]], month: str) -> dict[str, Any]:
-    return {title: tabs.get(month) for title, tabs in sheets.items()}
+def report_rows(sheets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The fixture's rows: the session report's November tab, the consolidated report's leads
+    but the live run's user (tab positions differ: the live run creates the spreadsheets)."""
+    sessions = sheets[SESSION_TITLE][FIXTURE_MONTH]
+    leads = sheets[LEADS_TITLE]["Leads"]
+    return {
+        "sessions": {k: v for k, v in sessions.items() if k != "index"},
+        "leads": [row for row in leads["rows"] if LIVE_USER not in row],
+        "leads_layout": {k: v for k, v in leads.items() if k not in ("index", "rows")},
+    }
 
 
 @pytest.mark.slow
@@ -124,12 +134,12 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
         client.leadflow.users.insert_many(fixture.USERS)
         client.leadflow.interactions.insert_many(fixture.INTERACTIONS)
         run_hours(load_dag(REPORT), ON_TIME_HOURS)
-        expected_sheets = month_tabs(all_spreadsheets(stack), FIXTURE_MONTH)
+        expected_sheets = report_rows(all_spreadsheets(stack))
         wipe_sheets(stack)
         # The run the scheduler makes on unpausing (catchup off) has this to write, so it needs
         # the pool; a user of its own keeps the fixture's rows as they were.
         client.leadflow.interactions.insert_one(
-            {"user_id": "live-user", "session_id": "LIVE", "role": "user", "text": "hello",
+            {"user_id": LIVE_USER, "session_id": "LIVE", "role": "user", "text": "hello",
              "timestamp": live_start + timedelta(minutes=30), "intent": None}
         )  # fmt: skip
 
@@ -159,7 +169,7 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
                 wait_for("the scheduled run", lambda: run_state(topology, REPORT, scheduled_id), deadline)
                 # Late: its writes wait for the pool. Two watchdog runs (and any scheduled ones) see it.
                 watchdog_checks(topology, 2, deadline)
-                wait_for("the follow-ups' ledger", lambda: len(followups.ledger()) == 2, deadline)
+                wait_for("the follow-ups' ledger", lambda: len(followups.ledger()) == 3, deadline)
                 dlq = wait_for("the dead letter", followups.dlq, deadline)
                 wait_for("the follow-up alert", lambda: any(a.get("dag") == FOLLOWUPS for a in inbox.read()), deadline)
                 # Its sensor restarts on a worker every few seconds: the workers are the reports' now.
@@ -181,6 +191,7 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
                     REPORT,
                 )
             alerts = inbox.read()
+        ledger, outbox = followups.ledger(), followups.outbox()
     timings["stack down"] = time.monotonic() - started
     print("topology timings (s since start):", {k: round(v) for k, v in timings.items()})
 
@@ -190,17 +201,21 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
     ours = [t for t in tasks if t[0] in run_ids and t[2] == "success" and t[4]]
     assert {t[1] for t in ours} >= {"extract", "transform_sessions", "write_sessions", "finish"}, ours
     assert all(try_number == 1 for _, _, _, try_number, _ in ours), ours
-    assert month_tabs(all_spreadsheets(stack), FIXTURE_MONTH) == expected_sheets
+    assert report_rows(all_spreadsheets(stack)) == expected_sheets
     # Tasks ran on both workers, and the two transforms of a run went to different ones.
     assert {host for *_, host in ours} == set(WORKERS), ours
     transforms = [t for t in ours if t[1].startswith("transform_")]
     assert any(len({t[4] for t in transforms if t[0] == run}) == 2 for run in run_ids), transforms
 
     # Follow-ups: the good ones sent once each, the bad one dead-lettered with its reason.
-    ledger = followups.ledger()
-    assert sorted(ledger) == sorted(e["event_id"] for e in good)
-    assert {doc["state"] for doc in ledger.values()} == {"sent"}
-    assert len(followups.outbox()) == 2
+    assert {key: doc["state"] for key, doc in ledger.items() if not key.startswith("sqs-message:")} == dict.fromkeys(
+        (e["event_id"] for e in good), "sent"
+    )
+    # The bad message has no event id: its ledger entry is keyed by its SQS message id.
+    assert [doc["reason"].split(":")[0] for key, doc in ledger.items() if key.startswith("sqs-message:")] == [
+        "invalid_json"
+    ]
+    assert len(outbox) == 2
     assert [m.get("reason") for m in dlq] == ["invalid_json"], dlq
     followup_alerts = [a for a in alerts if a.get("dag") == FOLLOWUPS]
     assert len(followup_alerts) == 1, followup_alerts
