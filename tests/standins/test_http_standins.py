@@ -997,7 +997,8 @@ def test_copy_to_another_spreadsheet_names_the_copy_and_keeps_cells_not_the_filt
     got = spreadsheets.values().get(spreadsheetId=destination, range="'Copy of 2027-01'!A1:A").execute()
     assert got["values"] == [["Key"], ["k1"]]
     copied = spreadsheets.get(spreadsheetId=destination).execute()["sheets"][1]
-    assert "basicFilter" not in copied and "protectedRanges" not in copied
+    assert "basicFilter" not in copied
+    assert "protectedRanges" not in copied
     with pytest.raises(HttpError) as unknown_field:
         spreadsheets.sheets().copyTo(spreadsheetId=source, sheetId=tab, body={"destinationId": destination}).execute()
     assert unknown_field.value.status_code == 400
