@@ -8,6 +8,7 @@ first three months fit (Dashboard 3,120 + 3 x 10,000) and February's write rolls
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -257,15 +258,25 @@ def test_the_upsert_reads_stay_bounded_with_twelve_months_of_tabs(client, clean_
     url = clean_stack.control_url("sheets")
     read_at = pd.Timestamp("2026-12-01T05:30:00Z")
 
+    def call_log() -> list[dict]:
+        """The stand-in's log once it holds every call the client made (it logs after answering)."""
+        made = sum(client.calls[kind] for kind in ("reads", "writes", "shares"))
+        deadline = time.monotonic() + 10
+        while len(log := clients.calls(url)) < made and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(log) == made
+        return log
+
     def hourly(spreadsheet_id: str, month: int) -> dict[str, int]:
-        start = len(clients.calls(url))
+        start = len(call_log())
         tabs = sheets.list_tabs(client, spreadsheet_id)  # the budget check's read, handed to the upsert
         frame = sessions_frame(month, 210, read_at + pd.Timedelta(hours=1))  # 200 updated, 10 new
         result = sheets.upsert(client, spreadsheet_id, frame, spec, tabs=tabs)
         assert (result.rows_updated, result.rows_added) == (200, 10)
-        used = clients.calls(url)[start:]
+        used = call_log()[start:]
         return {"calls": len(used), "request_bytes": sum(c["request_bytes"] for c in used),
                 "response_bytes": sum(c["response_bytes"] for c in used),
+                "key_read_bytes": sum(c["response_bytes"] for c in used if "values:batchGet" in c["path"]),
                 "cells": sum(t.cells for t in sheets.list_tabs(client, spreadsheet_id).values())}  # fmt: skip
 
     figures = {}
@@ -278,6 +289,7 @@ def test_the_upsert_reads_stay_bounded_with_twelve_months_of_tabs(client, clean_
     assert figures[12]["calls"] == figures[2]["calls"] == 5  # tab list, keys, re-check, values, layout
     assert abs(figures[12]["request_bytes"] - figures[2]["request_bytes"]) < 100  # sheet ids differ in length
     # Only the tab list grows (~600 bytes a tab: properties, filter, protection); the key reads do not.
+    assert figures[12]["key_read_bytes"] == figures[2]["key_read_bytes"]
     assert figures[12]["response_bytes"] - figures[2]["response_bytes"] < 10 * 700
     default_tab = 1_000 * 26  # the test's spreadsheets.create keeps Google's default first tab
     assert figures[12]["cells"] == default_tab + 12 * 1_000 * len(spec.columns)
