@@ -153,7 +153,7 @@ def ensure_room(
             )
         now = datetime.now(UTC)
         state = {"from": spreadsheet_id, "to": None, "tabs": moving, "cells_before": before,
-                 "at": now.strftime("%Y-%m-%d %H:%M"), "year": _year(targets, now)}  # fmt: skip
+                 "at": now.strftime("%Y-%m-%d %H:%M UTC"), "year": _year(targets, now)}  # fmt: skip
         Variable.set(where.rollover_variable, json.dumps(state))
     new_id = _resume(client, spec, where, state)
     Variable.delete(where.rollover_variable)
