@@ -127,6 +127,7 @@ def ensure_room(
     """The spreadsheet this write goes to, rolled over first if it would pass the cell budget."""
     from airflow.sdk import Variable
 
+    before_calls = sum(client.calls[kind] for kind in ("reads", "writes", "shares"))
     raw = Variable.get(where.rollover_variable, default=None)
     state = json.loads(raw) if raw else None
     if state is None:
@@ -158,7 +159,8 @@ def ensure_room(
     new_id = _resume(client, spec, where, state)
     Variable.delete(where.rollover_variable)
     summary = {"old_spreadsheet_id": state["from"], "new_spreadsheet_id": new_id,
-               "cells_before": state["cells_before"], "tabs_moved": state["tabs"]}  # fmt: skip
+               "cells_before": state["cells_before"], "tabs_moved": state["tabs"],
+               "calls": sum(client.calls[kind] for kind in ("reads", "writes", "shares")) - before_calls}  # fmt: skip
     log.warning("The %s report rolled over to a new spreadsheet (cell budget): %s", where.kind, summary)
     return Room(new_id, None, summary)
 

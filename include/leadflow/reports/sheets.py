@@ -219,13 +219,15 @@ def upsert(
     spec: ReportSpec,
     tabs: dict[str, Tab] | None = None,
 ) -> UpsertResult:
-    """``tabs``: the tab list if the caller just read it (the cell-budget check does), else read here."""
+    """``tabs``: the tab list if the caller read it for this write (the cell-budget check does: that
+    read is counted in the result's reads), else read here."""
     result = UpsertResult(spreadsheet_id=spreadsheet_id)
     before = Counter(client.calls)
     frame = frame.reset_index(drop=True)
     targets = spec.tab_of(frame) if len(frame) else pd.Series(dtype="object")
     width = len(spec.columns)
 
+    pre_read = tabs is not None
     tabs = dict(tabs) if tabs is not None else list_tabs(client, spreadsheet_id)
     missing = sorted(set(targets) - set(tabs))
     if missing:
@@ -273,7 +275,7 @@ def upsert(
         )
     result.tab_ids = {title: tab.sheet_id for title, tab in tabs.items()}
     used = client.calls - before
-    result.reads, result.writes, result.request_bytes = used["reads"], used["writes"], used["request_bytes"]
+    result.reads, result.writes, result.request_bytes = used["reads"] + pre_read, used["writes"], used["request_bytes"]
     return result
 
 
