@@ -17,6 +17,7 @@ from devstack._http import ApiError, Fault, Reply, Request, Route, Setting, Stan
 from devstack.sheets_server import batch
 from devstack.sheets_server.batch.sheets import add_sheet
 from devstack.sheets_server.cells import INPUT_OPTIONS, Cell, Skip, major_dimension, renderer, trim
+from devstack.sheets_server.copy_sheet import copy_sheet
 from devstack.sheets_server.discovery import validate
 from devstack.sheets_server.dump import dump_command
 from devstack.sheets_server.embedded import mark_stale, refresh_pivots, stale_sheets
@@ -118,6 +119,7 @@ class SheetsServer(StandInServer):
             route("POST", sheets, self._create),
             route("GET", rf"{sheets}/{sid}", self._get),
             route("POST", rf"{sheets}/{sid}:batchUpdate", self._batch_update),
+            route("POST", rf"{sheets}/{sid}/sheets/([^/:]+):copyTo", self._copy_to),
             route("GET", rf"{sheets}/{sid}/values:batchGet", self._values_batch_get),
             route("POST", rf"{sheets}/{sid}/values:batchUpdate", self._values_batch_update),
             route("POST", rf"{sheets}/{sid}/values:batchClear", self._values_batch_clear),
@@ -244,6 +246,19 @@ class SheetsServer(StandInServer):
         if body.get("includeSpreadsheetInResponse"):
             response["updatedSpreadsheet"] = book.resource()
         return response
+
+    def _copy_to(self, request: Request, spreadsheet_id: str, sheet_id: str) -> dict[str, Any]:
+        body = _body(request, "sheets", "CopySheetToAnotherSpreadsheetRequest")
+        try:
+            source_id = int(sheet_id)
+        except ValueError:
+            raise ApiError(400, f"Invalid value at 'sheet_id' (TYPE_INT32), \"{sheet_id}\"") from None
+        source = self._book(spreadsheet_id).sheet_by_id(source_id)
+        destination = str(body.get("destinationSpreadsheetId") or "")
+        if not destination:
+            raise ApiError(400, "Invalid destinationSpreadsheetId: must be set")
+        with self._mutate(destination) as book:
+            return copy_sheet(source, book)
 
     # -- values ----------------------------------------------------------------------------------
 

@@ -969,3 +969,40 @@ def test_server_runs_as_a_module_and_prints_ready(tmp_path: Path) -> None:
         check=True,
     )
     assert "1 message(s)" in cli.stdout
+
+
+def test_copy_to_another_spreadsheet_names_the_copy_and_keeps_cells_not_the_filter(
+    spreadsheets: Resource, sheets_server: SheetsServer
+) -> None:
+    source = _new_spreadsheet(spreadsheets, "Old")
+    destination = _new_spreadsheet(spreadsheets, "New")
+    tab = _add_tab(spreadsheets, source, "2027-01")
+    spreadsheets.values().update(
+        spreadsheetId=source, range="'2027-01'!A1", valueInputOption="RAW", body={"values": [["Key"], ["k1"]]}
+    ).execute()
+    grid = {"sheetId": tab, "startRowIndex": 0}
+    spreadsheets.batchUpdate(spreadsheetId=source, body={"requests": [
+        {"setBasicFilter": {"filter": {"range": grid}}},
+        {"addProtectedRange": {"protectedRange": {"range": grid, "warningOnly": True}}},
+    ]}).execute()  # fmt: skip
+
+    first = spreadsheets.sheets().copyTo(spreadsheetId=source, sheetId=tab, body={
+        "destinationSpreadsheetId": destination}).execute()  # fmt: skip
+    second = spreadsheets.sheets().copyTo(spreadsheetId=source, sheetId=tab, body={
+        "destinationSpreadsheetId": destination}).execute()  # fmt: skip
+
+    assert (first["title"], second["title"]) == ("Copy of 2027-01", "Copy of 2027-01 2")
+    assert _tab_titles(spreadsheets, destination) == ["Sheet1", "Copy of 2027-01", "Copy of 2027-01 2"]
+    assert _tab_titles(spreadsheets, source) == ["Sheet1", "2027-01"]  # the source is left as it was
+    got = spreadsheets.values().get(spreadsheetId=destination, range="'Copy of 2027-01'!A1:A").execute()
+    assert got["values"] == [["Key"], ["k1"]]
+    copied = spreadsheets.get(spreadsheetId=destination).execute()["sheets"][1]
+    assert "basicFilter" not in copied
+    assert "protectedRanges" not in copied
+    with pytest.raises(HttpError) as unknown_field:
+        spreadsheets.sheets().copyTo(spreadsheetId=source, sheetId=tab, body={"destinationId": destination}).execute()
+    assert unknown_field.value.status_code == 400
+    with pytest.raises(HttpError) as missing:
+        spreadsheets.sheets().copyTo(spreadsheetId=source, sheetId=tab, body={
+            "destinationSpreadsheetId": "nope"}).execute()  # fmt: skip
+    assert missing.value.status_code == 404

@@ -23,6 +23,7 @@ from leadflow.config import (
 from leadflow.objectstore import read_frame, remove_folder, run_folder, write_frame
 from leadflow.reports.dashboard import ensure_dashboard
 from leadflow.reports.extract import extract
+from leadflow.reports.rollover import ROLLOVER_VARIABLES, Destination, ensure_room
 from leadflow.reports.sheets import ReportSpec, SheetsClient, upsert
 from leadflow.reports.transform import (
     CONSOLIDATED_COLUMNS,
@@ -186,9 +187,25 @@ def load_step(kind: ReportKind, transformed: dict[str, Any], rebuild_dashboard: 
     client = SheetsClient()
     tabs = sorted(set(spec.tab_of(report))) if len(report) else []
     spreadsheet_id = ensure_spreadsheet(client, kind, tabs)
-    result = upsert(client, spreadsheet_id, report, spec)
+    room = ensure_room(client, spec, destination(kind), spreadsheet_id, tabs, len(report))
+    result = upsert(client, room.spreadsheet_id, report, spec, tabs=room.tabs)
     log.info("%s report upserted: %s", kind, result.as_dict())
-    return {**result.as_dict(), "dashboard": ensure_dashboard(client, kind, result, spec, rebuild_dashboard)}
+    dashboard = ensure_dashboard(client, kind, result, spec, rebuild_dashboard)
+    return {**result.as_dict(), "rollover": room.rollover, "dashboard": dashboard}
+
+
+def destination(kind: ReportKind) -> Destination:
+    """Where a rollover creates the report's next spreadsheet: as ``ensure_spreadsheet`` does."""
+    from airflow.sdk import Variable
+
+    return Destination(
+        kind=kind,
+        spreadsheet_variable=SPREADSHEET_VARIABLES[kind],
+        rollover_variable=ROLLOVER_VARIABLES[kind],
+        folder_id=Variable.get(VAR_DRIVE_FOLDER, default=None),
+        share_with=json.loads(Variable.get(VAR_SHARE_WITH, default="[]")),
+        role=share_role(),
+    )
 
 
 def finish_step(extracted: dict[str, Any] | None, results: dict[str, Any]) -> dict[str, Any]:

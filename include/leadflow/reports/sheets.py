@@ -212,14 +212,23 @@ class _Plan:
     rows_kept_newer: int = 0
 
 
-def upsert(client: SheetsClient, spreadsheet_id: str, frame: pd.DataFrame, spec: ReportSpec) -> UpsertResult:
+def upsert(
+    client: SheetsClient,
+    spreadsheet_id: str,
+    frame: pd.DataFrame,
+    spec: ReportSpec,
+    tabs: dict[str, Tab] | None = None,
+) -> UpsertResult:
+    """``tabs``: the tab list if the caller read it for this write (the cell-budget check does: that
+    read is counted in the result's reads), else read here."""
     result = UpsertResult(spreadsheet_id=spreadsheet_id)
     before = Counter(client.calls)
     frame = frame.reset_index(drop=True)
     targets = spec.tab_of(frame) if len(frame) else pd.Series(dtype="object")
     width = len(spec.columns)
 
-    tabs = _tabs(client, spreadsheet_id)
+    pre_read = tabs is not None
+    tabs = dict(tabs) if tabs is not None else list_tabs(client, spreadsheet_id)
     missing = sorted(set(targets) - set(tabs))
     if missing:
         reply = client.execute(
@@ -266,7 +275,7 @@ def upsert(client: SheetsClient, spreadsheet_id: str, frame: pd.DataFrame, spec:
         )
     result.tab_ids = {title: tab.sheet_id for title, tab in tabs.items()}
     used = client.calls - before
-    result.reads, result.writes, result.request_bytes = used["reads"], used["writes"], used["request_bytes"]
+    result.reads, result.writes, result.request_bytes = used["reads"] + pre_read, used["writes"], used["request_bytes"]
     return result
 
 
@@ -368,6 +377,7 @@ class Tab:
     sheet_id: int
     has_filter: bool = False
     protected: bool = False
+    cells: int = 0  # rowCount x columnCount: what Google counts against the workbook's cell limit
 
 
 def new_tab_properties(title: str, width: int) -> dict[str, Any]:
@@ -376,22 +386,26 @@ def new_tab_properties(title: str, width: int) -> dict[str, Any]:
     return {"title": title, "gridProperties": {"rowCount": NEW_TAB_ROWS, "columnCount": width}}
 
 
-def _tabs(client: SheetsClient, spreadsheet_id: str) -> dict[str, Tab]:
+def list_tabs(client: SheetsClient, spreadsheet_id: str) -> dict[str, Tab]:
+    """Title -> Tab, in sheet order (one read)."""
     meta = client.execute(
         client.spreadsheets.get(
             spreadsheetId=spreadsheet_id,
-            fields="sheets(properties(sheetId,title),basicFilter(range),protectedRanges(description))",
+            fields="sheets(properties(sheetId,title,gridProperties(rowCount,columnCount)),"
+            "basicFilter(range),protectedRanges(description))",
         ),
         "reads",
     )
-    return {
-        s["properties"]["title"]: Tab(
-            s["properties"]["sheetId"],
+    tabs = {}
+    for s in meta.get("sheets", []):
+        grid = s["properties"].get("gridProperties", {})
+        tabs[s["properties"]["title"]] = Tab(
+            s["properties"].get("sheetId", 0),  # proto3 JSON omits a 0 id
             has_filter="basicFilter" in s,
             protected=any(p.get("description") == PROTECTED_DESCRIPTION for p in s.get("protectedRanges", [])),
+            cells=int(grid.get("rowCount", 0)) * int(grid.get("columnCount", 0)),
         )
-        for s in meta.get("sheets", [])
-    }
+    return tabs
 
 
 def _existing_rows(
