@@ -29,8 +29,14 @@ run: install
 demo: install
 	$(PY) -m devstack.demo
 
+# Two passes: the tests that run DAGs in-process on two workers, then (alone on the machine,
+# so their timeouts mean something) the ones that start real Airflow components, the MWAA
+# topology among them: marker `slow`.
 test: install lint
-	$(PY) -m pytest
+	@rc=0; \
+	$(PY) -m pytest -n 2 --dist worksteal -m "not slow" || rc=$$?; \
+	$(PY) -m pytest -m slow || rc=$$?; \
+	exit $$rc
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -19,6 +19,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -129,6 +130,10 @@ def _start(name: str, command: list[str], logs: Path, pids: dict[str, int], **kw
     )
     pids[name] = proc.pid
     return proc
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _private_tmp(tmp: Path) -> list[str]:
@@ -244,6 +249,9 @@ def running_topology(stack: Stack, extra_env: dict[str, str] | None = None) -> I
     pids: dict[str, int] = {}
     procs: dict[str, subprocess.Popen] = {}
     airflow_procs: dict[str, subprocess.Popen] = {}
+    # A SIGTERM (a CI timeout, a kill of pytest) must still reach the `finally` that stops the
+    # dozen processes below; Python's default would exit without it.
+    previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         db_port = _start_postgres(bin_dir, root, logs, pids, procs)
         redis_port = _start_redis(root, logs, pids, procs)
@@ -310,6 +318,7 @@ def running_topology(stack: Stack, extra_env: dict[str, str] | None = None) -> I
             raise RuntimeError(f"{error}; last health answer: {last}") from error
         yield topology
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         # Airflow first (it holds Postgres and Redis connections), then the servers.
         stop_stack(Stack(state_dir=str(root), ports={}, pids={n: pids[n] for n in airflow_procs}), timeout=30)
         stop_stack(Stack(state_dir=str(root), ports={}, pids={n: p for n, p in pids.items() if n not in airflow_procs}))

@@ -31,7 +31,7 @@ from tests.reports import fixture
 from tests.reports.test_backfill import latest_scheduled_interval
 from tests.reports.test_dag import run_hours, wipe_sheets
 
-# Not yet green (see the README): deselected from make test, run with `make topology`.
+# `make topology` runs this alone; `make test` runs it with the other `slow` tests, after the rest.
 pytestmark = pytest.mark.topology
 
 BUCKET = "leadflow-topology"
@@ -216,7 +216,7 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
         "invalid_json"
     ]
     assert len(outbox) == 2
-    assert [m.get("reason") for m in dlq] == ["invalid_json"], dlq
+    assert [m.get("reason_code") for m in dlq] == ["invalid_json"], dlq
     followup_alerts = [a for a in alerts if a.get("dag") == FOLLOWUPS]
     assert len(followup_alerts) == 1, followup_alerts
 
