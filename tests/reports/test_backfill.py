@@ -109,7 +109,10 @@ def watchdog_checks(env: dict[str, str], count: int, deadline: float) -> None:
     wait_for("watchdog runs", lambda: manual_successes() >= before + count, deadline)
 
 
+# The MWAA topology test (tests/topology) checks the same on Postgres with two schedulers, in
+# make test; this LocalExecutor/SQLite run (make run's shape) is on demand: make local-scheduler.
 @pytest.mark.slow
+@pytest.mark.local_scheduler
 def test_backfill_and_freshness_through_the_scheduler_with_two_triggerers(tmp_path, clean_stack) -> None:
     """One scheduler session (with two triggerers, as on MWAA) checks what needs the real
     scheduler: the backfilled sheets equal the on-time ones; a late *scheduled* run raises
