@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,10 +59,35 @@ class Phase:
     note: str = ""
     fallbacks: int = 0
     texts: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process during the phase
 
     @property
     def rate(self) -> float:
         return self.messages / self.seconds if self.seconds else 0.0
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU time so far of this process (the pipeline) and of each stand-in process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {"pipeline": time.process_time()}
+    for name, pid in stack.pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return used
+
+
+def cpu_line(phase: Phase) -> str:
+    per_message = phase.cpu.get("pipeline", 0.0) / max(phase.messages, 1) * 1000
+    spent = ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(phase.cpu.items(), key=lambda kv: -kv[1]))
+    total = sum(phase.cpu.values())
+    cores = os.cpu_count() or 1
+    return (
+        f"    CPU s: {spent} (all {total:.1f} s of {phase.seconds * cores:.1f} s on {cores} cores); "
+        f"pipeline {per_message:.1f} ms per message"
+    )
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -192,15 +217,18 @@ def processing_phase(seeder: Seeder, name: str, count: int, *, concurrency: int,
     messages = [m for m in seeder.receive_all() if json.loads(m["Body"]).get("event_id") in ids]
     assert len(messages) == count, (len(messages), count)
     processor = build_processor(seeder.stack, concurrency=concurrency, send_rate=send_rate)
+    cpu_before = cpu_seconds(seeder.stack)
     started = time.perf_counter()
     summary = processor.process(messages)
     seconds = time.perf_counter() - started
+    cpu_after = cpu_seconds(seeder.stack)
     if summary.sent != count:
         raise SystemExit(f"{name}: sent {summary.sent} of {count}: {summary.as_dict()}")
     duplicates = seeder.check(events, clients.outbox(seeder.stack.control_url("whatsapp")))
     limit = f"send limit {send_rate:g}/s" if send_rate > 0 else "no send limit"
     phase = Phase(name, count, seconds, duplicates, f"concurrency {concurrency}, {limit}",
-                  summary.fallbacks, summary.texts_generated)  # fmt: skip
+                  summary.fallbacks, summary.texts_generated,
+                  {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after})  # fmt: skip
     print(f"  ({name}: {phase.rate:.1f} msg/s, duplicates {duplicates}, fallbacks {summary.fallbacks})", flush=True)
     return phase
 
@@ -281,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     os.environ["MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR"] = "false"
 
-    with running_stack(tmp / "stack") as stack:
+    with running_stack(tmp / "stack", mongo_standalone=True) as stack:
         whatsapp, openai = stack.control_url("whatsapp"), stack.control_url("openai")
         clients.set_settings(openai, latency=OPENAI_LATENCY_S)
         clients.set_settings(
@@ -304,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {phase.name:<30} {phase.messages:>5} msgs in {phase.seconds:7.2f} s = "
                   f"{phase.rate:7.1f} msg/s  duplicates {phase.duplicates}  fallbacks {phase.fallbacks}/{phase.texts}  "
                   f"({phase.note})", flush=True)  # fmt: skip
+            print(cpu_line(phase), flush=True)
         if not args.skip_dag:
             phase = dag_phase(seeder, home, args.events, concurrency=args.concurrency, send_rate=80)
             phases.append(phase)
