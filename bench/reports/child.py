@@ -75,7 +75,7 @@ def task_figures(task: str, stages: Stages, baseline: float) -> dict[str, Any]:
 
 def new_spreadsheet(client: Any, title: str, tabs: list[str], width: int) -> str:
     """What a first run does: create in the shared-drive folder, then the report's tabs."""
-    from leadflow.reports.sheets import new_tab_properties
+    from leadflow.reports.sheets_api import new_tab_properties
 
     spreadsheet_id = client.create_spreadsheet(title, SHARED_DRIVE_FOLDER)
     requests = [{"addSheet": {"properties": new_tab_properties(tab, width)}} for tab in tabs]

@@ -211,7 +211,7 @@ def rechunked(queries: list[tuple[str, tuple, dict]], size: int) -> list[tuple[s
 
 def sheets_client() -> Any:
     """A ``SheetsClient`` that also adds up the time spent in HTTP round trips."""
-    from leadflow.reports.sheets import SheetsClient
+    from leadflow.reports.sheets_api import SheetsClient
 
     class TimedSheetsClient(SheetsClient):
         http_seconds = 0.0

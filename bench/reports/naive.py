@@ -22,7 +22,8 @@ def naive(job: Job) -> dict[str, Any]:
 
     from leadflow.config import DEFAULT_DATABASE, INTERACTIONS, USERS
     from leadflow.reports.pipeline import SPECS
-    from leadflow.reports.sheets import column_letter, frame_rows, quote_tab
+    from leadflow.reports.sheets import frame_rows
+    from leadflow.reports.sheets_api import column_letter, quote_tab
     from leadflow.reports.transform import consolidated_report, session_report
 
     # The same database leadflow.mongo.get_database hands out (tz-aware UTC), from the URI.

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from devstack import clients
-from leadflow.reports import dashboard, sheets
+from leadflow.reports import dashboard, sheets, sheets_api
 from leadflow.reports.pipeline import SPECS
 from leadflow.reports.transform import CONSOLIDATED_COLUMNS
 
@@ -32,7 +32,7 @@ def client(clean_stack):
     clients.set_settings(clean_stack.control_url("sheets"), caller="user")
     conn = json.dumps({"conn_type": "google_cloud_platform", "extra": {"api_endpoint": clean_stack.sheets_url}})
     with mock.patch.dict(os.environ, {"AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": conn}):
-        yield sheets.SheetsClient()
+        yield sheets_api.SheetsClient()
 
 
 def test_the_dashboard_stays_first_and_later_upserts_make_no_dashboard_call(client, clean_stack) -> None:

@@ -17,7 +17,7 @@ import pytest
 from bson import ObjectId
 
 from devstack import clients
-from leadflow.reports import sheets
+from leadflow.reports import sheets, sheets_api
 from leadflow.reports.pipeline import SPECS
 from leadflow.reports.rollover import EARLIER_HEADER, EARLIER_TAB, ROLLOVER_VARIABLES, VAR_CELL_BUDGET
 from tests.helpers import load_dag, task_instance, task_states
@@ -269,7 +269,7 @@ def test_the_upsert_reads_stay_bounded_with_twelve_months_of_tabs(client, clean_
 
     def hourly(spreadsheet_id: str, month: int) -> dict[str, int]:
         start = len(call_log())
-        tabs = sheets.list_tabs(client, spreadsheet_id)  # the budget check's read, handed to the upsert
+        tabs = sheets_api.list_tabs(client, spreadsheet_id)  # the budget check's read, handed to the upsert
         frame = sessions_frame(month, 210, read_at + pd.Timedelta(hours=1))  # 200 updated, 10 new
         result = sheets.upsert(client, spreadsheet_id, frame, spec, tabs=tabs)
         assert (result.rows_updated, result.rows_added) == (200, 10)
@@ -277,7 +277,7 @@ def test_the_upsert_reads_stay_bounded_with_twelve_months_of_tabs(client, clean_
         return {"calls": len(used), "request_bytes": sum(c["request_bytes"] for c in used),
                 "response_bytes": sum(c["response_bytes"] for c in used),
                 "key_read_bytes": sum(c["response_bytes"] for c in used if "values:batchGet" in c["path"]),
-                "cells": sum(t.cells for t in sheets.list_tabs(client, spreadsheet_id).values())}  # fmt: skip
+                "cells": sum(t.cells for t in sheets_api.list_tabs(client, spreadsheet_id).values())}  # fmt: skip
 
     figures = {}
     for tab_count in (2, 12):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from devstack import clients
-from leadflow.reports import sheets
+from leadflow.reports import sheets, sheets_api
 from leadflow.reports.pipeline import SPECS
 from tests.helpers import all_spreadsheets
 
@@ -43,7 +43,7 @@ def leads(n: int, messages: int = 1, read_at: pd.Timestamp = READ_AT) -> pd.Data
 def client(clean_stack):
     conn = json.dumps({"conn_type": "google_cloud_platform", "extra": {"api_endpoint": clean_stack.sheets_url}})
     with mock.patch.dict(os.environ, {"AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": conn}):
-        yield sheets.SheetsClient()
+        yield sheets_api.SheetsClient()
 
 
 def test_updates_go_as_block_ranges_in_a_fixed_number_of_calls(client, clean_stack) -> None:

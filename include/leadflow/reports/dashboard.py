@@ -31,7 +31,8 @@ from leadflow.config import REPORT_TIMEZONE
 from leadflow.reports.transform import CONSOLIDATED_COLUMNS, SESSION_COLUMNS
 
 if TYPE_CHECKING:
-    from leadflow.reports.sheets import ReportSpec, SheetsClient, UpsertResult
+    from leadflow.reports.sheets import ReportSpec, UpsertResult
+    from leadflow.reports.sheets_api import SheetsClient
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from leadflow.objectstore import read_frame, remove_folder, run_folder, write_fr
 from leadflow.reports.dashboard import ensure_dashboard
 from leadflow.reports.extract import extract
 from leadflow.reports.rollover import ROLLOVER_VARIABLES, Destination, ensure_room
-from leadflow.reports.sheets import ReportSpec, SheetsClient, upsert
+from leadflow.reports.sheets import ReportSpec, upsert
+from leadflow.reports.sheets_api import SheetsClient
 from leadflow.reports.transform import (
     CONSOLIDATED_COLUMNS,
     DATETIME_COLUMNS,

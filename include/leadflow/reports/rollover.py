@@ -48,16 +48,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from leadflow.reports import dashboard
-from leadflow.reports.sheets import (
-    NEW_TAB_ROWS,
-    PROTECTED_DESCRIPTION,
-    ReportSpec,
-    SheetsClient,
-    Tab,
-    list_tabs,
-    quote_tab,
-    tabs_to_read,
-)
+from leadflow.reports.sheets import ReportSpec, tabs_to_read
+from leadflow.reports.sheets_api import NEW_TAB_ROWS, PROTECTED_DESCRIPTION, SheetsClient, Tab, list_tabs, quote_tab
 from leadflow.reports.window import IST
 
 log = logging.getLogger(__name__)

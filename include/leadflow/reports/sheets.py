@@ -19,25 +19,22 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from leadflow.config import GOOGLE_CONN_ID, REPORT_TIMEZONE
+from leadflow.config import REPORT_TIMEZONE
+from leadflow.reports.sheet_layout import layout_requests
+from leadflow.reports.sheets_api import SheetsClient, Tab, column_letter, list_tabs, new_tab_properties, quote_tab
 
 log = logging.getLogger(__name__)
 
 SHEETS_EPOCH = pd.Timestamp("1899-12-30")
 MAX_PAYLOAD_BYTES = 1_800_000  # below the ~2 MB Sheets recommends per request
-DATETIME_FORMAT = {"type": "DATE_TIME", "pattern": "yyyy-mm-dd hh:mm"}
-SPREADSHEET_MIME = "application/vnd.google-apps.spreadsheet"
 MAX_PLANS = 3
-NEW_TAB_ROWS = 1000
-PROTECTED_DESCRIPTION = "leadflow: written every hour by the interaction_reports DAG"
-SCOPES = ["https://www.googleapis.com/auth/spreadsheets", "https://www.googleapis.com/auth/drive.file"]
 
 
 @dataclass(frozen=True)
@@ -74,20 +71,6 @@ class UpsertResult:
         return {k: v for k, v in self.__dict__.items() if k != "tab_ids"}
 
 
-def column_letter(index: int) -> str:
-    """0 → A, 25 → Z, 26 → AA."""
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
-
-
-def quote_tab(title: str) -> str:
-    return "'" + title.replace("'", "''") + "'"
-
-
 def to_serial(value: datetime | pd.Timestamp) -> float:
     """A Sheets serial number (days since 1899-12-30) of the IST wall time of ``value``."""
     local = pd.Timestamp(value).tz_convert(REPORT_TIMEZONE).tz_localize(None)
@@ -115,89 +98,6 @@ def frame_rows(frame: pd.DataFrame, spec: ReportSpec) -> list[list[Any]]:
         [cell(v, f) for v, f in zip(row, flags, strict=True)]
         for row in frame[spec.columns].itertuples(index=False, name=None)
     ]
-
-
-class SheetsClient:
-    """googleapiclient's Sheets and Drive services for the ``google_cloud_default`` connection.
-
-    The connection's extra ``api_endpoint`` (local stand-in only) sends every call there with
-    anonymous credentials; without it the hook's normal credentials and Google's endpoint are
-    used. googleapiclient retries 429 and 5xx itself, with exponential backoff, ``num_retries``
-    times (connection extra ``num_retries``, default 5).
-    """
-
-    def __init__(self, conn_id: str = GOOGLE_CONN_ID) -> None:
-        from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
-        from google.auth.credentials import AnonymousCredentials
-        from googleapiclient.discovery import build
-
-        hook = GoogleBaseHook(gcp_conn_id=conn_id)
-        endpoint = hook.get_connection(conn_id).extra_dejson.get("api_endpoint")
-        credentials = AnonymousCredentials() if endpoint else hook.get_credentials()
-        options = hook.get_client_options(endpoint)
-        self.sheets = build("sheets", "v4", credentials=credentials, client_options=options, cache_discovery=False)
-        self.drive = build("drive", "v3", credentials=credentials, client_options=options, cache_discovery=False)
-        # Building a resource walks the discovery document (~50 ms, ~20 MB): build each once.
-        self.spreadsheets = self.sheets.spreadsheets()
-        self.values = self.spreadsheets.values()
-        self.num_retries = hook.num_retries
-        self.calls: Counter[str] = Counter()
-
-    def execute(self, request: Any, kind: str) -> dict[str, Any]:
-        self.calls[kind] += 1
-        self.calls["request_bytes"] += len(request.body or b"")
-        return request.execute(num_retries=self.num_retries)
-
-    def create_spreadsheet(self, title: str, folder_id: str | None) -> str:
-        """Create an empty spreadsheet; in ``folder_id`` (a shared drive's folder) if given.
-
-        A service account has no My Drive storage: outside a shared drive Google answers 403
-        ``storageQuotaExceeded``, so production sets the folder Variable.
-        """
-        if folder_id:
-            request = self.drive.files().create(
-                body={"name": title, "mimeType": SPREADSHEET_MIME, "parents": [folder_id]},
-                supportsAllDrives=True,
-                fields="id",
-            )
-            return self.execute(request, "writes")["id"]
-        request = self.spreadsheets.create(body={"properties": {"title": title}}, fields="spreadsheetId")
-        return self.execute(request, "writes")["spreadsheetId"]
-
-    def name_first_tab(self, spreadsheet_id: str, title: str, width: int) -> None:
-        """Turn the new spreadsheet's default tab into the report's first tab, sized to it."""
-        meta = self.execute(self.spreadsheets.get(spreadsheetId=spreadsheet_id, fields="sheets.properties"), "reads")
-        sheet_id = meta["sheets"][0]["properties"]["sheetId"]
-        props = {"sheetId": sheet_id, **new_tab_properties(title, width)}
-        fields = "title,gridProperties(rowCount,columnCount)"
-        body = {"requests": [{"updateSheetProperties": {"properties": props, "fields": fields}}]}
-        self.execute(self.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body=body), "writes")
-
-    def share(self, spreadsheet_id: str, emails: Sequence[str], role: str) -> int:
-        """Give each address ``role`` unless it already has a permission; returns how many were added.
-
-        Idempotent, so a run retried after a failed share finishes the job instead of redoing it.
-        """
-        listed = self.execute(
-            self.drive.permissions().list(
-                fileId=spreadsheet_id, supportsAllDrives=True, fields="permissions(id,type,role,emailAddress)"
-            ),
-            "shares",
-        )
-        have = {str(p.get("emailAddress", "")).lower() for p in listed.get("permissions", [])}
-        added = 0
-        for email in emails:
-            if email.lower() in have:
-                continue
-            request = self.drive.permissions().create(
-                fileId=spreadsheet_id,
-                body={"type": "user", "role": role, "emailAddress": email},
-                sendNotificationEmail=False,
-                supportsAllDrives=True,
-            )
-            self.execute(request, "shares")
-            added += 1
-        return added
 
 
 @dataclass
@@ -267,7 +167,7 @@ def upsert(
             "writes",
         )
 
-    requests = _layout_requests(spec, tabs, sorted(set(targets)), plan.next_row, plan.moved, width)
+    requests = layout_requests(spec, tabs, sorted(set(targets)), plan.next_row, plan.moved, width)
     if requests:
         client.execute(
             client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body={"requests": requests}),
@@ -372,42 +272,6 @@ def _rows_still_in_place(client: SheetsClient, spreadsheet_id: str, plan: _Plan)
     return True
 
 
-@dataclass
-class Tab:
-    sheet_id: int
-    has_filter: bool = False
-    protected: bool = False
-    cells: int = 0  # rowCount x columnCount: what Google counts against the workbook's cell limit
-
-
-def new_tab_properties(title: str, width: int) -> dict[str, Any]:
-    # The default 26 columns would spend ~2.6x the cells the report needs against the workbook's
-    # 10-million-cell limit; rows grow as writes pass the edge.
-    return {"title": title, "gridProperties": {"rowCount": NEW_TAB_ROWS, "columnCount": width}}
-
-
-def list_tabs(client: SheetsClient, spreadsheet_id: str) -> dict[str, Tab]:
-    """Title -> Tab, in sheet order (one read)."""
-    meta = client.execute(
-        client.spreadsheets.get(
-            spreadsheetId=spreadsheet_id,
-            fields="sheets(properties(sheetId,title,gridProperties(rowCount,columnCount)),"
-            "basicFilter(range),protectedRanges(description))",
-        ),
-        "reads",
-    )
-    tabs = {}
-    for s in meta.get("sheets", []):
-        grid = s["properties"].get("gridProperties", {})
-        tabs[s["properties"]["title"]] = Tab(
-            s["properties"].get("sheetId", 0),  # proto3 JSON omits a 0 id
-            has_filter="basicFilter" in s,
-            protected=any(p.get("description") == PROTECTED_DESCRIPTION for p in s.get("protectedRanges", [])),
-            cells=int(grid.get("rowCount", 0)) * int(grid.get("columnCount", 0)),
-        )
-    return tabs
-
-
 def _existing_rows(
     client: SheetsClient, spreadsheet_id: str, tabs: list[str], spec: ReportSpec
 ) -> dict[str, tuple[str, int, Any]]:
@@ -464,77 +328,3 @@ def _payload_chunks(data: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         chunks[-1].append(entry)
         size += entry_size
     return [c for c in chunks if c]
-
-
-def _layout_requests(
-    spec: ReportSpec,
-    tabs: dict[str, Tab],
-    written: list[str],
-    next_row: dict[str, int],
-    moved: dict[str, list[int]],
-    width: int,
-) -> list[dict[str, Any]]:
-    requests: list[dict[str, Any]] = []
-    for tab, rows in moved.items():
-        for row in sorted(rows, reverse=True):  # bottom-up so earlier deletions do not shift later ones
-            requests.append(
-                {"deleteDimension": {"range": {"sheetId": tabs[tab].sheet_id, "dimension": "ROWS",
-                                               "startIndex": row - 1, "endIndex": row}}}
-            )  # fmt: skip
-    # Month tabs in calendar order, whatever order runs created them in. Only when out of order
-    # (``tabs`` is in sheet order), so the Dashboard and the team's own tabs stay where they are.
-    report_tabs = [t for t in tabs if spec.is_report_tab(t)]
-    for index, tab in enumerate(sorted(report_tabs) if report_tabs != sorted(report_tabs) else []):
-        requests.append(
-            {"updateSheetProperties": {"properties": {"sheetId": tabs[tab].sheet_id, "index": index},
-                                       "fields": "index"}}
-        )  # fmt: skip
-    for tab in sorted(set(written) | set(moved)):
-        sheet_id = tabs[tab].sheet_id
-        end_row = next_row.get(tab, 2) - 1 - len(moved.get(tab, []))
-        grid = {"sheetId": sheet_id, "startColumnIndex": 0, "endColumnIndex": width}
-        requests += [
-            {"updateSheetProperties": {
-                "properties": {"sheetId": sheet_id, "gridProperties": {"frozenRowCount": 1}},
-                "fields": "gridProperties.frozenRowCount"}},
-            {"repeatCell": {
-                "range": {**grid, "startRowIndex": 0, "endRowIndex": 1},
-                "cell": {"userEnteredFormat": {"textFormat": {"bold": True}}},
-                "fields": "userEnteredFormat.textFormat.bold"}},
-        ]  # fmt: skip
-        for name in spec.columns:
-            if name in spec.datetime_columns:
-                col = spec.columns.index(name)
-                requests.append(
-                    {"repeatCell": {
-                        "range": {"sheetId": sheet_id, "startRowIndex": 1, "startColumnIndex": col,
-                                  "endColumnIndex": col + 1},
-                        "cell": {"userEnteredFormat": {"numberFormat": DATETIME_FORMAT}},
-                        "fields": "userEnteredFormat.numberFormat"}}
-                )  # fmt: skip
-        if end_row >= 2:
-            sort_specs = [
-                {"dimensionIndex": spec.columns.index(col), "sortOrder": "ASCENDING" if asc else "DESCENDING"}
-                for col, asc in [*spec.sort_by, (spec.key, True)]
-            ]
-            # No end column: the sort carries whole rows, so columns the team adds on the right
-            # (notes, owner) stay beside their lead.
-            requests.append(
-                {"sortRange": {"range": {"sheetId": sheet_id, "startRowIndex": 1, "endRowIndex": end_row,
-                                         "startColumnIndex": 0},
-                               "sortSpecs": sort_specs}}
-            )  # fmt: skip
-        if not tabs[tab].has_filter:  # the team's own filter settings are theirs to keep
-            # Open-ended rows, so the filter covers the rows later runs append.
-            requests.append({"setBasicFilter": {"filter": {"range": {**grid, "startRowIndex": 0}}}})
-        if not tabs[tab].protected:
-            # Warning-only: people may still edit (say, fix a name), but are told the DAG owns it.
-            requests.append(
-                {"addProtectedRange": {"protectedRange": {
-                    "range": grid, "description": PROTECTED_DESCRIPTION, "warningOnly": True}}}
-            )  # fmt: skip
-        requests.append(
-            {"autoResizeDimensions": {"dimensions": {"sheetId": sheet_id, "dimension": "COLUMNS",
-                                                      "startIndex": 0, "endIndex": width}}}
-        )  # fmt: skip
-    return requests
