@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -135,3 +137,14 @@ def all_spreadsheets(stack, drop: tuple[str, ...] = ("Updated",)) -> dict[str, d
     ids = [item["spreadsheetId"] for item in clients.spreadsheet_list(stack.control_url("sheets"))]
     books = [read_spreadsheet(stack, sid, drop) for sid in ids]
     return {book["title"]: book["tabs"] for book in books}
+
+
+def wait_for(what: str, condition: Callable[[], Any], deadline: float, every: float = 2.0) -> Any:
+    """Poll ``condition`` until it returns something truthy (returned) or ``deadline`` (monotonic)
+    passes. For tests that drive real Airflow processes, which finish when they finish."""
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)

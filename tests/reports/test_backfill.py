@@ -21,7 +21,7 @@ from devstack.run import airflow_components
 from devstack.services import free_port
 from leadflow.reports.freshness import scheduled_run_id
 from tests.alerts import alert_inbox
-from tests.helpers import all_spreadsheets, load_dag
+from tests.helpers import all_spreadsheets, load_dag, wait_for
 from tests.reports import fixture
 from tests.reports.test_dag import run_hours, wipe_sheets
 
@@ -61,8 +61,13 @@ def second_triggerer(env: dict[str, str], log_dir) -> Iterator[None]:
         for component in ("triggerer",):
             log = (log_dir / f"{component}-2.log").open("ab")
             procs.append(
-                subprocess.Popen([sys.executable, "-m", "airflow", component], env=env, stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                subprocess.Popen(
+                    [sys.executable, "-m", "airflow", component],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             )
         yield
     finally:
@@ -78,15 +83,6 @@ def second_triggerer(env: dict[str, str], log_dir) -> Iterator[None]:
 
 def runs_of(env: dict[str, str], dag_id: str) -> list[dict]:
     return json_output(airflow_cli(env, "dags", "list-runs", dag_id, "-o", "json"))
-
-
-def wait_for(what: str, condition, deadline: float, every: float = 3):
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
 
 
 def latest_scheduled_interval(now: datetime) -> tuple[datetime, datetime]:
@@ -184,8 +180,9 @@ def test_backfill_and_freshness_through_the_scheduler_with_two_triggerers(tmp_pa
         wait_for("the recovered note", recovered_note, deadline, every=1)
         alerts.extend(inbox.read())
     assert sorted(r["state"] for r in runs) == ["success"] * len(runs), runs
-    assert all_spreadsheets(clean_stack)["Leadflow — Session-wise report"]["2026-11"] == (
-        on_time["Leadflow — Session-wise report"]["2026-11"]
+    assert (
+        all_spreadsheets(clean_stack)["Leadflow — Session-wise report"]["2026-11"]
+        == (on_time["Leadflow — Session-wise report"]["2026-11"])
     )
     subjects = sorted(a["_subject"] for a in alerts)
     late = [a for a in alerts if a["_subject"].endswith("report is late")]

@@ -26,7 +26,7 @@ from devstack.topology import WORKERS, Topology, running_topology
 from leadflow.reports.freshness import scheduled_run_id
 from tests.alerts import AlertInbox, alert_inbox
 from tests.followups.support import TEMPLATES, Env, event
-from tests.helpers import all_spreadsheets, load_dag
+from tests.helpers import all_spreadsheets, load_dag, wait_for
 from tests.reports import fixture
 from tests.reports.test_backfill import latest_scheduled_interval
 from tests.reports.test_dag import run_hours, wipe_sheets
@@ -46,15 +46,6 @@ ON_TIME_HOURS = [fixture.ist(20, h, 0) for h in (11, 12, 13)]
 REPORT_HOUR = ("2026-11-20T10:00:00+05:30", "2026-11-20T10:00:00+05:30")
 BACKFILL = ("2026-11-20T10:00:00+05:30", "2026-11-20T12:00:00+05:30")
 TIMEOUT_S = 600
-
-
-def wait_for(what: str, condition, deadline: float, every: float = 2.0):
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every)
 
 
 def backfill(topology: Topology, span: tuple[str, str], deadline: float) -> int:
