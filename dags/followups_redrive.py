@@ -7,6 +7,10 @@ approved), so `whatsapp_followups` evaluates them again. Triggered by hand only.
 
 **Params**
 
+* `queue`: `followups` (default) or `statuses`: the receipts' pair, `leadflow-whatsapp-statuses-dlq`
+  → `leadflow-whatsapp-statuses` (say, webhooks refused as `bad_signature` while the
+  `whatsapp_default` connection still held a rotated app secret). A message goes back with the
+  attributes it arrived with, the webhook's `signature` included.
 * `reasons`: the DLQ `reason_code`s to move, e.g. `["invalid_phone"]` or `["send_failed_*"]`;
   empty = every reason. `no_reason` selects messages SQS moved after 5 failed receives.
 * `max_messages`: move at most this many.
@@ -35,6 +39,7 @@ from leadflow.dag_defaults import default_args
     max_active_runs=1,
     default_args=default_args(retries=2),
     params={
+        "queue": Param("followups", enum=["followups", "statuses"], description="which DLQ to move from"),
         "reasons": Param([], type="array", items={"type": "string"}, description="reason_codes to move; empty = all"),
         "max_messages": Param(100, type="integer", minimum=1, maximum=10000, description="move at most this many"),
         "dry_run": Param(True, type="boolean", description="only count what would be moved"),
@@ -48,7 +53,12 @@ def followups_redrive():
         from leadflow.followups.redrive import redrive_from_airflow
 
         params = params or {}
-        return redrive_from_airflow(params.get("reasons"), params.get("max_messages", 100), params.get("dry_run", True))
+        return redrive_from_airflow(
+            params.get("reasons"),
+            params.get("max_messages", 100),
+            params.get("dry_run", True),
+            queue=params.get("queue", "followups"),
+        )
 
     redrive()
 

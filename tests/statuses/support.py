@@ -42,13 +42,19 @@ class ReceiptsEnv(Env):
         ).raise_for_status()
 
     def post_webhook(
-        self, statuses: list[dict[str, Any]] | None = None, *, body: Any = None, signature: str | None = "valid"
+        self,
+        statuses: list[dict[str, Any]] | None = None,
+        *,
+        body: Any = None,
+        signature: str | None = "valid",
+        app_secret: str = WHATSAPP_APP_SECRET,
     ) -> str:
-        """Put a webhook on the statuses queue as API Gateway would; ``signature`` None = absent."""
+        """Put a webhook on the statuses queue as API Gateway would; ``signature`` None = absent,
+        "valid" = Meta's signature with ``app_secret``."""
         raw = encode(body if body is not None else webhook_body(statuses or [], PHONE_NUMBER_ID)).decode()
         attributes = {}
         if signature is not None:
-            value = sign(raw.encode(), WHATSAPP_APP_SECRET) if signature == "valid" else signature
+            value = sign(raw.encode(), app_secret) if signature == "valid" else signature
             attributes["signature"] = {"DataType": "String", "StringValue": value}
         return self.sqs.send_message(
             QueueUrl=self.stack.statuses_queue_url, MessageBody=raw, MessageAttributes=attributes

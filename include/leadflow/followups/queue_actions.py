@@ -15,6 +15,22 @@ log = logging.getLogger(__name__)
 
 MAX_REDELIVERY_DELAY_S = 900
 SQS_BATCH = 10  # the most SQS accepts in one batch call
+MAX_MESSAGE_ATTRIBUTES = 10  # SQS refuses a message with more
+# What a DLQ copy says about why it is there; a redrive drops these and keeps the rest.
+DLQ_ATTRIBUTES = frozenset({"reason", "reason_code", "source_message_id", "event_id", "redriven_from"})
+
+
+def carried_attributes(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The message's own attributes (a webhook's ``signature``, ...) in SendMessage's shape, minus
+    the DLQ bookkeeping ones, so a dead-lettered copy can be redriven as it first arrived."""
+    carried: dict[str, dict[str, Any]] = {}
+    for name, value in (message.get("MessageAttributes") or {}).items():
+        if name in DLQ_ATTRIBUTES or not isinstance(value, dict):
+            continue
+        kept = {k: value[k] for k in ("DataType", "StringValue", "BinaryValue") if value.get(k) is not None}
+        if "DataType" in kept and len(kept) == 2:
+            carried[name] = kept
+    return carried
 
 
 def receive_count(message: dict[str, Any]) -> int:
@@ -35,15 +51,18 @@ class QueueActions:
     def dead_letter(self, message: dict[str, Any], reason: str, detail: str, *, event_id: str | None) -> str:
         """Copy the original body to the DLQ with the reason attributes; return the DLQ message id.
 
-        The caller deletes the original (:meth:`delete`) once it has recorded the DLQ id.
+        The caller deletes the original (:meth:`delete`) once it has recorded the DLQ id. The
+        original's own attributes go along (a webhook is only trusted with its ``signature``).
         """
-        attributes = {
+        reasons = {
             "reason": {"DataType": "String", "StringValue": detail[:1000]},
             "reason_code": {"DataType": "String", "StringValue": reason[:200]},
             "source_message_id": {"DataType": "String", "StringValue": str(message.get("MessageId"))},
         }
         if event_id:
-            attributes["event_id"] = {"DataType": "String", "StringValue": event_id}
+            reasons["event_id"] = {"DataType": "String", "StringValue": event_id}
+        own = list(carried_attributes(message).items())[: MAX_MESSAGE_ATTRIBUTES - len(reasons)]
+        attributes = {**dict(own), **reasons}
         response = self.sqs.send_message(
             QueueUrl=self.dlq_url, MessageBody=message.get("Body") or "(empty)", MessageAttributes=attributes
         )

@@ -1,4 +1,9 @@
-"""Move dead-lettered follow-up messages back to the main queue, filtered by their ``reason_code``.
+"""Move dead-lettered messages back to their main queue, filtered by their ``reason_code``.
+
+Two queue pairs: the follow-ups (``leadflow-followups-dlq`` → ``leadflow-followups``) and the
+receipts (``leadflow-whatsapp-statuses-dlq`` → ``leadflow-whatsapp-statuses``, e.g. webhooks
+refused as ``bad_signature`` while the connection still held a rotated app secret). A message
+goes back with the attributes it first arrived with (a webhook's ``signature``), minus the DLQ's.
 
 SQS's own redrive (``StartMessageMoveTask``) moves everything or nothing; after fixing one cause
 (a user's phone number, the OpenAI quota) the data team wants to move just those. Each DLQ
@@ -19,6 +24,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from leadflow.followups.queue_actions import carried_attributes
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +101,10 @@ def redrive(
                 if dry_run:
                     to_release.append(message)
                 else:
-                    attributes = {"redriven_from": {"DataType": "String", "StringValue": reason[:200]}}
+                    attributes = {
+                        **carried_attributes(message),
+                        "redriven_from": {"DataType": "String", "StringValue": reason[:200]},
+                    }
                     sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"], MessageAttributes=attributes)
                     sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
                 summary.moved += 1
@@ -115,20 +125,34 @@ def redrive(
     return summary
 
 
-def redrive_from_airflow(reasons: list[str] | None, max_messages: int, dry_run: bool) -> dict[str, Any]:
+def queue_variables(queue: str) -> tuple[str, str]:
+    """(main queue Variable, DLQ Variable) of the ``queue`` param: ``followups`` or ``statuses``."""
+    from leadflow.config import VAR_DLQ_URL, VAR_QUEUE_URL
+    from leadflow.statuses.dag_settings import VAR_STATUSES_DLQ_URL, VAR_STATUSES_QUEUE_URL
+
+    pairs = {"followups": (VAR_QUEUE_URL, VAR_DLQ_URL), "statuses": (VAR_STATUSES_QUEUE_URL, VAR_STATUSES_DLQ_URL)}
+    if queue not in pairs:
+        raise ValueError(f"queue must be one of {sorted(pairs)}, not {queue!r}")
+    return pairs[queue]
+
+
+def redrive_from_airflow(
+    reasons: list[str] | None, max_messages: int, dry_run: bool, queue: str = "followups"
+) -> dict[str, Any]:
     """The ``followups_redrive`` task body: queue URLs from the Variables, SQS through the amazon hook."""
     from airflow.providers.amazon.aws.hooks.sqs import SqsHook
     from airflow.sdk import Variable
 
-    from leadflow.config import AWS_CONN_ID, VAR_DLQ_URL, VAR_QUEUE_URL
+    from leadflow.config import AWS_CONN_ID
 
+    main_variable, dlq_variable = queue_variables(queue)
     patterns = [str(r).strip() for r in (reasons or []) if str(r).strip()]
     summary = redrive(
         SqsHook(aws_conn_id=AWS_CONN_ID).conn,
-        dlq_url=Variable.get(VAR_DLQ_URL),
-        queue_url=Variable.get(VAR_QUEUE_URL),
+        dlq_url=Variable.get(dlq_variable),
+        queue_url=Variable.get(main_variable),
         reasons=patterns,
         max_messages=max(1, int(max_messages)),
         dry_run=bool(dry_run),
     )
-    return summary.as_dict()
+    return {"queue": queue, **summary.as_dict()}
