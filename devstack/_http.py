@@ -8,7 +8,7 @@ render an error in its service's wire format. This module supplies everything th
 * a fault-injection queue and a settings store, driven through a control API under
   ``/_control/`` that is never itself logged, delayed or faulted:
 
-  ``GET  /_control/health``    ``{"ok": true, "service": name}``
+  ``GET  /_control/health``    ``{"ok": true, "service": name, "pid": its process id}``
   ``GET  /_control/faults``    pending faults
   ``POST /_control/faults``    ``{"faults": [{"count", "status", "body", "error_code", "message",
   "delay", "path_contains", "answer"}]}`` appended to the queue. ``answer`` is the
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import signal
 import socket
@@ -356,7 +357,8 @@ class StandInServer(ThreadingHTTPServer):
     # -- control API ----------------------------------------------------------------------------
 
     def _health(self, _request: Request) -> dict[str, Any]:
-        return {"ok": True, "service": self.service_name}
+        # The pid lets a starter tell its own server from another one already on the port.
+        return {"ok": True, "service": self.service_name, "pid": os.getpid()}
 
     def _list_faults(self, _request: Request) -> dict[str, Any]:
         with self._control_lock:
@@ -473,8 +475,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(self.server.handle_control(request))
             return
         reply = self.server.handle_api(request)
-        sent = self._lose(reply) if reply.lose_answer else self._send(reply)
-        self.server.record_call(CallRecord(request.method, unquote(request.path), reply.status, len(body), sent))
+        payload = b"" if reply.lose_answer else self._payload(reply)
+        # Recorded before the answer leaves: a client that has its answer must find its call in
+        # the log (recording after the write let a fast reader miss the last call).
+        self.server.record_call(
+            CallRecord(request.method, unquote(request.path), reply.status, len(body), len(payload))
+        )
+        if reply.lose_answer:
+            self._lose(reply)
+        else:
+            self._send(reply, payload)
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -489,8 +499,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _send(self, reply: Reply) -> int:
-        payload = json.dumps(reply.body, ensure_ascii=False).encode("utf-8")
+    @staticmethod
+    def _payload(reply: Reply) -> bytes:
+        return json.dumps(reply.body, ensure_ascii=False).encode("utf-8")
+
+    def _send(self, reply: Reply, payload: bytes | None = None) -> int:
+        payload = self._payload(reply) if payload is None else payload
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json; charset=UTF-8")

@@ -148,7 +148,9 @@ def _commands(ports: dict[str, int], state: Path, *, mongo_standalone: bool = Fa
     }  # fmt: skip
 
 
-def _healthy(name: str, stack: Stack) -> bool:
+def _healthy(name: str, stack: Stack, pid: int | None = None) -> bool:
+    """Whether the stand-in answers; for the HTTP stand-ins, also that it is process ``pid``
+    (another stack's server on the same port must not pass for ours)."""
     try:
         if name == "mongo":
             import pymongo
@@ -158,7 +160,8 @@ def _healthy(name: str, stack: Stack) -> bool:
             return True
         if name == "sqs":
             return requests.get(f"{stack.sqs_url}/moto-api/", timeout=1).ok
-        return requests.get(f"{stack.control_url(name)}/_control/health", timeout=1).ok
+        answer = requests.get(f"{stack.control_url(name)}/_control/health", timeout=1)
+        return answer.ok and (pid is None or answer.json().get("pid") == pid)
     except Exception:  # noqa: BLE001 - any failure just means "not up yet"
         return False
 
@@ -228,6 +231,27 @@ def start_stack(state_dir: str | Path, *, prefer_default_ports: bool = False, mo
     state = Path(state_dir).resolve()
     for sub in ("mongo", "sheets", "openai", "whatsapp", "logs"):
         (state / sub).mkdir(parents=True, exist_ok=True)
+    # Stacks on one machine (pytest-xdist workers, a bench beside `make run`) start one at a
+    # time: a port is free from choose_ports() until its server binds it, and another stack
+    # choosing meanwhile could pick the same one and then talk to the wrong server.
+    with _startup_lock():
+        return _start_stack(state, prefer_default_ports=prefer_default_ports, mongo_standalone=mongo_standalone)
+
+
+@contextlib.contextmanager
+def _startup_lock() -> Iterator[None]:
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / "leadflow-stack-startup.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _start_stack(state: Path, *, prefer_default_ports: bool, mongo_standalone: bool) -> Stack:
     stack = Stack(state_dir=str(state), ports=choose_ports(prefer_default_ports))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -247,7 +271,7 @@ def start_stack(state_dir: str | Path, *, prefer_default_ports: bool = False, mo
                         f"stand-in {name!r} exited with {procs[name].returncode}; "
                         f"see {state / 'logs' / (name + '.log')}"
                     )
-                if _healthy(name, stack):
+                if _healthy(name, stack, procs[name].pid):
                     pending.discard(name)
             if pending and time.monotonic() > deadline:
                 raise RuntimeError(f"stand-ins not healthy after {STARTUP_TIMEOUT_S:.0f}s: {pending}")

@@ -8,6 +8,7 @@ exactly as the DAGs reach the real services.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -919,7 +920,7 @@ def test_configured_failures_and_receipt_faults(whatsapp_server: WhatsAppServer,
 
 def test_control_api_validates_and_reset_forgets_everything(whatsapp_server: WhatsAppServer) -> None:
     base = whatsapp_server.base_url
-    assert clients.wait_healthy(base, timeout=1) == {"ok": True, "service": "whatsapp"}
+    assert clients.wait_healthy(base, timeout=1) == {"ok": True, "service": "whatsapp", "pid": os.getpid()}
     with pytest.raises(clients.ControlError, match="unknown settings"):
         clients.set_settings(base, no_such_setting=1)
     with pytest.raises(clients.ControlError, match="unknown fault keys"):
