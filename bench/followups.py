@@ -16,7 +16,10 @@ bug would show up as failed sends), seeds one user per event and measures:
    processing task), i.e. without a separate scheduler process, with the production batch size.
 
 Every phase checks for duplicates: WhatsApp messages per event (from the outbox) must be exactly
-one, and the ledger must say ``sent`` for every event.
+one, and the ledger must say ``sent`` for every event. Each processing phase also prints the CPU
+seconds every process used (the pipeline and each stand-in), since on a small machine the
+stand-ins share the cores with the pipeline. The MongoDB stand-in runs standalone here (see
+``devstack.services._commands``).
 """
 
 from __future__ import annotations
