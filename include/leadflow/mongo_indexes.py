@@ -15,13 +15,14 @@ from pymongo.database import Database
 from leadflow.config import DEFAULT_DATABASE, DELIVERIES, INTERACTIONS, USERS
 
 PLANS = "followup_plans"  # the planner's own record (leadflow.planner.enqueue)
+SESSION_TS = "session_ts"  # named in a query hint (leadflow.reports.extract)
 
 INDEXES: dict[str, list[IndexModel]] = {
     INTERACTIONS: [
         # The report's window scan: which sessions and users were touched in an hour.
         IndexModel([("timestamp", ASCENDING)], name="timestamp_1"),
         # All interactions of the touched sessions, in order.
-        IndexModel([("session_id", ASCENDING), ("timestamp", ASCENDING)], name="session_ts"),
+        IndexModel([("session_id", ASCENDING), ("timestamp", ASCENDING)], name=SESSION_TS),
         # All interactions of the touched users; the follow-ups' "last message from the user".
         IndexModel(
             [("user_id", ASCENDING), ("role", ASCENDING), ("timestamp", DESCENDING)],
