@@ -6,8 +6,9 @@ header left out)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from devstack import clients
 from devstack.whatsapp_templates import load_templates
 from leadflow.config import VAR_WHATSAPP_TEMPLATES
 from tests.followups.support import event, template_params
-from tests.statuses.support import ReceiptsEnv, digits, run, summary_of
+from tests.statuses.support import ReceiptsEnv, digits, run, status, summary_of
 
 BROCHURE = "https://cdn.example.com/cost-sheets/2bhk-tower-b.pdf"
 # The cost-sheet follow-up as a template with a DOCUMENT header, approved on the stand-in and
@@ -107,3 +108,25 @@ def test_a_media_header_template_for_an_event_without_media_fails_that_message_w
     [alert] = env.alerts.read()
     assert alert["dead_letter_reasons"] == {"template_needs_media": 1}
     assert alert["event_ids"] == ["evt-no-media"]
+
+
+def test_a_resend_that_would_lack_its_media_header_fails_the_event_without_a_send(
+    statuses_dag, env, document_template
+) -> None:
+    # An event sent before the ledger kept media (no "media" field): its template resend would
+    # go without the header Meta requires, so it is not attempted.
+    event_id = "evt-sent-before-media"
+    env.db.followup_deliveries.insert_one({
+        "_id": event_id, "state": "sent", "wamid": "wamid.old", "send_mode": "text",
+        "event_type": "cost_sheet_followup", "user_id": "u1", "text": "Here is your cost sheet.",
+        "sent_at": datetime.now(UTC),
+    })  # fmt: skip
+    env.post_webhook([status("wamid.old", "failed", int(time.time()), "919800000077", event_id, 131047)])
+
+    result = run(statuses_dag)
+
+    assert summary_of(result)["resends"] == {"failed": 1}
+    assert env.send_calls() == []
+    doc = env.ledger()[event_id]
+    assert (doc["state"], doc["reason"], doc["error_code"]) == ("failed", "resend_impossible", "131047")
+    assert "resend" not in doc  # never claimed: nothing was sent
