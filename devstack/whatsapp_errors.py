@@ -41,6 +41,10 @@ KNOWN_ERRORS: dict[int, tuple[str, str]] = {
     130429: ("Rate limit hit", "Cloud API message throughput has been reached."),
     132000: ("Number of parameters does not match the expected number of params", "Parameter count mismatch."),
     132001: ("Template name does not exist in the translation", "Template name does not exist."),
+    132012: (
+        "Parameter format does not match format in the created template",
+        "Variable parameter values formatted incorrectly.",
+    ),
     132018: (
         "There was an issue with the parameters in your template.",
         "Param text cannot have new-line/tab characters or more than 4 consecutive spaces",

@@ -5,7 +5,9 @@ and template messages), answers in Meta's success and error formats, and keeps e
 message in an outbox: ``outbox.jsonl`` in ``--data-dir`` (one JSON payload per line, plus
 ``wamid``, ``phone_number_id`` and ``received_at``) and ``GET /_control/outbox``.
 
-Settings (``POST /_control/settings``): ``templates`` (approved template names; empty = any),
+Settings (``POST /_control/settings``): ``templates`` (the approved templates with their structure,
+default: the project's set in ``devstack/whatsapp_templates.json``; a list of bare names checks
+names only; empty = any; see :mod:`devstack.whatsapp_templates`),
 ``pair_rate_limit_seconds`` (a second message to the same number within that time fails with
 131056; 0 = off), ``access_token`` (when set, the only token accepted), ``account_error`` (an
 account-level outage: 131042, 132001, 10, 200, 190, 368 or 131031 on every send until reset to
@@ -63,6 +65,7 @@ from devstack.whatsapp_receipts import (
     status_entry,
     status_list,
 )
+from devstack.whatsapp_templates import Approved, check_media, check_template_send, load_templates, templates_setting
 
 OUTBOX_FILE = "outbox.jsonl"
 MAX_TEXT_LENGTH = 4096
@@ -93,7 +96,7 @@ def _object(message: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _check_text(message: Mapping[str, Any], _templates: frozenset[str]) -> None:
+def _check_text(message: Mapping[str, Any], _templates: Sequence[Approved]) -> None:
     body = _object(message, "text").get("body")
     if not isinstance(body, str) or not body:
         raise _missing("The parameter text['body'] is required.")
@@ -101,20 +104,16 @@ def _check_text(message: Mapping[str, Any], _templates: frozenset[str]) -> None:
         raise _invalid(f"Param text['body'] must be at most {MAX_TEXT_LENGTH} characters long.")
 
 
-def _check_media(message: Mapping[str, Any], _templates: frozenset[str]) -> None:
+def _check_media(message: Mapping[str, Any], _templates: Sequence[Approved]) -> None:
     kind = message["type"]
     media = _object(message, kind)
-    link, media_id = media.get("link"), media.get("id")
-    if not link and not media_id:
-        raise _missing(f"The parameter {kind}['link'] or {kind}['id'] is required.")
-    if link is not None and (not isinstance(link, str) or not link.startswith(("http://", "https://"))):
-        raise _invalid(f"Param {kind}['link'] must be a valid http(s) URL.")
+    check_media(kind, media)
     caption = media.get("caption")
     if caption is not None and (not isinstance(caption, str) or len(caption) > MAX_CAPTION_LENGTH):
         raise _invalid(f"Param {kind}['caption'] must be a string of at most {MAX_CAPTION_LENGTH} characters.")
 
 
-def _check_template(message: Mapping[str, Any], templates: frozenset[str]) -> None:
+def _check_template(message: Mapping[str, Any], templates: Sequence[Approved]) -> None:
     template = _object(message, "template")
     name = template.get("name")
     if not isinstance(name, str) or not name:
@@ -140,19 +139,19 @@ def _check_template(message: Mapping[str, Any], templates: frozenset[str]) -> No
                 raise _missing(f"The parameter {where}['text'] is required.")
             if _BAD_TEMPLATE_TEXT.search(text):
                 raise meta_error(400, 132018)
-    # Checked last, as Meta does: a well-formed send to an unapproved template is a 404.
-    if templates and name not in templates:
-        raise meta_error(404, 132001, f"template name ({name}) does not exist in {code}")
+    # Checked last, as Meta does: a well-formed send to an unapproved template is a 404, one
+    # whose parameters do not fit the approved structure a 132000 / 132012.
+    check_template_send(name, code, components, templates)
 
 
-_CHECKERS: dict[str, Callable[[Mapping[str, Any], frozenset[str]], None]] = {
+_CHECKERS: dict[str, Callable[[Mapping[str, Any], Sequence[Approved]], None]] = {
     "text": _check_text,
     **dict.fromkeys(MEDIA_TYPES, _check_media),
     "template": _check_template,
 }
 
 
-def validate_message(message: Any, templates: frozenset[str]) -> str:
+def validate_message(message: Any, templates: Sequence[Approved]) -> str:
     """Raise the ApiError Meta would answer for ``message``; return the recipient's digits."""
     if not isinstance(message, dict):
         raise _invalid("The request body must be a JSON object.")
@@ -193,12 +192,6 @@ def read_outbox(path: Path) -> Iterator[dict[str, Any]]:
                     print(f"whatsapp stand-in: skipping bad line {number} of {path}", file=sys.stderr)
 
 
-def _templates_setting(value: Any) -> frozenset[str]:
-    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        raise ValueError("must be a list of template names")
-    return frozenset(value)
-
-
 def _optional_str(value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ValueError("must be a string or null")
@@ -214,7 +207,7 @@ class WhatsAppServer(StandInServer):
     service_name = "whatsapp"
     settings_spec: ClassVar[dict[str, Setting]] = {
         **StandInServer.settings_spec,
-        "templates": Setting(frozenset(), _templates_setting),
+        "templates": Setting(load_templates(), templates_setting),
         "pair_rate_limit_seconds": Setting(0.0, non_negative_float),
         "access_token": Setting(None, _optional_str),
         # An account-level outage: every send fails with this code until it is set back to null.

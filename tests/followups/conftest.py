@@ -10,7 +10,7 @@ import pytest
 
 from devstack import clients
 from tests.alerts import alert_inbox
-from tests.followups.support import TEMPLATES, Env
+from tests.followups.support import Env
 from tests.helpers import load_dag
 
 
@@ -22,9 +22,9 @@ def followups_dag(airflow_settings: Any) -> Any:
 @pytest.fixture
 def env(clean_stack: Any) -> Iterator[Env]:
     stack = clean_stack
-    # Make the WhatsApp stand-in as strict as Meta: only our approved templates, and the 6 s
-    # pair rate limit (a pacing bug shows up as error 131056 in the call log).
-    clients.set_settings(stack.control_url("whatsapp"), templates=sorted(TEMPLATES.values()),
-                         pair_rate_limit_seconds=6.0)  # fmt: skip
+    # Make the WhatsApp stand-in as strict as Meta: the 6 s pair rate limit (a pacing bug shows
+    # up as error 131056 in the call log). Its default templates are our approved set with their
+    # structure (devstack/whatsapp_templates.json), checked as Meta checks them.
+    clients.set_settings(stack.control_url("whatsapp"), pair_rate_limit_seconds=6.0)
     with pymongo.MongoClient(stack.mongo_uri, tz_aware=True) as client, alert_inbox(stack) as inbox:
         yield Env(stack=stack, db=client.leadflow, sqs=stack.boto3_client("sqs"), alerts=inbox)

@@ -890,7 +890,7 @@ def test_configured_failures_and_receipt_faults(whatsapp_server: WhatsAppServer,
     base = whatsapp_server.base_url
     clients.set_settings(base, receipt_failures={"+919800000001": 131047, "919800000002": 131026})
     send(whatsapp_server, text_message(to="919800000001"))
-    send(whatsapp_server, template_message("any_template"))  # 131047 never applies to templates
+    send(whatsapp_server, template_message("inquiry_followup_v1", "Hi"))  # 131047 never applies to templates
     send(whatsapp_server, text_message(to="919800000002"))
     failed = [_status(body) for body, _ in _receipts(whatsapp_server, sqs, url, 1 + 3 + 1)]
     by_kind = sorted((s["recipient_id"], s["status"], (s.get("errors") or [{}])[0].get("code")) for s in failed)

@@ -153,13 +153,17 @@ class Ledger:
             assert doc is not None
         return doc
 
-    def mark_sending(self, key: str) -> bool:
-        """``pending -> sending``; False if the event is not ``pending`` (someone else has it)."""
+    def mark_sending(self, key: str, *, media: dict[str, str] | None = None) -> bool:
+        """``pending -> sending``; False if the event is not ``pending`` (someone else has it).
+
+        ``media`` (``{"type", "url"}``) is the event's media, kept with the send so that a later
+        template resend (:mod:`leadflow.statuses.resend`) carries the same header.
+        """
         now = _now()
         result = self.collection.update_one(
             {"_id": key, "state": State.PENDING.value},
             {
-                "$set": {"state": State.SENDING.value, "sending_at": now, "updated_at": now},
+                "$set": {"state": State.SENDING.value, "sending_at": now, "updated_at": now, "media": media},
                 "$inc": {"attempts": 1},
             },
         )

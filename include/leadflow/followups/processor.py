@@ -41,6 +41,7 @@ from leadflow.followups.settings import ProcessorSettings, load_settings
 from leadflow.followups.snapshot import BatchSnapshot
 from leadflow.followups.whatsapp import (
     SendMode,
+    TemplateMediaMissing,
     WhatsAppClient,
     WhatsAppError,
     media_payload,
@@ -238,16 +239,24 @@ class FollowupProcessor:
             if self._abort.is_set() or time.monotonic() > self._deadline:
                 self.queue.leave(message, delay=self._abort_delay())
                 return self._summary.count(Outcome.LEFT)
-            payload, mode = self._payload(
-                event, phone, text, self.snapshot.window_open(event.user_object_id, self.now())
-            )
+            try:
+                payload, mode = self._payload(
+                    event, phone, text, self.snapshot.window_open(event.user_object_id, self.now())
+                )
+            except TemplateMediaMissing as problem:
+                # Meta would refuse it (132012). A configuration problem of this message only
+                # (events with media still go): failed with its reason, redriven once fixed.
+                return self._dead_letter_new(
+                    message, key, "template_needs_media", str(problem), event=event, state=State.FAILED
+                )
             if payload is None:
                 # A configuration problem, not a bad message: stop the batch, fail nothing.
                 self._stop_batch("no_template", f"no WhatsApp template configured for {event.event_type}")
                 self.queue.leave(message, delay=self._abort_delay())
                 return self._summary.count(Outcome.LEFT)
             self.rate.acquire()
-            if not self.ledger.mark_sending(key):
+            media = {"type": event.media.type, "url": event.media.url} if event.media is not None else None
+            if not self.ledger.mark_sending(key, media=media):
                 # Another copy of this event got there first (or it is no longer pending).
                 return self._settle(message, self.ledger.get(key))
             try:

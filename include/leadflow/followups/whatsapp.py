@@ -237,6 +237,11 @@ def media_payload(
     }
 
 
+class TemplateMediaMissing(ValueError):
+    """A template approved with a media header, for a message without media: Meta would answer
+    132012 ("header: Format mismatch"), so it is never sent."""
+
+
 def template_payload(
     to: str,
     template: Template,
@@ -245,7 +250,11 @@ def template_payload(
     *,
     callback_data: str | None = None,
 ) -> dict[str, Any]:
-    """The approved template with ``body_text`` as its one body parameter ({{1}})."""
+    """The approved template with ``body_text`` as its one body parameter ({{1}}) and, when it
+    has a media header, ``media`` (type, link) as the header; raises TemplateMediaMissing
+    when it has one and ``media`` is None."""
+    if template.media_header and media is None:
+        raise TemplateMediaMissing(f"template {template.name} has a media header and the message has no media")
     components: list[dict[str, Any]] = []
     if template.media_header and media is not None:
         media_type, url = media

@@ -2,7 +2,8 @@
 
 The follow-ups chose free-form text because the buyer seemed to have written within 24 hours;
 Meta accepted it (200 + wamid) and later reported ``failed`` 131047. The fix is the approved
-template for the event type with the same text as its body parameter, sent **at most once**:
+template for the event type with the same text as its body parameter (and the same media as its
+header, when the template has a media header), sent **at most once**:
 
 1. claim ``resend`` on the event (atomic, only if absent) — a repeated receipt finds it claimed;
 2. one POST, never retried here (the client runs with a single attempt): a request that may have
@@ -21,12 +22,13 @@ from enum import StrEnum
 from typing import Any
 
 from leadflow.followups.settings import TemplateConfig
-from leadflow.followups.whatsapp import WhatsAppClient, WhatsAppError, template_payload
+from leadflow.followups.whatsapp import TemplateMediaMissing, WhatsAppClient, WhatsAppError, template_payload
 from leadflow.phones import mask
 from leadflow.statuses.delivery import DeliveryLedger
 from leadflow.statuses.webhook import Receipt
 
 log = logging.getLogger(__name__)
+
 
 class ResendResult(StrEnum):
     SENT = "sent"
@@ -70,11 +72,18 @@ class Resender:
         if not to or not doc.get("text"):
             self.ledger.fail_event(key, receipt, reason="resend_impossible")
             return ResendAttempt(ResendResult.FAILED, "no_recipient_or_text")
+        media = doc.get("media")  # the original send's, recorded by the follow-ups ledger
+        media_ref = (str(media["type"]), str(media["url"])) if isinstance(media, dict) else None
+        try:
+            payload = template_payload(to, template, str(doc["text"]), media_ref, callback_data=key)
+        except TemplateMediaMissing:
+            log.error("Event %s: 131047 but template %s needs media the event has not", key, template.name)
+            self.ledger.fail_event(key, receipt, reason="resend_impossible")
+            return ResendAttempt(ResendResult.FAILED, "template_needs_media")
         claimed = self.ledger.claim_resend(key, receipt)
         if claimed is None:
             return ResendAttempt(ResendResult.DUPLICATE)
         replaced = claimed["resend"].get("replaced_delivery")
-        payload = template_payload(to, template, str(doc["text"]), callback_data=key)
         try:
             wamid = self.whatsapp.send(payload)
         except WhatsAppError as error:
