@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         whatsapp, openai = stack.control_url("whatsapp"), stack.control_url("openai")
         clients.set_settings(openai, latency=OPENAI_LATENCY_S)
         clients.set_settings(
-            whatsapp, latency=WHATSAPP_LATENCY_S, pair_rate_limit_seconds=6.0, templates=sorted(TEMPLATES.values())
+            whatsapp, latency=WHATSAPP_LATENCY_S, pair_rate_limit_seconds=6.0
         )
         seeder = Seeder(stack)
         print(

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with running_stack(Path(tempfile.mkdtemp(prefix="leadflow-bench-statuses-")) / "stack") as stack:
         whatsapp_url = stack.control_url("whatsapp")
-        clients.set_settings(whatsapp_url, latency=0.1, receipts=False, templates=[TEMPLATE])
+        clients.set_settings(whatsapp_url, latency=0.1, receipts=False)
         db = pymongo.MongoClient(stack.mongo_uri, tz_aware=True).leadflow
         db.followup_deliveries.insert_many([
             {"_id": f"evt-{i:06d}", "state": "sent", "wamid": f"wamid.bench-{i}", "send_mode": "text",

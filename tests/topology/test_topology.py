@@ -25,7 +25,7 @@ from devstack import clients
 from devstack.topology import WORKERS, Topology, running_topology
 from leadflow.reports.freshness import scheduled_run_id
 from tests.alerts import AlertInbox, alert_inbox
-from tests.followups.support import TEMPLATES, Env, event
+from tests.followups.support import Env, event
 from tests.helpers import all_spreadsheets, load_dag, wait_for
 from tests.reports import fixture
 from tests.reports.test_backfill import latest_scheduled_interval
@@ -134,8 +134,8 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
              "timestamp": live_start + timedelta(minutes=30), "intent": None}
         )  # fmt: skip
 
-        clients.set_settings(stack.control_url("whatsapp"), templates=sorted(TEMPLATES.values()),
-                             pair_rate_limit_seconds=6.0)  # fmt: skip
+        # The stand-in's default approved templates, structure checked (devstack/whatsapp_templates.json).
+        clients.set_settings(stack.control_url("whatsapp"), pair_rate_limit_seconds=6.0)
         stack.boto3_client("s3").create_bucket(Bucket=BUCKET)
         with alert_inbox(stack) as subscription:
             followups = Env(stack=stack, db=client.leadflow, sqs=stack.boto3_client("sqs"), alerts=subscription)
@@ -181,6 +181,7 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
                     "SELECT run_id, task_id, state, try_number, hostname FROM task_instance WHERE dag_id = %s",
                     REPORT,
                 )
+                print_timeline(topology)
             alerts = inbox.read()
         ledger, outbox = followups.ledger(), followups.outbox()
     timings["stack down"] = time.monotonic() - started
@@ -215,6 +216,22 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
     # two triggerers and four watchdog runs did; none for the backfill's (as late) runs.
     assert freshness_notes(alerts, "report is late") == [scheduled_id], alerts
     assert freshness_notes(alerts, "report recovered") == [scheduled_id], alerts
+
+
+def print_timeline(topology: Topology) -> None:
+    """Where the minutes go: each task's wait in the queue and its run time, per run."""
+    rows = topology.query(
+        "SELECT dag_id, run_id, task_id, queued_dttm, start_date, end_date, hostname FROM task_instance "
+        "WHERE start_date IS NOT NULL ORDER BY start_date"
+    )
+    if not rows:
+        return
+    zero = min(r[3] or r[4] for r in rows)
+    for dag_id, run_id, task_id, queued, start, end, host in rows:
+        offset = ((queued or start) - zero).total_seconds()
+        wait = (start - queued).total_seconds() if queued else 0.0
+        took = (end - start).total_seconds() if end else float("nan")
+        print(f"  +{offset:6.1f}s queued {wait:5.1f}s ran {took:5.1f}s {host or '-':9} {dag_id}/{task_id} [{run_id}]")
 
 
 def _unpaused(topology: Topology, dag_id: str) -> bool:
