@@ -49,7 +49,9 @@ TIMEOUT_S = 600
 
 
 def backfill(topology: Topology, span: tuple[str, str], deadline: float) -> int:
-    body = {"dag_id": REPORT, "from_date": span[0], "to_date": span[1], "max_active_runs": 1,
+    # Its runs at once, as a data team would run a backfill: extracts and transforms on both
+    # workers side by side, the writes one at a time through the google_sheets pool.
+    body = {"dag_id": REPORT, "from_date": span[0], "to_date": span[1], "max_active_runs": 3,
             "reprocess_behavior": "none"}  # fmt: skip
 
     def create() -> int | None:
@@ -158,6 +160,8 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
                 for dag_id in (REPORT, WATCHDOG, FOLLOWUPS):
                     wait_for(f"{dag_id} parsed", lambda d=dag_id: _unpaused(topology, d), deadline)
                 wait_for("the scheduled run", lambda: run_state(topology, REPORT, scheduled_id), deadline)
+                # The report hour extracts and transforms now; its writes wait for the pool too.
+                first = backfill(topology, REPORT_HOUR, deadline)
                 # Late: its writes wait for the pool. Two watchdog runs (and any scheduled ones) see it.
                 watchdog_checks(topology, 2, deadline)
                 wait_for("the follow-ups' ledger", lambda: len(followups.ledger()) == 3, deadline)
@@ -167,7 +171,6 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
                 topology.unpause(FOLLOWUPS, paused=True)
                 timings["follow-ups and the late alert"] = time.monotonic() - started
                 topology.set_pool("google_sheets", 1)
-                first = backfill(topology, REPORT_HOUR, deadline)
                 wait_for("the report hour", lambda: backfill_done(topology, first), deadline)
                 second = backfill(topology, BACKFILL, deadline)
                 wait_for("the backfill", lambda: backfill_done(topology, second), deadline)
