@@ -12,7 +12,9 @@ a recipient configured to fail (``receipt_failures``), a single ``failed`` with 
 (131047 re-engagement, 131026 undeliverable, ...). Meta does not promise order or uniqueness;
 receipt faults make both happen on demand.
 
-Control API (the webhook wiring survives ``/_control/reset``, like an app's webhook subscription):
+Control API (the webhook wiring survives ``/_control/reset``, like an app's webhook subscription;
+a container gets it at start from ``LEADFLOW_WHATSAPP_WEBHOOK_QUEUE_URL``,
+``LEADFLOW_WHATSAPP_APP_SECRET``, ``LEADFLOW_WHATSAPP_SQS_ENDPOINT`` and ``AWS_DEFAULT_REGION``):
 
   ``POST /_control/webhook``   ``{"queue_url", "app_secret", "sqs_endpoint", "region"}``
   ``GET  /_control/webhook``   the wiring (never the secret)
@@ -34,6 +36,7 @@ import heapq
 import hmac
 import itertools
 import json
+import os
 import sys
 import threading
 import time
@@ -53,6 +56,10 @@ WABA_ID = "100000000000002"
 DISPLAY_PHONE_NUMBER = "15550001111"
 RECEIPT_ACTIONS = frozenset({"drop", "duplicate", "reorder", "delay"})
 SQS_BATCH = 10
+# A container has no one to POST /_control/webhook after each restart: it reads its wiring here.
+ENV_QUEUE_URL = "LEADFLOW_WHATSAPP_WEBHOOK_QUEUE_URL"
+ENV_APP_SECRET = "LEADFLOW_WHATSAPP_APP_SECRET"  # noqa: S105 - the variable's name, not a secret
+ENV_SQS_ENDPOINT = "LEADFLOW_WHATSAPP_SQS_ENDPOINT"
 
 
 def sign(body: bytes, app_secret: str) -> str:
@@ -160,6 +167,15 @@ class Webhook:
         region = raw.get("region") or "us-east-1"
         return cls(str(raw["queue_url"]), str(raw["app_secret"]), raw.get("sqs_endpoint"), region)
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Webhook | None:
+        """The wiring a container is started with (docker-compose.yaml), or None if not given."""
+        queue_url, app_secret = env.get(ENV_QUEUE_URL), env.get(ENV_APP_SECRET)
+        if not queue_url or not app_secret:
+            return None
+        region = env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return cls(queue_url, app_secret, env.get(ENV_SQS_ENDPOINT) or None, region)
+
 
 @dataclass(order=True)
 class _Due:
@@ -190,6 +206,9 @@ class ReceiptDispatcher:
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="whatsapp-receipts", daemon=True)
         self._thread.start()
+        from_env = Webhook.from_env(os.environ)
+        if from_env is not None:
+            self.configure(from_env)
 
     # -- control ------------------------------------------------------------------------------
 
@@ -198,6 +217,7 @@ class ReceiptDispatcher:
 
         client = boto3.client(
             "sqs", endpoint_url=webhook.sqs_endpoint, region_name=webhook.region,
+            # moto and LocalStack take any key; "testing" is LocalStack's account 000000000000.
             aws_access_key_id="testing", aws_secret_access_key="testing",
         )  # fmt: skip
         with self._cond:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import random
 import secrets
 import threading
@@ -23,6 +24,7 @@ from devstack.sheets_server.dump import dump_command
 from devstack.sheets_server.embedded import mark_stale, refresh_pivots, stale_sheets
 from devstack.sheets_server.model import CELL_LIMIT, CellRange, Spreadsheet, parse_range
 from devstack.sheets_server.persistence import load_spreadsheets, write_atomically
+from devstack.sheets_server.quota import GOOGLE_QUOTA, QuotaMeter, quota_error, quota_setting, request_kind
 from devstack.sheets_server.values import clear_values, value_range, write_values
 
 _GOOGLE_STATUS = {
@@ -88,6 +90,12 @@ def _folder_ids(value: Any) -> list[str]:
     return list(value)
 
 
+def _user(request: Request) -> str:
+    """Who the per-user quota counts against: the caller's credentials (hashed: never shown)."""
+    token = request.bearer_token()
+    return hashlib.sha256(token.encode()).hexdigest()[:12] if token else "anonymous"
+
+
 def positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("must be a positive integer")
@@ -104,6 +112,8 @@ class SheetsServer(StandInServer):
         # shared drive; "user" stands for an OAuth user (the stand-in's own API tests).
         "caller": Setting("service_account", _caller),
         "shared_drive_folders": Setting([LOCAL_SHARED_DRIVE_FOLDER], _folder_ids),
+        # Google's per-minute read/write quotas (see quota.py); null turns them off.
+        "quota": Setting(dict(GOOGLE_QUOTA), quota_setting),
     }
 
     def load_state(self) -> None:
@@ -111,6 +121,15 @@ class SheetsServer(StandInServer):
         self._lock = threading.Lock()
         books = load_spreadsheets(self.data_dir) if self.data_dir is not None else []
         self._books: dict[str, Spreadsheet] = {book.spreadsheet_id: book for book in books}
+        self._quota = QuotaMeter()
+
+    def handle_api(self, request: Request) -> Reply:
+        # Google's quota answers at the door, before anything (faults included) touches the request.
+        kind = request_kind(request.method, unquote(request.path))
+        refused = self._quota.admit(self.settings["quota"], kind, _user(request))
+        if refused is not None:
+            return Reply(refused.status, self.render_error(refused))
+        return super().handle_api(request)
 
     def api_routes(self) -> list[Route]:
         sheets = r"/v4/spreadsheets"
@@ -136,6 +155,7 @@ class SheetsServer(StandInServer):
         return [
             route("GET", r"/_control/spreadsheets", self._control_list),
             route("GET", r"/_control/spreadsheets/([^/]+)", self._control_state),
+            route("GET", r"/_control/quota", lambda _request: self._quota.state(self.settings["quota"])),
         ]
 
     def render_error(self, error: ApiError) -> Any:
@@ -144,6 +164,8 @@ class SheetsServer(StandInServer):
 
     def fault_error(self, fault: Fault) -> ApiError:
         assert fault.status is not None
+        if fault.status == 429 and fault.message is None:  # a quota burst on demand, Google's body
+            return quota_error("write", True, GOOGLE_QUOTA["write_per_minute_per_user"])
         message = fault.message or _FAULT_MESSAGES.get(fault.status, f"Injected fault (HTTP {fault.status})")
         return ApiError(fault.status, message, fault.error_code if isinstance(fault.error_code, str) else None)
 
@@ -153,6 +175,7 @@ class SheetsServer(StandInServer):
                 for spreadsheet_id in self._books:
                     self._path(spreadsheet_id).unlink(missing_ok=True)
             self._books = {}
+        self._quota.reset()
 
     def spreadsheet(self, spreadsheet_id: str) -> Spreadsheet:
         """The current state of a spreadsheet (for tests running the server in-process)."""

@@ -196,7 +196,7 @@ def test_airflow_services_share_the_metadata_db_that_holds_the_connections(
     assert _depends_on(services["airflow-triggerer"]).get("localstack") == "service_healthy"
 
 
-def test_settings_loaded_in_compose_point_at_compose_services(services: dict[str, dict[str, Any]]) -> None:
+def _loaded_settings(services: dict[str, dict[str, Any]]) -> subprocess.CompletedProcess[str]:
     """Run the init's settings loader (dry run) with the init's environment."""
     env = {**os.environ, **_environment(services["airflow-init"])}
     result = subprocess.run(
@@ -208,6 +208,11 @@ def test_settings_loaded_in_compose_point_at_compose_services(services: dict[str
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_settings_loaded_in_compose_point_at_compose_services(services: dict[str, dict[str, Any]]) -> None:
+    result = _loaded_settings(services)
     settings = json.loads(result.stdout)
     connections = {c["conn_id"]: c for c in settings["connections"]}
     settings_file = yaml.safe_load((REPO / "airflow_settings.yaml").read_text())["airflow"]
@@ -259,3 +264,42 @@ def test_localstack_creates_the_deploy_resources(services: dict[str, dict[str, A
     for needed in ("sqs-queues.json", "eventbridge-rule.json", "s3-lifecycle.json", "leadflow-alerts"):
         assert needed in script
     assert set(service["environment"]["SERVICES"].split(",")) >= {"sqs", "sns", "s3", "events"}
+
+
+def _created_queues() -> list[dict[str, Any]]:
+    """The queue definitions LocalStack's init script creates, in its order."""
+    script = (REPO / "docker" / "localstack" / "init-aws.sh").read_text()
+    definitions = json.loads((REPO / "deploy" / "sqs-queues.json").read_text())["queues"]
+    return [definitions[int(n)] for n in re.findall(r'sqs-queues\.json" queues\.(\d+)\)', script)]
+
+
+def test_whatsapp_standin_posts_receipts_to_the_statuses_queue_with_the_connections_secret(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The stand-in's receipts reach whatsapp_statuses in compose as they do in `make run`."""
+    from devstack.whatsapp_receipts import Webhook
+
+    service = services["whatsapp"]
+    webhook = Webhook.from_env(_environment(service))
+    assert webhook is not None, "the whatsapp stand-in is not told where to post its receipts"
+    settings = json.loads(_loaded_settings(services).stdout)
+    connection = {c["conn_id"]: c for c in settings["connections"]}["whatsapp_default"]
+    assert webhook.app_secret == connection["conn_extra"]["app_secret"]
+    assert webhook.queue_url == settings["variables"]["leadflow_whatsapp_statuses_queue_url"]
+    assert re.fullmatch(r"http://localstack:4566/?", webhook.sqs_endpoint or "")
+    assert webhook.region == services["localstack"]["environment"]["AWS_DEFAULT_REGION"]
+    # The queue exists before the first receipt: LocalStack creates it (DLQ first) and the
+    # stand-in starts once LocalStack's init has completed.
+    created = [q["QueueName"] for q in _created_queues()]
+    name = webhook.queue_url.rstrip("/").rsplit("/", 1)[1]
+    assert name in created, f"init-aws.sh does not create {name}"
+    [definition] = [q for q in _created_queues() if q["QueueName"] == name]
+    dlq = json.loads(definition["Attributes"]["RedrivePolicy"])["deadLetterTargetArn"].rsplit(":", 1)[1]
+    assert dlq in created[: created.index(name)], f"{dlq} must be created before {name}"
+    dlq_url = settings["variables"]["leadflow_whatsapp_statuses_dlq_url"]
+    assert dlq_url.rsplit("/", 1)[1] == dlq
+    assert _depends_on(service).get("localstack") == "service_healthy"
+    # The receipts are posted with boto3, which the plain python image lacks.
+    dockerfile = (REPO / service["build"]["dockerfile"]).read_text()
+    assert any(line.startswith("RUN pip install") and "boto3" in line and "-c " in line
+               for line in dockerfile.splitlines())  # fmt: skip
