@@ -62,6 +62,19 @@ def _xcom(run, task_id: str) -> Any:
         return XComModel.deserialize_value(row) if row else None
 
 
+def sheets_quota_off(stack) -> None:
+    """This module replays a day of hourly runs, and inspects the sheets after each, in about a
+    minute: over ten times production's pace, so past Google's 60 reads per minute per user,
+    which the stand-in enforces. What it checks is which calls our code makes; the quota and our
+    client's backoff under it are tested in tests/reports/test_sheets_quota.py."""
+    clients.set_settings(stack.control_url("sheets"), quota=None)
+
+
+@pytest.fixture(autouse=True)
+def _no_sheets_quota(stack) -> None:
+    sheets_quota_off(stack)  # again, in case another test reset the stand-in in between
+
+
 def _run(dag, stack, when: datetime, **conf: Any) -> dict[str, Any]:
     calls_before = len(clients.calls(stack.control_url("sheets")))
     run = dag.test(logical_date=when, run_conf=conf or None)
@@ -102,6 +115,7 @@ def day(stack, airflow_settings) -> dict[str, Any]:
     with pymongo.MongoClient(stack.mongo_uri) as client:
         client.drop_database("leadflow")
     clients.reset(stack.control_url("sheets"))
+    sheets_quota_off(stack)
     for key in ("leadflow_session_report_spreadsheet_id", "leadflow_consolidated_report_spreadsheet_id"):
         Variable.delete(key)
     end = datetime(YESTERDAY.year, YESTERDAY.month, YESTERDAY.day, 21, tzinfo=IST)
