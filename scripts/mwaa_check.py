@@ -12,8 +12,9 @@
 3. Import both DAGs from the bundle's dags folder, the code the tasks import (Sheets/Drive
    client, the Google connection's hook and its UI form, pandas, pymongo, openai, s3fs), and
    print the wall time and the packages added (``pip freeze`` before/after).
-4. ``--tests``: install the dev-only tools (stand-ins, pytest) into the same venv and run the
-   whole test suite against it (``make mwaa-check`` does, for the reduced google set).
+4. ``--tests``: install the dev-only lines of ``requirements-dev.txt`` (stand-ins, pytest, the
+   topology test's Celery/Postgres drivers) into the same venv and run the whole test suite
+   against it, in ``make test``'s two passes (``make mwaa-check`` does, for the reduced google set).
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from mwaa_bundle import MWAA_DAGS_DIR, MWAA_REFERENCE, REPO, read_pins
 
 MWAA_PLUGINS_DIR = "/usr/local/airflow/plugins"
 WORK = REPO / "dist" / "mwaa-check"
-DEV_ONLY = ["moto[server]", "secantusdb", "pytest", "ruff"]
+
+
+def dev_only_requirements() -> list[str]:
+    """What ``requirements-dev.txt`` adds to the runtime set (stand-ins, pytest, the topology's
+    Celery/Postgres drivers): the MWAA image already has some of them, and pip keeps those."""
+    lines = (REPO / "requirements-dev.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith(("#", "-"))]
+
 
 # What the tasks import at run time (the DAG files import none of it, see bench/parse_time.py).
 RUNTIME_PROBE = r"""
@@ -150,14 +158,22 @@ def run_suite(venv: Path) -> None:
     """The whole test suite on the reduced set: only dev-only tools are added to the venv."""
     python = str(venv / "bin" / "python")
     uv = REPO / ".venv" / "bin" / "uv"
-    run([str(uv), "pip", "install", "--quiet", "--python", python, "-c", str(REPO / "constraints.txt"), *DEV_ONLY])
+    constraints = str(REPO / "constraints.txt")
+    run([str(uv), "pip", "install", "--quiet", "--python", python, "-c", constraints, *dev_only_requirements()])
     site = subprocess.run(  # noqa: S603 - the check venv's interpreter
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True,
         capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
     Path(site, "leadflow-dev.pth").write_text(f"{REPO / 'include'}\n{REPO}\n")
     env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=REPO, env=env)
+    # make test's two passes (in-process tests on two workers, then the real components alone).
+    pytest = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    failed = []
+    for selection in (["-n", "2", "--dist", "worksteal", "-m", "not slow"], ["-m", "slow and not local_scheduler"]):
+        if subprocess.run([*pytest, *selection], cwd=REPO, env=env).returncode != 0:  # noqa: S603
+            failed.append(" ".join(selection))
+    if failed:
+        raise SystemExit(f"the suite failed on the reduced set: {failed}")
 
 
 def main(argv: list[str] | None = None) -> int:
