@@ -132,7 +132,7 @@ def interaction_reports() -> None:
         session_frame: dict[str, Any] | None,
         consolidated_frame: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        from leadflow.reports.pipeline import finish_step
+        from leadflow.reports.summary import finish_step
 
         return finish_step(
             extracted,

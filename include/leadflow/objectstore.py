@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import pandas as pd
 from airflow.sdk import ObjectStoragePath
 
 from leadflow.config import AWS_CONN_ID, DEFAULT_OBJECT_STORE_BASE, VAR_OBJECT_STORE_BASE
+
+if TYPE_CHECKING:  # pandas only where frames are read: the clean-up task needs none of it
+    import pandas as pd
 
 SLICE_ROWS = 20_000
 
@@ -49,6 +52,8 @@ def write_frame(frame: pd.DataFrame, path: ObjectStoragePath) -> str:
 
 
 def read_frame(url: str, datetime_columns: Iterable[str] = (), columns: list[str] | None = None) -> pd.DataFrame:
+    import pandas as pd
+
     with _path(url).open("rb") as handle, gzip.open(handle, "rt", encoding="utf-8") as text:
         if not text.read(1):
             return pd.DataFrame(columns=columns or [])

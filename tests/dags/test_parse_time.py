@@ -10,9 +10,13 @@ decide it (``python -m bench.parse_time`` prints the real figures).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
-from bench.parse_time import BUDGET_S, DAG_FILES, measure
+from bench.parse_time import BUDGET_S, DAG_FILES, heavy_modules, measure
 
 MARGIN = 3
 
@@ -24,3 +28,16 @@ def test_a_dag_file_parses_within_budget_without_heavy_imports(airflow_db, dag_f
     assert figures["dags"] == [dag_file.stem]
     assert figures["heavy"] == [], "import these inside the task callables, not at module level"
     assert figures["cpu"] <= BUDGET_S * MARGIN, figures
+
+
+def test_the_report_clean_up_task_imports_nothing_heavy() -> None:
+    # `finish` runs once per report run; pandas and the clients would cost it seconds on a busy
+    # worker (leadflow.reports.summary). Only the object store's own client is allowed, and the
+    # task loads that when it deletes the run folder, not at import.
+    # After airflow.sdk, as in a task process (which has it loaded already).
+    probe = (
+        "import json, sys; import airflow.sdk; before = set(sys.modules); import leadflow.reports.summary; "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert heavy_modules(json.loads(result.stdout)) == []

@@ -56,7 +56,7 @@ def test_negative_lookback_is_refused() -> None:
 
 def test_the_run_summary_shows_the_window_in_ist_while_xcom_keeps_utc(tmp_path) -> None:
     """People read the summary in IST; extract's XCom (which the steps parse back) stays UTC ISO."""
-    from leadflow.reports.pipeline import finish_step
+    from leadflow.reports.summary import finish_step
 
     window = report_window(ist(20, 12, 0), ist(20, 13, 0), ist(20, 13, 0), lookback_minutes=15)
     stored = window.as_dict()

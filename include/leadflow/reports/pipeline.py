@@ -20,7 +20,7 @@ from leadflow.config import (
     VAR_SESSION_SPREADSHEET,
     VAR_SHARE_WITH,
 )
-from leadflow.objectstore import read_frame, remove_folder, run_folder, write_frame
+from leadflow.objectstore import read_frame, run_folder, write_frame
 from leadflow.reports.dashboard import ensure_dashboard
 from leadflow.reports.extract import extract
 from leadflow.reports.rollover import ROLLOVER_VARIABLES, Destination, ensure_room
@@ -38,7 +38,7 @@ from leadflow.reports.transform import (
     stamped,
 )
 from leadflow.reports.window import IST, ReportWindow
-from leadflow.timefmt import ist, ist_fields
+from leadflow.timefmt import ist
 
 log = logging.getLogger(__name__)
 ReportKind = Literal["sessions", "consolidated"]
@@ -207,19 +207,3 @@ def destination(kind: ReportKind) -> Destination:
         share_with=json.loads(Variable.get(VAR_SHARE_WITH, default="[]")),
         role=share_role(),
     )
-
-
-def finish_step(extracted: dict[str, Any] | None, results: dict[str, Any]) -> dict[str, Any]:
-    """The run summary (shown as the task's return value in the UI); then drop the run folder."""
-    summary = {
-        # For people: IST (what XCom keeps, and the steps compare, stays UTC ISO).
-        "window": ist_fields((extracted or {}).get("window"), "start", "end", "interval_start"),
-        "touched_sessions": (extracted or {}).get("touched_sessions", 0),
-        "touched_users": (extracted or {}).get("touched_users", 0),
-        **{name: value for name, value in results.items() if value is not None},
-    }
-    log.info("Run summary: %s", json.dumps(summary, default=str))
-    if extracted:
-        remove_folder(extracted["folder"])
-    return summary
-
