@@ -3,9 +3,12 @@
 
 One stack session, three checks that only exist on MWAA's shape:
 
-* a report hour, then a three-hour backfill that overlaps it: the sheets equal what on-time runs
-  produce, the overlapping hour is not run again, no task runs twice, and a run's tasks really
-  crossed workers (so the intermediates had to travel through S3);
+* a backfill racing the on-time run over the same session: the scheduled run extracts, the
+  session gets a new message, a backfill of the hour before reads it (and skips the scheduled
+  hour it overlaps), and the scheduled run's older snapshot is written *after* the backfill's
+  newer one: the row keeps the newer data (``rows_kept_newer``), the issue's "never backwards";
+* a three-hour backfill: the sheets equal what on-time runs produce, no task runs twice, and a
+  run's tasks really crossed workers (so the intermediates had to travel through S3);
 * a follow-up batch with a bad message: outbox, DLQ and ledger as expected, its alert once;
 * a late *scheduled* report run (its writes held by a shut ``google_sheets`` pool, freshness at
   0 minutes): exactly one "late" alert and one "recovered" note, although two schedulers, two
@@ -28,6 +31,7 @@ from tests.alerts import AlertInbox, alert_inbox
 from tests.followups.support import Env, event
 from tests.helpers import all_spreadsheets, load_dag, wait_for
 from tests.reports import fixture
+from tests.reports.fixture import CONSOLIDATED_HEADER, SESSION_HEADER
 from tests.reports.test_backfill import latest_scheduled_interval
 from tests.reports.test_dag import run_hours, wipe_sheets
 
@@ -43,7 +47,6 @@ SESSION_TITLE, LEADS_TITLE = "Leadflow — Session-wise report", "Leadflow — C
 LIVE_USER = "live-user"
 # dag.test(logical_date=11:00) is the run at 11:00, i.e. the backfill's logical date 10:00.
 ON_TIME_HOURS = [fixture.ist(20, h, 0) for h in (11, 12, 13)]
-REPORT_HOUR = ("2026-11-20T10:00:00+05:30", "2026-11-20T10:00:00+05:30")
 BACKFILL = ("2026-11-20T10:00:00+05:30", "2026-11-20T12:00:00+05:30")
 TIMEOUT_S = 600
 
@@ -123,6 +126,9 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
     stack = clean_stack
     live_start, live_end = latest_scheduled_interval(datetime.now(UTC))
     scheduled_id = scheduled_run_id(live_end)
+    # The hour before the scheduled one: a backfill of it reads the live session too.
+    before_start, _ = latest_scheduled_interval(live_start)
+    raced_id = f"backfill__{live_start.astimezone(UTC).isoformat()}"
     with pymongo.MongoClient(stack.mongo_uri, tz_aware=True) as client:
         client.leadflow.users.insert_many(fixture.USERS)
         client.leadflow.interactions.insert_many(fixture.INTERACTIONS)
@@ -130,10 +136,11 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
         expected_sheets = report_rows(all_spreadsheets(stack))
         wipe_sheets(stack)
         # The run the scheduler makes on unpausing (catchup off) has this to write, so it needs
-        # the pool; a user of its own keeps the fixture's rows as they were.
-        client.leadflow.interactions.insert_one(
-            {"user_id": LIVE_USER, "session_id": "LIVE", "role": "user", "text": "hello",
-             "timestamp": live_start + timedelta(minutes=30), "intent": None}
+        # the pool; a user of its own keeps the fixture's rows as they were. The session began
+        # in the hour before, so a backfill of that hour reads it too.
+        client.leadflow.interactions.insert_many(
+            [live_message(before_start + timedelta(minutes=30), "hello"),
+             live_message(live_start + timedelta(minutes=30), "a 3BHK please")]
         )  # fmt: skip
 
         # The stand-in's default approved templates, structure checked (devstack/whatsapp_templates.json).
@@ -160,8 +167,11 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
                 for dag_id in (REPORT, WATCHDOG, FOLLOWUPS):
                     wait_for(f"{dag_id} parsed", lambda d=dag_id: _unpaused(topology, d), deadline)
                 wait_for("the scheduled run", lambda: run_state(topology, REPORT, scheduled_id), deadline)
-                # The report hour extracts and transforms now; its writes wait for the pool too.
-                first = backfill(topology, REPORT_HOUR, deadline)
+                wait_for("its extract", lambda: task_state(topology, scheduled_id, "extract") == "success", deadline)
+                # After the on-time run read the session, before it writes: a new message, read
+                # by a backfill of the hour before (the scheduled hour it overlaps is skipped).
+                client.leadflow.interactions.insert_one(live_message(live_start + timedelta(minutes=40), "newest"))
+                first = backfill(topology, (iso(before_start), iso(live_start)), deadline)
                 # Late: its writes wait for the pool. Two watchdog runs (and any scheduled ones) see it.
                 watchdog_checks(topology, 2, deadline)
                 wait_for("the follow-ups' ledger", lambda: len(followups.ledger()) == 3, deadline)
@@ -170,11 +180,19 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
                 # Its sensor restarts on a worker every few seconds: the workers are the reports' now.
                 topology.unpause(FOLLOWUPS, paused=True)
                 timings["follow-ups and the late alert"] = time.monotonic() - started
+                # Both snapshots wait for the pool; it takes the backfill's writes first (the
+                # earlier logical date), so the scheduled run's older one is written last.
+                for run_id in (raced_id, scheduled_id):
+                    for task in ("transform_sessions", "transform_consolidated"):
+                        wait_for(f"{run_id} {task}", lambda r=run_id, t=task: task_state(topology, r, t), deadline)
+                        assert task_state(topology, run_id, task) == "success"
                 topology.set_pool("google_sheets", 1)
-                wait_for("the report hour", lambda: backfill_done(topology, first), deadline)
+                wait_for("the raced backfill", lambda: backfill_done(topology, first), deadline)
+                wait_for("the scheduled run", lambda: run_state(topology, REPORT, scheduled_id) == "success", deadline)
+                raced = race_outcome(topology, raced_id, scheduled_id)
+                live_rows = live_session_rows(all_spreadsheets(stack))
                 second = backfill(topology, BACKFILL, deadline)
                 wait_for("the backfill", lambda: backfill_done(topology, second), deadline)
-                wait_for("the scheduled run", lambda: run_state(topology, REPORT, scheduled_id) == "success", deadline)
                 watchdog_checks(topology, 2, deadline)
                 wait_for("the recovered note", lambda: freshness_notes(inbox.read(), "report recovered"), deadline)
                 timings["backfills and the recovered note"] = time.monotonic() - started
@@ -190,8 +208,15 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
     timings["stack down"] = time.monotonic() - started
     print("topology timings (s since start):", {k: round(v) for k, v in timings.items()})
 
-    # Report hour + backfill: three runs, the overlapping hour not redone, every task once.
-    assert [state for _, _, state in runs] == ["success"] * 3, runs
+    # The race: the scheduled run wrote last, with the older snapshot, and kept the newer rows.
+    assert raced["order"] == [(raced_id, "write_sessions"), (scheduled_id, "write_sessions")], raced
+    assert raced["kept_newer"] == {"write_sessions": 1, "write_consolidated": 1}, raced
+    assert live_rows == {"session_messages": [3], "lead_messages": [3]}, live_rows
+
+    # The raced backfill (its overlap with the scheduled hour not redone) + the three-hour
+    # backfill: four runs, every task once.
+    assert [run_id for run_id, _, _ in runs].count(raced_id) == 1, runs
+    assert [state for _, _, state in runs] == ["success"] * 4, runs
     # Tasks that ran (skipped branches and empty operators never reach a worker).
     ours = [t for t in tasks if t[0] in run_ids and t[2] == "success" and t[4]]
     assert {t[1] for t in ours} >= {"extract", "transform_sessions", "write_sessions", "finish"}, ours
@@ -219,6 +244,48 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
     # two triggerers and four watchdog runs did; none for the backfill's (as late) runs.
     assert freshness_notes(alerts, "report is late") == [scheduled_id], alerts
     assert freshness_notes(alerts, "report recovered") == [scheduled_id], alerts
+
+
+def iso(when: datetime) -> str:
+    return when.astimezone(fixture.IST).isoformat()
+
+
+def live_message(when: datetime, text: str) -> dict[str, Any]:
+    return {"user_id": LIVE_USER, "session_id": "LIVE", "role": "user", "text": text, "timestamp": when,
+            "intent": None}  # fmt: skip
+
+
+def task_state(topology: Topology, run_id: str, task_id: str) -> str | None:
+    rows = topology.query(
+        "SELECT state FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = %s", REPORT, run_id, task_id
+    )
+    return rows[0][0] if rows else None
+
+
+def race_outcome(topology: Topology, raced_id: str, scheduled_id: str) -> dict[str, Any]:
+    """In which order the two runs' session writes ran, and what the scheduled run's writes kept."""
+    order = topology.query(
+        "SELECT run_id, task_id FROM task_instance WHERE dag_id = %s AND run_id IN (%s, %s) "
+        "AND task_id = 'write_sessions' ORDER BY start_date",
+        REPORT, raced_id, scheduled_id,
+    )  # fmt: skip
+    kept = topology.query(
+        "SELECT task_id, value FROM xcom WHERE dag_id = %s AND run_id = %s AND key = 'return_value' "
+        "AND task_id IN ('write_sessions', 'write_consolidated')",
+        REPORT, scheduled_id,
+    )  # fmt: skip
+    return {"order": [tuple(row) for row in order], "kept_newer": {t: v["rows_kept_newer"] for t, v in kept}}
+
+
+def live_session_rows(sheets: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
+    """The live session's "Messages" in both reports, a row each ([3] once the newest is in)."""
+    tabs = sheets[SESSION_TITLE].values()
+    sessions = [row for tab in tabs for row in tab.get("rows", []) if row and row[0] == "LIVE"]
+    leads = [row for row in sheets[LEADS_TITLE]["Leads"]["rows"] if row and row[0] == LIVE_USER]
+    return {
+        "session_messages": [row[SESSION_HEADER.index("Messages")] for row in sessions],
+        "lead_messages": [row[CONSOLIDATED_HEADER.index("Messages")] for row in leads],
+    }
 
 
 def print_timeline(topology: Topology) -> None:
