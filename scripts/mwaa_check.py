@@ -165,7 +165,12 @@ def run_suite(venv: Path) -> None:
         capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
     Path(site, "leadflow-dev.pth").write_text(f"{REPO / 'include'}\n{REPO}\n")
-    env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        # The bundle builder (a dev tool) reads the dev venv's metadata; its tests run it there.
+        "LEADFLOW_BUNDLE_BUILDER_PYTHON": str(REPO / ".venv" / "bin" / "python"),
+    }
     # make test's two passes (in-process tests on two workers, then the real components alone).
     pytest = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     failed = []

@@ -29,6 +29,10 @@ SHARED_REFERENCE = REPO.parent / "shared" / "mwaa-3.3.1"
 CONSTRAINT_LINE = '--constraint "/usr/local/airflow/dags/constraints.txt"'
 DEV_ONLY_NAMES = ("secantus", "moto", "pytest", "ruff")
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(\S+)$")
+# The builder is a dev tool: it reads the dev venv's installed metadata (`make mwaa-bundle` runs
+# it from .venv). `make mwaa-check` runs this suite inside the MWAA-like venv, which holds the
+# image's packages, not the dev set, so it names the dev venv's interpreter here.
+BUILDER_PYTHON = os.environ.get("LEADFLOW_BUNDLE_BUILDER_PYTHON", sys.executable)
 
 
 def pins(text: str) -> dict[str, str]:
@@ -48,7 +52,7 @@ def official_part(text: str) -> str:
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("mwaa") / "bundle"
     result = subprocess.run(  # the venv's interpreter, as `make mwaa-bundle` runs it
-        [sys.executable, str(REPO / "scripts" / "mwaa_bundle.py"), "--out", str(out)],
+        [BUILDER_PYTHON, str(REPO / "scripts" / "mwaa_bundle.py"), "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -347,7 +351,7 @@ def test_plugins_zip_only_for_real_plugins(tmp_path: Path) -> None:
             shutil.copy2(source, repo / item)
     (repo / "plugins").mkdir()
     (repo / "plugins" / ".gitkeep").write_text("")
-    command = [sys.executable, str(REPO / "scripts" / "mwaa_bundle.py"), "--repo", str(repo)]
+    command = [BUILDER_PYTHON, str(REPO / "scripts" / "mwaa_bundle.py"), "--repo", str(repo)]
     subprocess.run([*command, "--out", str(tmp_path / "a")], check=True, capture_output=True)
     assert not (tmp_path / "a" / "plugins.zip").exists()
     (repo / "plugins" / "my_plugin.py").write_text("from airflow.plugins_manager import AirflowPlugin\n")
@@ -374,7 +378,7 @@ def test_slim_bundle_ships_the_google_provider_with_only_the_tested_dependencies
     from mwaa_wheels import GOOGLE_SLIM_REQUIRES
 
     out = tmp_path / "slim"
-    command = [sys.executable, str(REPO / "scripts" / "mwaa_bundle.py"), "--out", str(out), "--slim-google"]
+    command = [BUILDER_PYTHON, str(REPO / "scripts" / "mwaa_bundle.py"), "--out", str(out), "--slim-google"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
     assert result.returncode == 0, result.stderr
     lines = bundle_requirements(out)
