@@ -1,10 +1,9 @@
-"""The HTTP server: routes, storage with all-or-nothing commits, values and Drive endpoints."""
+"""The HTTP server: routes, storage with all-or-nothing commits, the spreadsheet and values endpoints
+(the Drive ones are in :mod:`.drive`)."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import random
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -19,9 +18,10 @@ from devstack.sheets_server import batch
 from devstack.sheets_server.batch.sheets import add_sheet
 from devstack.sheets_server.cells import INPUT_OPTIONS, Cell, Skip, major_dimension, renderer, trim
 from devstack.sheets_server.copy_sheet import copy_sheet
-from devstack.sheets_server.discovery import validate
+from devstack.sheets_server.drive import LOCAL_SHARED_DRIVE_FOLDER, DriveEndpoints
 from devstack.sheets_server.dump import dump_command
 from devstack.sheets_server.embedded import mark_stale, refresh_pivots, stale_sheets
+from devstack.sheets_server.http_helpers import checked_body
 from devstack.sheets_server.model import CELL_LIMIT, CellRange, Spreadsheet, parse_range
 from devstack.sheets_server.persistence import load_spreadsheets, write_atomically
 from devstack.sheets_server.quota import GOOGLE_QUOTA, QuotaMeter, quota_error, quota_setting, request_kind
@@ -52,32 +52,6 @@ _FAULT_MESSAGES = {
 }
 
 
-SPREADSHEET_MIME = "application/vnd.google-apps.spreadsheet"
-LOCAL_SHARED_DRIVE_FOLDER = "local-shared-drive-folder"  # a folder on a shared drive the stand-in knows
-# Google's answer to a service account creating a file outside a shared drive.
-_NO_QUOTA_MESSAGE = (
-    "Service Accounts do not have storage quota. Leverage shared drives "
-    "(https://developers.google.com/workspace/drive/api/guides/about-shareddrives), "
-    "or use OAuth delegation (http://support.google.com/a/answer/7281227) instead."
-)
-_PERMISSION_ROLES = {"owner", "organizer", "fileOrganizer", "writer", "commenter", "reader"}
-_PERMISSION_TYPES = {"user", "group", "domain", "anyone"}
-
-
-def _body(request: Request, api: str, schema: str) -> dict[str, Any]:
-    """The request's JSON body, refused as Google would if it does not fit the discovery schema."""
-    body = request.json_object()
-    validate(api, schema, body)
-    return body
-
-
-def _file_not_found(file_id: str) -> ApiError:
-    message = f"File not found: {file_id}."
-    error = {"message": message, "domain": "global", "reason": "notFound"}
-    errors = [{**error, "location": "fileId", "locationType": "parameter"}]
-    return ApiError(404, message, extra={"errors": errors})
-
-
 def _caller(value: Any) -> str:
     if value not in ("service_account", "user"):
         raise ValueError("must be 'service_account' or 'user'")
@@ -102,7 +76,7 @@ def positive_int(value: Any) -> int:
     return value
 
 
-class SheetsServer(StandInServer):
+class SheetsServer(DriveEndpoints, StandInServer):
     __module__ = "devstack.sheets_server"  # its public home: the CLI's usage line names it
     service_name = "sheets"
     settings_spec: ClassVar[dict[str, Setting]] = {
@@ -216,7 +190,7 @@ class SheetsServer(StandInServer):
     # -- spreadsheets ----------------------------------------------------------------------------
 
     def _create(self, request: Request) -> dict[str, Any]:
-        body = _body(request, "sheets", "Spreadsheet")
+        body = checked_body(request, "sheets", "Spreadsheet")
         # spreadsheets.create puts the file in the caller's My Drive, which a service account lacks.
         self._check_my_drive_quota()
         properties = {
@@ -262,7 +236,7 @@ class SheetsServer(StandInServer):
         return book.resource(ranges, include_grid_data=request.param("includeGridData") == "true")
 
     def _batch_update(self, request: Request, spreadsheet_id: str) -> dict[str, Any]:
-        body = _body(request, "sheets", "BatchUpdateSpreadsheetRequest")
+        body = checked_body(request, "sheets", "BatchUpdateSpreadsheetRequest")
         with self._mutate(spreadsheet_id) as book:
             replies = batch.apply_batch(book, body.get("requests"))
         response: dict[str, Any] = {"spreadsheetId": book.spreadsheet_id, "replies": replies}
@@ -271,7 +245,7 @@ class SheetsServer(StandInServer):
         return response
 
     def _copy_to(self, request: Request, spreadsheet_id: str, sheet_id: str) -> dict[str, Any]:
-        body = _body(request, "sheets", "CopySheetToAnotherSpreadsheetRequest")
+        body = checked_body(request, "sheets", "CopySheetToAnotherSpreadsheetRequest")
         try:
             source_id = int(sheet_id)
         except ValueError:
@@ -330,14 +304,14 @@ class SheetsServer(StandInServer):
         return renderer(request, "responseValueRenderOption") if include in (True, "true") else None
 
     def _values_update(self, request: Request, spreadsheet_id: str, raw_range: str) -> dict[str, Any]:
-        body = _body(request, "sheets", "ValueRange")
+        body = checked_body(request, "sheets", "ValueRange")
         convert = self._input_converter(request.param("valueInputOption"))
         render = self._response_render(request, request.param("includeValuesInResponse"))
         with self._mutate(spreadsheet_id) as book:
             return self._update_one(book, parse_range(book, unquote(raw_range)), body, convert, render)
 
     def _values_batch_update(self, request: Request, spreadsheet_id: str) -> dict[str, Any]:
-        body = _body(request, "sheets", "BatchUpdateValuesRequest")
+        body = checked_body(request, "sheets", "BatchUpdateValuesRequest")
         convert = self._input_converter(body.get("valueInputOption"))
         render = self._response_render(request, body.get("includeValuesInResponse"))
         responses = []
@@ -356,7 +330,7 @@ class SheetsServer(StandInServer):
         }
 
     def _values_append(self, request: Request, spreadsheet_id: str, raw_range: str) -> dict[str, Any]:
-        body = _body(request, "sheets", "ValueRange")
+        body = checked_body(request, "sheets", "ValueRange")
         convert = self._input_converter(request.param("valueInputOption"))
         insert_rows = (request.param("insertDataOption") or "OVERWRITE") == "INSERT_ROWS"
         values = body.get("values") or []
@@ -399,76 +373,12 @@ class SheetsServer(StandInServer):
         return {"spreadsheetId": book.spreadsheet_id, "clearedRange": rng.a1()}
 
     def _values_batch_clear(self, request: Request, spreadsheet_id: str) -> dict[str, Any]:
-        texts = _body(request, "sheets", "BatchClearValuesRequest").get("ranges") or []
+        texts = checked_body(request, "sheets", "BatchClearValuesRequest").get("ranges") or []
         with self._mutate(spreadsheet_id) as book:
             ranges = [parse_range(book, str(text)) for text in texts]
             for rng in ranges:
                 clear_values(rng)
         return {"spreadsheetId": book.spreadsheet_id, "clearedRanges": [rng.a1() for rng in ranges]}
-
-    # -- drive -----------------------------------------------------------------------------------
-
-    def _drive_file(self, file_id: str) -> str:
-        file_id = unquote(file_id)
-        if file_id not in self._books:
-            raise _file_not_found(file_id)
-        return file_id
-
-    def _check_my_drive_quota(self) -> None:
-        if self.settings["caller"] == "service_account":
-            errors = [{"message": _NO_QUOTA_MESSAGE, "domain": "usageLimits", "reason": "storageQuotaExceeded"}]
-            raise ApiError(403, _NO_QUOTA_MESSAGE, extra={"errors": errors})
-
-    def _shared_drive_file(self, request: Request, file_id: str) -> str:
-        """A file on a shared drive is invisible to calls without supportsAllDrives=true."""
-        file_id = self._drive_file(file_id)
-        if self._books[file_id].parents and request.param("supportsAllDrives") != "true":
-            raise _file_not_found(file_id)  # Drive answers as if the file did not exist
-        return file_id
-
-    def _drive_create(self, request: Request) -> dict[str, Any]:
-        body = _body(request, "drive", "File")
-        mime = body.get("mimeType")
-        if mime != SPREADSHEET_MIME:
-            raise ApiError(400, f"The stand-in only creates Google Sheets files (mimeType {SPREADSHEET_MIME})")
-        parents = body.get("parents") or []
-        if not isinstance(parents, list) or len(parents) > 1:
-            raise ApiError(400, "A file can have at most one parent.")
-        if not parents:
-            self._check_my_drive_quota()
-        elif parents[0] not in self.settings["shared_drive_folders"] or request.param("supportsAllDrives") != "true":
-            raise _file_not_found(parents[0])
-        properties = {"title": str(body.get("name") or "Untitled spreadsheet"), "locale": "en_US",
-                      "autoRecalc": "ON_CHANGE", "timeZone": "Etc/GMT"}  # fmt: skip
-        book = Spreadsheet(secrets.token_urlsafe(33), properties, parents=list(parents))
-        add_sheet(book, {"properties": {}})
-        with self._lock:
-            self._commit(book)
-        return {"kind": "drive#file", "id": book.spreadsheet_id, "name": properties["title"], "mimeType": mime}
-
-    def _create_permission(self, request: Request, file_id: str) -> dict[str, Any]:
-        body = _body(request, "drive", "Permission")
-        role, kind = body.get("role"), body.get("type")
-        if role not in _PERMISSION_ROLES:
-            raise ApiError(400, f"The provided role is invalid: {role!r}")
-        if kind not in _PERMISSION_TYPES:
-            raise ApiError(400, f"The provided permission type is invalid: {kind!r}")
-        if kind in ("user", "group") and not body.get("emailAddress"):
-            raise ApiError(400, "The permission type 'user' or 'group' requires an emailAddress.")
-        permission = {
-            "kind": "drive#permission",
-            "id": str(random.randint(10**19, 10**20 - 1)),
-            "type": kind,
-            "role": role,
-            **{key: body[key] for key in ("emailAddress", "domain") if body.get(key)},
-        }
-        with self._mutate(self._shared_drive_file(request, file_id)) as book:
-            book.permissions.append(permission)
-        return permission
-
-    def _list_permissions(self, request: Request, file_id: str) -> dict[str, Any]:
-        book = self._book(self._shared_drive_file(request, file_id))
-        return {"kind": "drive#permissionList", "permissions": copy.deepcopy(book.permissions)}
 
     # -- control extras ----------------------------------------------------------------------------
 
