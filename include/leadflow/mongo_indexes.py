@@ -15,7 +15,7 @@ from pymongo.database import Database
 from leadflow.config import DEFAULT_DATABASE, DELIVERIES, INTERACTIONS, USERS
 
 PLANS = "followup_plans"  # the planner's own record (leadflow.planner.enqueue)
-SESSION_TS = "session_ts"  # named in a query hint (leadflow.reports.extract)
+SESSION_TS = "session_ts"
 
 INDEXES: dict[str, list[IndexModel]] = {
     INTERACTIONS: [

@@ -6,9 +6,9 @@ use, and streamed in batches, so memory follows the touched data, not the collec
 2. every interaction of the touched users is read by ``user_id`` (``user_id, role, timestamp``),
    asking for **both** forms of each id (ObjectId and its hex string), since messy data stores
    either and the consolidated row must not depend on which form an hour happened to see;
-3. the interactions of the touched sessions that step 2 did not return (those without a user id,
-   or naming another user) are read by ``session_id`` (``session_id, timestamp``) with the touched
-   users' ids excluded, so each interaction is returned once;
+3. every interaction of the touched sessions is read by ``session_id`` (``session_id, timestamp``),
+   for the ones step 2 cannot return (no user id, or another user's); what step 2 already
+   returned is dropped by ``_id``;
 4. the profiles of the users involved are read by ``_id`` (both forms again).
 """
 
@@ -24,13 +24,13 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from leadflow.config import INTERACTIONS, USERS
-from leadflow.mongo_indexes import SESSION_TS
 from leadflow.reports.transform import INTERACTION_FIELDS, USER_FIELDS, empty_interactions, empty_users
 
 BATCH_SIZE = 5_000
-# Small $in lists: as fast on MongoDB, and the secantus stand-in matches each document against
-# the whole list (measured 5.9x faster extract at 100 ids than at 1,000; bench/reports.py).
-ID_CHUNK = 200
+# Short $in lists: as fast on MongoDB, and the secantus stand-in matches each fetched document
+# against the whole list in Python (at 200 k interactions: extract 19.7 s with lists of 10 ids,
+# 74.6 s with 200; python -m bench.reports --interactions 200000 --hot 20000).
+ID_CHUNK = 10
 INTERACTION_PROJECTION = {"_id": 1, "user_id": 1, "session_id": 1, "timestamp": 1, "intent": 1}
 USER_PROJECTION = {
     "_id": 1, "name": 1, "mobile": 1, "preferred_configuration": 1, "ranking": 1,
@@ -133,19 +133,14 @@ def extract(db: Database, start: datetime, end: datetime) -> Extracted:
         for chunk in _chunks(user_forms, ID_CHUNK * 2):
             yield from collection.find({"user_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE)
         for chunk in _chunks(sorted(sessions)):
-            # Leave out what the user queries returned: the users these sessions' window messages
-            # name (a short list per chunk, not every touched user).
-            named = id_forms(set().union(*(sessions[s] for s in chunk)))
-            query: dict[str, Any] = {"session_id": {"$in": chunk}}
-            if named:
-                query["user_id"] = {"$nin": named}
-            # The hint keeps the $nin from costing the index: a query planner may take the
-            # second condition as a reason to scan (the secantus stand-in's does: a COLLSCAN of
-            # every interaction per chunk); session_ts answers the $in, the $nin filters its hits.
-            yield from collection.find(query, INTERACTION_PROJECTION, batch_size=BATCH_SIZE, hint=SESSION_TS)
+            # No exclusion of the users step 2 read ($nin): a planner may take the second
+            # condition as a reason to scan the collection (the secantus stand-in does, and a
+            # hint to session_ts makes it walk the whole index per query: minutes each at 200 k).
+            # Step 2's copies are dropped below; MongoDB returns them at the cost of the wire only.
+            yield from collection.find({"session_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE)
 
     interactions = _frame(_interaction_rows(interaction_docs()), INTERACTION_FIELDS, empty_interactions())
-    # Only a session whose older messages name another touched user is read twice: keep one copy.
+    # Step 3 returns step 2's interactions again (a session's messages name its user): one copy each.
     interactions = interactions.drop_duplicates(subset="_id", ignore_index=True)
 
     involved = {*users, *(u for u in interactions["user_id"].dropna())}
