@@ -16,7 +16,9 @@ Every process is started in its own session and stopped by its PID (process grou
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
+import json
 import os
 import shutil
 import signal
@@ -40,6 +42,7 @@ STARTUP_TIMEOUT_S = 480
 WORKERS = ("worker-1", "worker-2")
 SCHEDULERS = 2
 TRIGGERERS = 2
+WORKER_PRELOAD = "leadflow.worker_preload"
 
 
 def hostname() -> str:
@@ -85,18 +88,19 @@ class Topology:
     pids: dict[str, int] = field(default_factory=dict)
     logs: Path = Path()
 
-    def token(self) -> str:
-        answer = requests.post(
+    @functools.cached_property
+    def http(self) -> requests.Session:
+        """One connection and one token for the test's many polls (the token lives 24 h)."""
+        session = requests.Session()
+        answer = session.post(
             f"{self.api_url}/auth/token", json={"username": LOCAL_USER, "password": LOCAL_PASSWORD}, timeout=30
         )
         answer.raise_for_status()
-        return answer.json()["access_token"]
+        session.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+        return session
 
     def api(self, method: str, path: str, **kwargs) -> dict:
-        answer = requests.request(
-            method, f"{self.api_url}/api/v2/{path}", headers={"Authorization": f"Bearer {self.token()}"},
-            timeout=60, **kwargs,
-        )  # fmt: skip
+        answer = self.http.request(method, f"{self.api_url}/api/v2/{path}", timeout=60, **kwargs)
         if not answer.ok:
             raise RuntimeError(f"{method} {path}: {answer.status_code} {answer.text[:2000]}")
         return answer.json()
@@ -229,6 +233,8 @@ def topology_env(home: Path, api_port: int, db_port: int, redis_port: int, extra
             # workers, so a run's tasks really do cross workers (as on MWAA's containers).
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+            # As deploy/mwaa-airflow-configuration.json sets it on MWAA.
+            "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps({"imports": [WORKER_PRELOAD]}),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.topology.hostname",
             "AIRFLOW__CORE__PARALLELISM": "8",
             **extra,
@@ -293,17 +299,13 @@ def running_topology(stack: Stack, extra_env: dict[str, str] | None = None) -> I
                 own,
             )  # fmt: skip
 
-        def api_up() -> bool:
-            return requests.get(f"{topology.api_url}/api/v2/monitor/health", timeout=2).ok
-
+        # All at once: a worker needs the api-server only to run a task, and none is queued
+        # before the test unpauses a DAG through that api-server.
         for name, (args, own_env, cwd) in components.items():
             prefix = _private_tmp(Path(own_env["TMPDIR"])) if name in WORKERS else []
             airflow_procs[name] = _start(
                 name, [*prefix, *airflow, *args], logs, pids, env={**env, **own_env}, cwd=cwd
             )
-            if name == "api-server":
-                # Workers run tasks through the API: a task dispatched before it listens fails.
-                _wait("the api-server", api_up, airflow_procs, logs)
 
         last: dict = {}
 

@@ -29,22 +29,20 @@ from devstack.topology import WORKERS, Topology, running_topology
 from leadflow.reports.freshness import scheduled_run_id
 from tests.alerts import AlertInbox, alert_inbox
 from tests.followups.support import Env, event
-from tests.helpers import all_spreadsheets, load_dag, wait_for
+from tests.helpers import all_spreadsheets, wait_for
 from tests.reports import fixture
 from tests.reports.fixture import CONSOLIDATED_HEADER, SESSION_HEADER
 from tests.reports.test_backfill import latest_scheduled_interval
-from tests.reports.test_dag import run_hours, wipe_sheets
+from tests.reports.test_dag import wipe_sheets
+from tests.topology import reference
+from tests.topology.reference import LEADS_TITLE, LIVE_USER, REPORT, SESSION_TITLE, report_rows
 
 # `make topology` runs this alone; `make test` runs it with the other `slow` tests, after the rest.
 pytestmark = pytest.mark.topology
 
 BUCKET = "leadflow-topology"
-REPORT = "interaction_reports"
 FOLLOWUPS = "whatsapp_followups"
 WATCHDOG = "interaction_reports_freshness"
-FIXTURE_MONTH = "2026-11"
-SESSION_TITLE, LEADS_TITLE = "Leadflow — Session-wise report", "Leadflow — Consolidated report"
-LIVE_USER = "live-user"
 # dag.test(logical_date=11:00) is the run at 11:00, i.e. the backfill's logical date 10:00.
 ON_TIME_HOURS = [fixture.ist(20, h, 0) for h in (11, 12, 13)]
 BACKFILL = ("2026-11-20T10:00:00+05:30", "2026-11-20T12:00:00+05:30")
@@ -66,8 +64,11 @@ def backfill(topology: Topology, span: tuple[str, str], deadline: float) -> int:
     return wait_for(f"a backfill of {span}", create, deadline)
 
 
-def backfill_done(topology: Topology, backfill_id: int) -> bool:
-    return bool(topology.query("SELECT completed_at FROM backfill WHERE id = %s", backfill_id)[0][0])
+def backfill_ended(topology: Topology, backfill_id: int) -> bool:
+    """Every run of the backfill ended (its ``completed_at`` may lag by up to 30 s: the
+    scheduler marks backfills complete on a fixed 30 s timer)."""
+    states = [state for (state,) in topology.query("SELECT state FROM dag_run WHERE backfill_id = %s", backfill_id)]
+    return bool(states) and all(state in ("success", "failed") for state in states)
 
 
 def backfill_runs(topology: Topology) -> list[tuple[str, str, str]]:
@@ -93,36 +94,23 @@ class Inbox:
         return self.alerts
 
 
-def watchdog_checks(topology: Topology, count: int, deadline: float) -> None:
-    """``count`` manual watchdog runs, all finished (each one sees every late hour)."""
-    run_ids = [topology.trigger(WATCHDOG) for _ in range(count)]
+def trigger_watchdog(topology: Topology, count: int) -> list[str]:
+    """``count`` manual watchdog runs (each one sees every late hour); their run ids."""
+    return [topology.trigger(WATCHDOG) for _ in range(count)]
 
-    def done() -> bool:
-        states = {r["dag_run_id"]: r["state"] for r in topology.runs(WATCHDOG)}
-        assert all(states.get(run_id) != "failed" for run_id in run_ids), states
-        return all(states.get(run_id) == "success" for run_id in run_ids)
 
-    wait_for("the watchdog runs", done, deadline)
+def watchdog_done(topology: Topology, run_ids: list[str]) -> bool:
+    states = {r["dag_run_id"]: r["state"] for r in topology.runs(WATCHDOG)}
+    assert all(states.get(run_id) != "failed" for run_id in run_ids), states
+    return all(states.get(run_id) == "success" for run_id in run_ids)
 
 
 def run_state(topology: Topology, dag_id: str, run_id: str) -> str | None:
     return next((r["state"] for r in topology.runs(dag_id) if r["dag_run_id"] == run_id), None)
 
 
-def report_rows(sheets: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The fixture's rows: the session report's November tab, the consolidated report's leads
-    but the live run's user (tab positions differ: the live run creates the spreadsheets)."""
-    sessions = sheets[SESSION_TITLE][FIXTURE_MONTH]
-    leads = sheets[LEADS_TITLE]["Leads"]
-    return {
-        "sessions": {k: v for k, v in sessions.items() if k != "index"},
-        "leads": [row for row in leads["rows"] if LIVE_USER not in row],
-        "leads_layout": {k: v for k, v in leads.items() if k not in ("index", "rows")},
-    }
-
-
 @pytest.mark.slow
-def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clean_stack) -> None:
+def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clean_stack, tmp_path) -> None:
     stack = clean_stack
     live_start, live_end = latest_scheduled_interval(datetime.now(UTC))
     scheduled_id = scheduled_run_id(live_end)
@@ -132,17 +120,6 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
     with pymongo.MongoClient(stack.mongo_uri, tz_aware=True) as client:
         client.leadflow.users.insert_many(fixture.USERS)
         client.leadflow.interactions.insert_many(fixture.INTERACTIONS)
-        run_hours(load_dag(REPORT), ON_TIME_HOURS)
-        expected_sheets = report_rows(all_spreadsheets(stack))
-        wipe_sheets(stack)
-        # The run the scheduler makes on unpausing (catchup off) has this to write, so it needs
-        # the pool; a user of its own keeps the fixture's rows as they were. The session began
-        # in the hour before, so a backfill of that hour reads it too.
-        client.leadflow.interactions.insert_many(
-            [live_message(before_start + timedelta(minutes=30), "hello"),
-             live_message(live_start + timedelta(minutes=30), "a 3BHK please")]
-        )  # fmt: skip
-
         # The stand-in's default approved templates, structure checked (devstack/whatsapp_templates.json).
         clients.set_settings(stack.control_url("whatsapp"), pair_rate_limit_seconds=6.0)
         stack.boto3_client("s3").create_bucket(Bucket=BUCKET)
@@ -159,8 +136,20 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
             }
             timings: dict[str, float] = {}
             started = time.monotonic()
-            with running_topology(stack, extra) as topology:
+            # The expected sheets: on-time dag.test() runs, in a subprocess while the topology starts.
+            on_time_runs = reference.on_time_runs(stack, ON_TIME_HOURS, tmp_path / "expected.json")
+            with on_time_runs as on_time, running_topology(stack, extra) as topology:
                 timings["stack up"] = time.monotonic() - started
+                expected_sheets = on_time.sheets(timeout=TIMEOUT_S)
+                timings["reference runs"] = time.monotonic() - started
+                wipe_sheets(stack)
+                # The run the scheduler makes on unpausing (catchup off) has this to write, so
+                # it needs the pool; a user of its own keeps the fixture's rows as they were.
+                # The session began in the hour before, so a backfill of that hour reads it too.
+                client.leadflow.interactions.insert_many(
+                    [live_message(before_start + timedelta(minutes=30), "hello"),
+                     live_message(live_start + timedelta(minutes=30), "a 3BHK please")]
+                )  # fmt: skip
                 deadline = time.monotonic() + TIMEOUT_S
                 # DAGs start paused (as on MWAA); only these run here.
                 topology.set_pool("google_sheets", 0)
@@ -173,12 +162,13 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
                 client.leadflow.interactions.insert_one(live_message(live_start + timedelta(minutes=40), "newest"))
                 first = backfill(topology, (iso(before_start), iso(live_start)), deadline)
                 # Late: its writes wait for the pool. Two watchdog runs (and any scheduled ones) see it.
-                watchdog_checks(topology, 2, deadline)
+                late_checks = trigger_watchdog(topology, 2)
                 wait_for("the follow-ups' ledger", lambda: len(followups.ledger()) == 3, deadline)
                 dlq = wait_for("the dead letter", followups.dlq, deadline)
                 wait_for("the follow-up alert", lambda: any(a.get("dag") == FOLLOWUPS for a in inbox.read()), deadline)
                 # Its sensor restarts on a worker every few seconds: the workers are the reports' now.
                 topology.unpause(FOLLOWUPS, paused=True)
+                wait_for("the watchdog runs", lambda: watchdog_done(topology, late_checks), deadline)
                 timings["follow-ups and the late alert"] = time.monotonic() - started
                 # Both snapshots wait for the pool; it takes the backfill's writes first (the
                 # earlier logical date), so the scheduled run's older one is written last.
@@ -187,14 +177,17 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
                         ended = wait_for(task, lambda r=run_id, t=task: ended_state(topology, r, t), deadline)
                         assert ended == "success", (run_id, task, ended)
                 topology.set_pool("google_sheets", 1)
-                wait_for("the raced backfill", lambda: backfill_done(topology, first), deadline)
+                wait_for("the raced backfill", lambda: backfill_ended(topology, first), deadline)
                 wait_for("the scheduled run", lambda: run_state(topology, REPORT, scheduled_id) == "success", deadline)
                 raced = race_outcome(topology, raced_id, scheduled_id)
                 live_rows = live_session_rows(all_spreadsheets(stack))
+                # The scheduled hour has landed: the next watchdog runs send its "recovered" note,
+                # while the second backfill runs (accepted once a scheduler marks the first complete).
+                recovery_checks = trigger_watchdog(topology, 2)
                 second = backfill(topology, BACKFILL, deadline)
-                wait_for("the backfill", lambda: backfill_done(topology, second), deadline)
-                watchdog_checks(topology, 2, deadline)
+                wait_for("the watchdog runs", lambda: watchdog_done(topology, recovery_checks), deadline)
                 wait_for("the recovered note", lambda: freshness_notes(inbox.read(), "report recovered"), deadline)
+                wait_for("the backfill", lambda: backfill_ended(topology, second), deadline)
                 timings["backfills and the recovered note"] = time.monotonic() - started
                 runs = backfill_runs(topology)
                 run_ids = {run_id for run_id, _, _ in runs}
