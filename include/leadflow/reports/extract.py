@@ -91,10 +91,10 @@ def _frame(rows: Iterator[dict], columns: list[str], empty: pd.DataFrame) -> pd.
     return frame.astype({c: "object" for c in columns if c not in ("timestamp", "site_visit_scheduled_at")})
 
 
-def touched_ids(db: Database, start: datetime, end: datetime) -> tuple[dict[str, set[str]], set[str], int]:
-    """Touched session ids (each with the user ids its window messages name) and touched user ids
-    (as text), from the interactions in [start, end)."""
-    sessions: dict[str, set[str]] = {}
+def touched_ids(db: Database, start: datetime, end: datetime) -> tuple[set[str], set[str], int]:
+    """Touched session ids and touched user ids (as text), from the interactions in [start, end),
+    and how many interactions that window holds."""
+    sessions: set[str] = set()
     users: set[str] = set()
     count = 0
     cursor = db[INTERACTIONS].find(
@@ -106,10 +106,9 @@ def touched_ids(db: Database, start: datetime, end: datetime) -> tuple[dict[str,
         count += 1
         session_id = doc.get("session_id")
         if isinstance(session_id, str) and session_id:
-            named = sessions.setdefault(session_id, set())
+            sessions.add(session_id)
             user_id = doc.get("user_id")
             if user_id is not None:
-                named.add(str(user_id))
                 users.add(str(user_id))
     return sessions, users, count
 
