@@ -6,14 +6,12 @@ use, and streamed in batches, so memory follows the touched data, not the collec
 2. every interaction of the touched users is read by ``user_id`` (``user_id, role, timestamp``),
    asking for **both** forms of each id (ObjectId and its hex string), since messy data stores
    either and the consolidated row must not depend on which form an hour happened to see;
-3. the touched sessions that a window message names no user in are read whole by ``session_id``
-   (``session_id, timestamp``): step 2 cannot return their unnamed messages. Every other touched
-   session is named by a touched user, and the chatbot writes its user's id on every message of a
-   session, so step 2 has returned all of it: each interaction is read once (issue 9, point 7;
-   at 1 M interactions the session step used to return 219 k documents step 2 had already
-   returned). What this gives up: a message *outside* the window with no user id, in a session
-   whose window messages do name one, is not read (MongoDB cannot tell us it exists without
-   reading the session). What step 3 returns that step 2 did too is dropped by ``_id``;
+3. every interaction of the touched sessions is read by ``session_id`` (``session_id, timestamp``),
+   for the ones step 2 cannot return (no user id, or another user's), in or out of the window;
+   what step 2 already returned is dropped by ``_id``. Reading only the sessions a *window*
+   message names no user in would read each interaction once, but misses a session's unnamed
+   messages outside the window: at 1 M interactions, 10 of them, and 9,207 session rows then
+   differed from the naive peer's (tests/reports/test_extract_queries.py keeps such a message);
 4. the profiles of the users involved are read by ``_id`` (both forms again).
 """
 
@@ -96,36 +94,26 @@ def _frame(rows: Iterator[dict], columns: list[str], empty: pd.DataFrame) -> pd.
     return frame.astype({c: "object" for c in columns if c not in ("timestamp", "site_visit_scheduled_at")})
 
 
-@dataclass
-class Touched:
-    """What the window scan found: the touched sessions and users, and the sessions among them
-    that some window message names no user in (only those are read by ``session_id``)."""
-
-    sessions: set[str]
-    users: set[str]
-    unnamed_sessions: set[str]
-    window_interactions: int
-
-
-def touched_ids(db: Database, start: datetime, end: datetime) -> Touched:
-    """Touched session ids and user ids (as text), from the interactions in [start, end)."""
-    touched = Touched(sessions=set(), users=set(), unnamed_sessions=set(), window_interactions=0)
+def touched_ids(db: Database, start: datetime, end: datetime) -> tuple[set[str], set[str], int]:
+    """Touched session ids and touched user ids (as text), from the interactions in [start, end),
+    and how many interactions that window holds."""
+    sessions: set[str] = set()
+    users: set[str] = set()
+    count = 0
     cursor = db[INTERACTIONS].find(
         {"timestamp": {"$gte": start, "$lt": end}},
         {"_id": 0, "session_id": 1, "user_id": 1},
         batch_size=BATCH_SIZE,
     )
     for doc in cursor:
-        touched.window_interactions += 1
+        count += 1
         session_id = doc.get("session_id")
         if isinstance(session_id, str) and session_id:
-            touched.sessions.add(session_id)
+            sessions.add(session_id)
             user_id = doc.get("user_id")
-            if user_id is None:
-                touched.unnamed_sessions.add(session_id)
-            else:
-                touched.users.add(str(user_id))
-    return touched
+            if user_id is not None:
+                users.add(str(user_id))
+    return sessions, users, count
 
 
 def id_forms(ids: Iterable[str]) -> list[Any]:
@@ -139,31 +127,32 @@ def id_forms(ids: Iterable[str]) -> list[Any]:
 
 
 def extract(db: Database, start: datetime, end: datetime) -> Extracted:
-    touched = touched_ids(db, start, end)
-    user_forms = id_forms(touched.users)
+    sessions, users, window_count = touched_ids(db, start, end)
+    user_forms = id_forms(users)
 
     def interaction_docs() -> Iterator[dict]:
         collection = db[INTERACTIONS]
         for chunk in _chunks(user_forms, ID_CHUNK * 2):
             yield from collection.find({"user_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE)
-        for chunk in _chunks(sorted(touched.unnamed_sessions)):
+        for chunk in _chunks(sorted(sessions)):
             # No exclusion of the users step 2 read ($nin): a planner may take the second
             # condition as a reason to scan the collection (the secantus stand-in does, and a
             # hint to session_ts makes it walk the whole index per query: minutes each at 200 k).
+            # Step 2's copies are dropped below; MongoDB returns them at the cost of the wire only.
             yield from collection.find({"session_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE)
 
     interactions = _frame(_interaction_rows(interaction_docs()), INTERACTION_FIELDS, empty_interactions())
-    # A session step-3 reads may also hold messages of a user step 2 read: one copy each.
+    # Step 3 returns step 2's interactions again (a session's messages name its user): one copy each.
     interactions = interactions.drop_duplicates(subset="_id", ignore_index=True)
 
-    involved = {*touched.users, *(u for u in interactions["user_id"].dropna())}
+    involved = {*users, *(u for u in interactions["user_id"].dropna())}
     users_frame = _frame(_user_rows(db, id_forms(involved)), USER_FIELDS, empty_users())
     return Extracted(
         interactions=interactions,
         users=users_frame,
-        touched_sessions=sorted(touched.sessions),
-        touched_users=sorted(touched.users),
-        window_interactions=touched.window_interactions,
+        touched_sessions=sorted(sessions),
+        touched_users=sorted(users),
+        window_interactions=window_count,
     )
 
 
