@@ -17,7 +17,9 @@ One stack session, three checks that only exist on MWAA's shape:
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -138,7 +140,7 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
             started = time.monotonic()
             # The expected sheets: on-time dag.test() runs, in a subprocess while the topology starts.
             on_time_runs = reference.on_time_runs(stack, ON_TIME_HOURS, tmp_path / "expected.json")
-            with on_time_runs as on_time, running_topology(stack, extra) as topology:
+            with on_time_runs as on_time, running_topology(stack, extra) as topology, timeline_on_failure(topology):
                 timings["stack up"] = time.monotonic() - started
                 expected_sheets = on_time.sheets(timeout=TIMEOUT_S)
                 timings["reference runs"] = time.monotonic() - started
@@ -287,19 +289,32 @@ def live_session_rows(sheets: dict[str, dict[str, Any]]) -> dict[str, list[Any]]
 
 
 def print_timeline(topology: Topology) -> None:
-    """Where the minutes go: each task's wait in the queue and its run time, per run."""
+    """Where the minutes go: each task's wait in the queue, its run time and its state, per run."""
     rows = topology.query(
-        "SELECT dag_id, run_id, task_id, queued_dttm, start_date, end_date, hostname FROM task_instance "
+        "SELECT dag_id, run_id, task_id, queued_dttm, start_date, end_date, hostname, state FROM task_instance "
         "WHERE start_date IS NOT NULL ORDER BY start_date"
     )
     if not rows:
         return
     zero = min(r[3] or r[4] for r in rows)
-    for dag_id, run_id, task_id, queued, start, end, host in rows:
+    for dag_id, run_id, task_id, queued, start, end, host, state in rows:
         offset = ((queued or start) - zero).total_seconds()
         wait = (start - queued).total_seconds() if queued else 0.0
         took = (end - start).total_seconds() if end else float("nan")
-        print(f"  +{offset:6.1f}s queued {wait:5.1f}s ran {took:5.1f}s {host or '-':9} {dag_id}/{task_id} [{run_id}]")
+        print(
+            f"  +{offset:6.1f}s queued {wait:5.1f}s ran {took:5.1f}s {host or '-':9} {state or '-':15} "
+            f"{dag_id}/{task_id} [{run_id}]"
+        )
+
+
+@contextlib.contextmanager
+def timeline_on_failure(topology: Topology) -> Iterator[None]:
+    """On a failure, what ran where and how it ended, before the stack (and its logs) go."""
+    try:
+        yield
+    except BaseException:
+        print_timeline(topology)
+        raise
 
 
 def _unpaused(topology: Topology, dag_id: str) -> bool:
