@@ -19,10 +19,10 @@ from typing import Any
 
 from devstack.services import Stack
 from tests.helpers import REPO, all_spreadsheets, load_dag
+from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE, run_hours
 
 REPORT = "interaction_reports"
 FIXTURE_MONTH = "2026-11"
-SESSION_TITLE, LEADS_TITLE = "Leadflow — Session-wise report", "Leadflow — Consolidated report"
 LIVE_USER = "live-user"
 
 
@@ -74,8 +74,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("hours", nargs="+", type=datetime.fromisoformat)
     args = parser.parse_args(argv)
-    from tests.reports.test_dag import run_hours
-
     run_hours(load_dag(REPORT), args.hours)
     args.out.write_text(json.dumps(report_rows(all_spreadsheets(Stack.load(args.state_dir)))))
 
