@@ -43,6 +43,7 @@ WORKERS = ("worker-1", "worker-2")
 SCHEDULERS = 2
 TRIGGERERS = 2
 WORKER_PRELOAD = "leadflow.worker_preload"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def hostname() -> str:
@@ -140,13 +141,23 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _private_tmp(tmp: Path) -> list[str]:
+def _private_tmp(tmp: Path, keep: tuple[Path, ...] = ()) -> list[str]:
     """A command prefix giving the process its own ``/tmp`` (``tmp`` bound over it in a private
-    mount namespace), as a separate container has; only ``TMPDIR`` differs when we are not root."""
+    mount namespace), as a separate container has; only ``TMPDIR`` differs when we are not root.
+    The ``keep`` folders that live under the host's ``/tmp`` (the checkout and its venv, when the
+    repository was cloned there) are bound back in: a container has its code, just not our files."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         return []
-    bind_and_exec = 'mount --bind "$0" /tmp && exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", bind_and_exec, str(tmp)]
+    host_tmp = tmp.parent / "host-tmp"
+    host_tmp.mkdir(exist_ok=True)
+    host = Path("/tmp")  # noqa: S108 - the host's /tmp is what the worker must not see
+    kept = sorted({str(p.resolve()) for p in keep if p.resolve().is_relative_to(host)})
+    script = 'mount --bind /tmp "$1" && mount --bind "$0" /tmp'
+    for path in kept:
+        inner = Path(path).relative_to(host)
+        script += f' && mkdir -p "{path}" && mount --bind "$1/{inner}" "{path}"'
+    script += ' && shift && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(tmp), str(host_tmp)]
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -302,7 +313,8 @@ def running_topology(stack: Stack, extra_env: dict[str, str] | None = None) -> I
         # All at once: a worker needs the api-server only to run a task, and none is queued
         # before the test unpauses a DAG through that api-server.
         for name, (args, own_env, cwd) in components.items():
-            prefix = _private_tmp(Path(own_env["TMPDIR"])) if name in WORKERS else []
+            keep = (REPO, Path(sys.prefix))
+            prefix = _private_tmp(Path(own_env["TMPDIR"]), keep) if name in WORKERS else []
             airflow_procs[name] = _start(
                 name, [*prefix, *airflow, *args], logs, pids, env={**env, **own_env}, cwd=cwd
             )
