@@ -296,10 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--serial-sample", type=int, default=50)
-    from leadflow.followups.budget import MAX_CONCURRENCY
+    from leadflow.followups.budget import DEFAULT_CONCURRENCY
 
-    # The most production may use: the visibility-timeout budget caps the Variable there.
-    parser.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY)
+    # What production runs with when the Variable is unset (also its cap at Meta's send rates).
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--skip-dag", action="store_true")
     args = parser.parse_args(argv)
 

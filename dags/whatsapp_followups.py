@@ -14,8 +14,9 @@ inquiry follow-up) for every event that lands on the SQS queue `leadflow-followu
    No message within 10 minutes → the run ends **skipped** (a quiet run: no failure, no alert)
    and the next one starts.
 2. `process_messages` handles the batch concurrently (Variable `leadflow_followup_concurrency`,
-   capped at 58 by the visibility-timeout budget, global send rate
-   `leadflow_followup_send_rate_per_second`, never two messages to one buyer within 6 s). Per
+   default and cap 96, kept within the visibility-timeout budget; global send rate
+   `leadflow_followup_send_rate_per_second`, 1–80; one buyer's messages go one after another
+   on one thread, never two within 6 s). Per
    message: validate → ledger check → load the user → is a reminder still valid (not past, not
    cancelled or moved) → opt-in → E.164 number → text from OpenAI (model in
    `leadflow_openai_model`; a fixed template text if OpenAI fails or writes something unusable)

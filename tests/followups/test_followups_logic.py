@@ -429,24 +429,35 @@ def test_the_sensor_skips_a_quiet_wait_but_fails_on_an_sqs_error() -> None:
 # -- the visibility-timeout budget ------------------------------------------------------------
 
 
-def test_the_worst_case_run_fits_the_visibility_timeout_up_to_the_concurrency_cap() -> None:
+def test_the_worst_case_run_fits_the_visibility_timeout_at_every_permitted_send_rate() -> None:
     from leadflow.followups import budget as d
-    from leadflow.followups.dag_settings import VISIBILITY_TIMEOUT_S
+    from leadflow.followups.dag_settings import MAX_SEND_RATE, VISIBILITY_TIMEOUT_S
 
-    assert d.worst_case_run_seconds(d.MAX_CONCURRENCY) <= VISIBILITY_TIMEOUT_S
-    assert d.worst_case_run_seconds(d.MAX_CONCURRENCY + 1) > VISIBILITY_TIMEOUT_S
-    assert d.DEFAULT_CONCURRENCY <= d.MAX_CONCURRENCY
+    for rate in (d.MIN_SEND_RATE, 0.5 * MAX_SEND_RATE, MAX_SEND_RATE):
+        cap = d.max_concurrency(rate)
+        assert d.worst_case_run_seconds(cap, rate) <= VISIBILITY_TIMEOUT_S
+        assert cap == d.MAX_THREADS or d.worst_case_run_seconds(cap + 1, rate) > VISIBILITY_TIMEOUT_S
+    assert d.max_concurrency(d.MIN_SEND_RATE) >= d.DEFAULT_CONCURRENCY
     # The terms come from the clients' real settings: 20 s x 3 + 2 x 8 s, (5 + 15) s x 4 + 3 x 8 s.
     assert (d.openai_worst_seconds(), d.whatsapp_worst_seconds()) == (76.0, 104.0)
-    # The arithmetic the old docstring wrote down no longer fit with 64 threads.
-    assert d.worst_case_run_seconds(64) > VISIBILITY_TIMEOUT_S
+    # One pacing wait per thread, whatever the thread count; the token bucket adds N / rate.
+    assert d.worst_case_run_seconds(96, 80.0) == 600 + 76 + 104 + 6 + 96 / 80 + 10 + 60
+    # A budget below the bucket's own worst case is capped by it.
+    assert d.max_concurrency(1.0, visibility_timeout_s=900) == 44
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("64", None), ("8", 8), ("0", 1), ("junk", None), (None, None)])
-def test_the_concurrency_variable_is_capped_by_the_budget(raw: object, expected: int | None) -> None:
-    from leadflow.followups.budget import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+@pytest.mark.parametrize(
+    ("raw", "rate", "expected"),
+    [("64", 60.0, 64), ("500", 60.0, 96), ("8", 1.0, 8), ("0", 60.0, 1), ("junk", 60.0, 96), (None, 80.0, 96)],
+)
+def test_the_concurrency_variable_is_capped_by_the_budget(raw: object, rate: float, expected: int) -> None:
     from leadflow.followups.settings import capped_concurrency
 
-    want = expected if expected is not None else min(int(raw) if raw == "64" else DEFAULT_CONCURRENCY, MAX_CONCURRENCY)
-    assert capped_concurrency(raw) == want
-    assert capped_concurrency(raw) <= MAX_CONCURRENCY
+    assert capped_concurrency(raw, rate) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("60", 60.0), ("500", 80.0), ("0.01", 1.0), ("0", 80.0), ("x", 60.0)])
+def test_the_send_rate_variable_stays_within_what_the_budget_allows(raw: object, expected: float) -> None:
+    from leadflow.followups.settings import capped_send_rate
+
+    assert capped_send_rate(raw) == expected

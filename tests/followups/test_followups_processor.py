@@ -86,6 +86,27 @@ def test_two_messages_to_one_user_are_paced(env: Env) -> None:
     assert other_phone in {m["to"] for m in env.outbox()}
 
 
+def test_one_users_paced_messages_hold_one_thread_not_every_thread(env: Env) -> None:
+    # Two threads, three messages for one user first in the queue, then two other users. If the
+    # user's messages were spread over the threads, both would wait on that user's pacing and the
+    # others would go out last; the visibility-timeout budget counts one pacing wait per thread.
+    clients.set_settings(env.whatsapp, pair_rate_limit_seconds=0.5)
+    busy, busy_phone = env.add_user("Kabir Nair", wrote_ago=timedelta(hours=1))
+    for event_type in ("inquiry_followup", "cost_sheet_followup", "inquiry_followup"):
+        env.enqueue(event(event_type, busy))
+    others = [env.add_user(name, wrote_ago=timedelta(hours=1)) for name in ("Myra Iyer", "Ishaan Bose")]
+    for uid, _ in others:
+        env.enqueue(event("inquiry_followup", uid))
+
+    summary = make_processor(env, pacing=0.5, concurrency=2).process(receive_all(env))
+
+    assert (summary.sent, summary.left_for_redelivery) == (5, 0)
+    sent = sorted(env.outbox(), key=lambda m: datetime.fromisoformat(m["received_at"]))
+    order = [m["to"] for m in sent]
+    second_to_busy = [i for i, to in enumerate(order) if to == busy_phone][1]
+    assert {phone for _, phone in others} <= set(order[:second_to_busy]), order
+
+
 def test_a_pair_rate_limit_error_is_retried_after_the_pair_interval(env: Env) -> None:
     clients.set_settings(env.whatsapp, pair_rate_limit_seconds=1.0)
     uid, phone = env.add_user("Aadhya Rao")

@@ -111,18 +111,19 @@ class FollowupProcessor:
         self._abort.clear()
         self._deadline = started + self.settings.budget_seconds
         self.ledger.ensure_indexes()
-        groups = self._group(messages)
-        self.snapshot.load([p for group in groups for _, p in group if isinstance(p, FollowupEvent)], self.now())
-        workers = max(1, min(self.settings.concurrency, len(groups)))
+        users = self._group(messages)
+        events = [p for user in users for copies in user for _, p in copies]
+        self.snapshot.load([p for p in events if isinstance(p, FollowupEvent)], self.now())
+        workers = max(1, min(self.settings.concurrency, len(users)))
         try:
             if workers == 1:
-                for group in groups:
-                    self._run_group(group)
+                for user in users:
+                    self._run_user(user)
             else:
                 # Each job runs in a copy of this thread's context, so the task's logging context
                 # (kept in contextvars) carries over to the worker threads.
                 with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="followup") as pool:
-                    jobs = [pool.submit(contextvars.copy_context().run, self._run_group, g) for g in groups]
+                    jobs = [pool.submit(contextvars.copy_context().run, self._run_user, u) for u in users]
                     for job in jobs:
                         job.result()
         finally:
@@ -131,17 +132,28 @@ class FollowupProcessor:
         log.info("Batch done: %s", self._summary.as_dict())
         return self._summary
 
-    def _group(self, messages: list[dict[str, Any]]) -> list[list[tuple[dict[str, Any], Any]]]:
-        """Parse every message; copies of one event form one group, handled one after another."""
-        groups: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+    def _group(self, messages: list[dict[str, Any]]) -> list[list[list[tuple[dict[str, Any], Any]]]]:
+        """Parse every message and group them: per user, the copies of each event.
+
+        One user's messages run on one thread, one after another. Spread over threads they would
+        queue on the pacer's lock for that user, 6 s each, holding a thread apiece; the worst
+        case of a run would then grow with the thread count (see :mod:`.budget`). A message that
+        does not parse is a group of its own: it has no user to wait for.
+        """
+        users: dict[str, dict[str, list[tuple[dict[str, Any], Any]]]] = {}
         for message in messages:
             try:
                 parsed: FollowupEvent | ValidationFailure = parse_body(message.get("Body"))
-                key = parsed.event_id
+                user, key = f"user:{parsed.user_id}", parsed.event_id
             except ValidationFailure as failure:
-                parsed, key = failure, message_key(str(message.get("MessageId")))
-            groups.setdefault(key, []).append((message, parsed))
-        return list(groups.values())
+                parsed = failure
+                user = key = message_key(str(message.get("MessageId")))
+            users.setdefault(user, {}).setdefault(key, []).append((message, parsed))
+        return [list(copies.values()) for copies in users.values()]
+
+    def _run_user(self, events: list[list[tuple[dict[str, Any], Any]]]) -> None:
+        for copies in events:
+            self._run_group(copies)
 
     def _run_group(self, group: list[tuple[dict[str, Any], Any]]) -> None:
         first_outcome = self._run_one(*group[0])

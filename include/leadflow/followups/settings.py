@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from leadflow.followups.budget import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+from leadflow.followups.budget import DEFAULT_CONCURRENCY, MIN_SEND_RATE, max_concurrency
 from leadflow.followups.dag_settings import DEFAULT_SEND_RATE, MAX_SEND_RATE, PROCESS_BUDGET_SECONDS
 from leadflow.followups.pacing import PAIR_PACING_SECONDS
 from leadflow.followups.whatsapp import Template
@@ -54,24 +54,26 @@ class ProcessorSettings:
     unknown_outcome_grace_seconds: float = DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES * 60
 
 
-def capped_concurrency(raw: Any) -> int:
-    """The concurrency Variable, capped so the visibility-timeout budget holds (see dag_settings)."""
+def capped_concurrency(raw: Any, send_rate: float) -> int:
+    """The concurrency Variable, capped so the visibility-timeout budget holds (see budget)."""
     try:
         value = int(raw)
     except (TypeError, ValueError):
         value = DEFAULT_CONCURRENCY
-    if value > MAX_CONCURRENCY:
-        log.warning("leadflow_followup_concurrency %d exceeds the visibility-timeout budget; using %d",
-                    value, MAX_CONCURRENCY)  # fmt: skip
-    return max(1, min(value, MAX_CONCURRENCY))
+    cap = max_concurrency(send_rate)
+    if value > cap:
+        log.warning("leadflow_followup_concurrency %d exceeds the visibility-timeout budget at %g msg/s; using %d",
+                    value, send_rate, cap)  # fmt: skip
+    return max(1, min(value, cap))
 
 
 def capped_send_rate(raw: Any) -> float:
+    """The send-rate Variable within [1, 80] msg/s (Meta's default ceiling); unset or <= 0 means the ceiling."""
     try:
         rate = float(raw)
     except (TypeError, ValueError):
         rate = DEFAULT_SEND_RATE
-    return min(rate, MAX_SEND_RATE) if rate > 0 else MAX_SEND_RATE
+    return max(MIN_SEND_RATE, min(rate, MAX_SEND_RATE)) if rate > 0 else MAX_SEND_RATE
 
 
 def grace_seconds(raw: Any) -> float:
@@ -93,12 +95,13 @@ def load_settings() -> ProcessorSettings:
         VAR_WHATSAPP_TEMPLATES,
     )
 
+    send_rate = capped_send_rate(Variable.get(VAR_FOLLOWUP_SEND_RATE, default=DEFAULT_SEND_RATE))
     return ProcessorSettings(
         queue_url=Variable.get(VAR_QUEUE_URL),
         dlq_url=Variable.get(VAR_DLQ_URL),
         templates=TemplateConfig.parse(Variable.get(VAR_WHATSAPP_TEMPLATES, default=None)),
-        concurrency=capped_concurrency(Variable.get(VAR_FOLLOWUP_CONCURRENCY, default=DEFAULT_CONCURRENCY)),
-        send_rate_per_second=capped_send_rate(Variable.get(VAR_FOLLOWUP_SEND_RATE, default=DEFAULT_SEND_RATE)),
+        concurrency=capped_concurrency(Variable.get(VAR_FOLLOWUP_CONCURRENCY, default=DEFAULT_CONCURRENCY), send_rate),
+        send_rate_per_second=send_rate,
         budget_seconds=PROCESS_BUDGET_SECONDS,
         unknown_outcome_grace_seconds=grace_seconds(
             Variable.get(VAR_UNKNOWN_OUTCOME_GRACE, default=DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES)
