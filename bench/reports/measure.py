@@ -17,8 +17,6 @@ from typing import Any
 from devstack import clients
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SHORT_IN = 100  # $in list length of the what-if replay (extract.ID_CHUNK is 1,000)
-
 
 
 def proc_status_mb(pid: int | str = "self") -> dict[str, float]:
@@ -189,24 +187,6 @@ def replay_raw(db: Any, queries: list[tuple[str, tuple, dict]]) -> tuple[float, 
         for _ in db.get_collection(name, codec_options=options).find(*args, **kwargs):
             docs += 1
     return time.perf_counter() - started, docs
-
-
-def rechunked(queries: list[tuple[str, tuple, dict]], size: int) -> list[tuple[str, tuple, dict]]:
-    """The same queries with every ``{field: {"$in": [...]}}`` list cut into lists of ``size``."""
-    out: list[tuple[str, tuple, dict]] = []
-    for name, args, kwargs in queries:
-        query = args[0] if args else None
-        if isinstance(query, dict) and len(query) == 1:
-            ((name_of_field, condition),) = query.items()
-            if isinstance(condition, dict) and list(condition) == ["$in"] and len(condition["$in"]) > size:
-                values = condition["$in"]
-                out += [
-                    (name, ({name_of_field: {"$in": values[i : i + size]}}, *args[1:]), kwargs)
-                    for i in range(0, len(values), size)
-                ]
-                continue
-        out.append((name, args, kwargs))
-    return out
 
 
 def sheets_client() -> Any:

@@ -8,13 +8,11 @@ from typing import Any
 
 from bench.reports.child import DAG_ID, RUN_ID, Job, new_spreadsheet, prepare_child, task_figures
 from bench.reports.measure import (
-    SHORT_IN,
     CursorClock,
     RssSampler,
     Stages,
     TimedDatabase,
     cpu_seconds,
-    rechunked,
     replay_raw,
     rows_digest,
     stage_named,
@@ -50,14 +48,11 @@ def extract_task(job: Job) -> dict[str, Any]:
     mongo_cpu = cpu_seconds(job.mongo_pid) - mongo_cpu
     figures = task_figures("extract", stages, baseline)
 
-    # Not part of the task: the same queries again, to split the extract between Mongo and us,
-    # and with shorter $in lists (the stand-in checks each document against the whole list).
+    # Not part of the task: the same queries again, to split the extract between Mongo and us.
     db = databases[-1]
     drain_cpu = cpu_seconds(job.mongo_pid)
     drain_raw_s, drain_docs = replay_raw(db, clock.queries)
     drain_cpu = cpu_seconds(job.mongo_pid) - drain_cpu
-    short_queries = rechunked(clock.queries, SHORT_IN)
-    drain_short_s, _ = replay_raw(db, short_queries)
     sampler.stop()
     stage_named(figures, "extract (MongoDB → frames)")["note"] = (
         f"{extracted['window_interactions']:,} in window → {extracted['touched_sessions']:,} sessions, "
@@ -90,8 +85,6 @@ def extract_task(job: Job) -> dict[str, Any]:
             "drain_raw_s": drain_raw_s,
             "drain_docs": drain_docs,
             "drain_mongo_cpu_s": drain_cpu,
-            "drain_short_s": drain_short_s,
-            "short_queries": len(short_queries),
         },
     }
 

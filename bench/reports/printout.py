@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from bench.reports.child import REPORTS
-from bench.reports.measure import SHORT_IN, stage_named
+from bench.reports.measure import stage_named
 
 TARGET_TRANSFORM_S = 5.0
 TARGET_PEAK_RSS_MB = 500.0
@@ -97,9 +97,6 @@ def report(
           f"the replay")  # fmt: skip
     print(f"    → MongoDB (the stand-in) is {wait / extract_s:.0%} of the extract and "
           f"{wait / totals['1st: rows added']:.0%} of the whole path")  # fmt: skip
-    print(f"    what-if: the replay with $in lists of {SHORT_IN} ids ({ex['short_queries']} queries): "
-          f"{ex['drain_short_s']:.2f} s, {ex['drain_raw_s'] / ex['drain_short_s']:.1f}x faster (the stand-in "
-          f"matches every fetched document against the whole $in list; MongoDB does not)")  # fmt: skip
 
     print("\n  Sheets calls per report and run (client count / stand-in /_control/calls):")
     print(LOAD_HEADER)

@@ -64,13 +64,33 @@ def test_every_extract_query_uses_an_index(clean_stack) -> None:
         # Each of the four steps queried (window, users' interactions, sessions', profiles).
         assert {next(iter(find["filter"])) for find in listener.finds} >= {"timestamp", "user_id", "session_id", "_id"}
 
+        # Each interaction comes back once: the window's from the window scan, the rest from
+        # the query that alone can return it.
+        returned = [str(i) for i in listener.interaction_ids]
+        assert len(returned) == len(set(returned)) == len(extracted.interactions)
+
         plans = {}
         for find in listener.finds:
-            command = {k: find[k] for k in ("find", "filter", "hint", "projection") if k in find}
-            plan = db.command("explain", command, verbosity="queryPlanner")["queryPlanner"]["winningPlan"]
-            plans[str(find.get("filter"))] = plan
+            command = {k: find[k] for k in ("find", "filter", "projection") if k in find}
+            plans[str(find["filter"])] = _plan(db, command)
     scans = {query: plan for query, plan in plans.items() if "COLLSCAN" in str(plan)}
     assert not scans, scans
+
+
+def _plan(db: Any, command: dict[str, Any]) -> Any:
+    """The winning plan; for a filter of several clauses, the plan of its leading clause.
+
+    The stand-in's explain reports a COLLSCAN for any filter with two operator clauses, while its
+    find answers it from the leading clause's index and filters the candidates (at 300 k
+    interactions: 1.9 s for ``{session_id: {$in}, user_id: {$nin}}``, as for ``session_id``
+    alone, where a scan of the collection would take ~16 s at the 0.053 ms per document measured
+    at 1 M). MongoDB plans the whole filter on the same index.
+    """
+    filter_ = command["filter"]
+    if len(filter_) > 1:
+        leading = next(iter(filter_))
+        command = {**command, "filter": {leading: filter_[leading]}}
+    return db.command("explain", command, verbosity="queryPlanner")["queryPlanner"]["winningPlan"]
 
 
 def test_a_named_session_s_unnamed_message_outside_the_window_is_still_read(clean_stack) -> None:

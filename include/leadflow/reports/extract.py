@@ -1,18 +1,25 @@
 """Read the touched sessions and users of a report window from MongoDB into pandas.
 
-Every query is index-backed (see leadflow.mongo_indexes), projected to the fields the reports
-use, and streamed in batches, so memory follows the touched data, not the collection size:
-1. the window scan (``timestamp`` index) collects the touched session and user ids;
-2. every interaction of the touched users is read by ``user_id`` (``user_id, role, timestamp``),
-   asking for **both** forms of each id (ObjectId and its hex string), since messy data stores
-   either and the consolidated row must not depend on which form an hour happened to see;
-3. every interaction of the touched sessions is read by ``session_id`` (``session_id, timestamp``),
-   for the ones step 2 cannot return (no user id, or another user's), in or out of the window;
-   what step 2 already returned is dropped by ``_id``. Reading only the sessions a *window*
-   message names no user in would read each interaction once, but misses a session's unnamed
-   messages outside the window: at 1 M interactions, 10 of them, and 9,207 session rows then
-   differed from the naive peer's (tests/reports/test_extract_queries.py keeps such a message);
-4. the profiles of the users involved are read by ``_id`` (both forms again).
+Each interaction the reports need is returned once, by one of three index-backed queries,
+projected to the fields the reports use and streamed in batches, so memory follows the touched
+data, not the collection size:
+1. the window scan (``timestamp``) returns the window's interactions, and with them the touched
+   session ids, the users each session's window messages name, and the touched user ids;
+2. the touched users' interactions *outside* the window, by ``user_id`` (``user_id, role,
+   timestamp``), asking for **both** forms of each id (ObjectId and its hex string), since messy
+   data stores either and the consolidated row must not depend on which form an hour saw;
+3. the touched sessions' interactions outside the window that step 2 cannot return, by
+   ``session_id`` (``session_id, timestamp``): the ones naming none of the users the session's
+   window messages name (no user id, or another user's). Skipping this step misses a named
+   session's unnamed message before the window (at 1 M interactions, 10 of them; see
+   tests/reports/test_extract_queries.py);
+4. the profiles of the users involved, by ``_id`` (both forms again).
+
+The conditions beyond the leading field are evaluated by the server: MongoDB bounds the
+timestamp on either index and checks ``user_id`` on the fetched document, returning only what
+is new. The secantus stand-in uses the leading clause's index, fetches every candidate and
+filters; it returns the same documents, but its fetches are those of reading the touched
+sessions and users whole.
 """
 
 from __future__ import annotations
@@ -94,26 +101,45 @@ def _frame(rows: Iterator[dict], columns: list[str], empty: pd.DataFrame) -> pd.
     return frame.astype({c: "object" for c in columns if c not in ("timestamp", "site_visit_scheduled_at")})
 
 
-def touched_ids(db: Database, start: datetime, end: datetime) -> tuple[set[str], set[str], int]:
-    """Touched session ids and touched user ids (as text), from the interactions in [start, end),
-    and how many interactions that window holds."""
-    sessions: set[str] = set()
+@dataclass
+class WindowScan:
+    """The window's interactions, the touched sessions with the users their window messages name,
+    and the touched users (as text)."""
+
+    interactions: pd.DataFrame
+    sessions: dict[str, set[str]]
+    users: set[str]
+    count: int
+
+
+def scan_window(db: Database, start: datetime, end: datetime) -> WindowScan:
+    """Read the interactions in [start, end) once: they are report input and name what was touched."""
+    sessions: dict[str, set[str]] = {}
     users: set[str] = set()
     count = 0
+
+    def noted(docs: Iterable[dict]) -> Iterator[dict]:
+        nonlocal count
+        for doc in docs:
+            count += 1
+            session_id = doc.get("session_id")
+            if isinstance(session_id, str) and session_id:
+                named = sessions.setdefault(session_id, set())
+                user_id = doc.get("user_id")
+                if user_id is not None:
+                    named.add(str(user_id))
+                    users.add(str(user_id))
+            yield doc
+
     cursor = db[INTERACTIONS].find(
-        {"timestamp": {"$gte": start, "$lt": end}},
-        {"_id": 0, "session_id": 1, "user_id": 1},
-        batch_size=BATCH_SIZE,
+        {"timestamp": {"$gte": start, "$lt": end}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE
     )
-    for doc in cursor:
-        count += 1
-        session_id = doc.get("session_id")
-        if isinstance(session_id, str) and session_id:
-            sessions.add(session_id)
-            user_id = doc.get("user_id")
-            if user_id is not None:
-                users.add(str(user_id))
-    return sessions, users, count
+    frame = _frame(_interaction_rows(noted(cursor)), INTERACTION_FIELDS, empty_interactions())
+    # A window message outside every touched session is input only through a touched user (as
+    # the user query returns it), so the frame holds exactly what steps 2-3 would have read.
+    in_session = frame["session_id"].map(lambda v: isinstance(v, str) and v != "")
+    frame = frame.loc[in_session | frame["user_id"].isin(users)].reset_index(drop=True)
+    return WindowScan(interactions=frame, sessions=sessions, users=users, count=count)
 
 
 def id_forms(ids: Iterable[str]) -> list[Any]:
@@ -127,32 +153,41 @@ def id_forms(ids: Iterable[str]) -> list[Any]:
 
 
 def extract(db: Database, start: datetime, end: datetime) -> Extracted:
-    sessions, users, window_count = touched_ids(db, start, end)
-    user_forms = id_forms(users)
+    window = scan_window(db, start, end)
+    outside_window = {"$not": {"$gte": start, "$lt": end}}  # null and missing timestamps included
 
     def interaction_docs() -> Iterator[dict]:
         collection = db[INTERACTIONS]
-        for chunk in _chunks(user_forms, ID_CHUNK * 2):
-            yield from collection.find({"user_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE)
-        for chunk in _chunks(sorted(sessions)):
-            # No exclusion of the users step 2 read ($nin): a planner may take the second
-            # condition as a reason to scan the collection (the secantus stand-in does, and a
-            # hint to session_ts makes it walk the whole index per query: minutes each at 200 k).
-            # Step 2's copies are dropped below; MongoDB returns them at the cost of the wire only.
-            yield from collection.find({"session_id": {"$in": chunk}}, INTERACTION_PROJECTION, batch_size=BATCH_SIZE)
+        for chunk in _chunks(id_forms(window.users), ID_CHUNK * 2):
+            yield from collection.find(
+                {"user_id": {"$in": chunk}, "timestamp": outside_window},
+                INTERACTION_PROJECTION,
+                batch_size=BATCH_SIZE,
+            )
+        for chunk in _chunks(sorted(window.sessions)):
+            # What step 2 cannot return: a touched session's messages outside the window that
+            # name none of the users its window messages name (no user id, or another user's).
+            named = id_forms(set().union(*(window.sessions[s] for s in chunk)))
+            yield from collection.find(
+                {"session_id": {"$in": chunk}, "user_id": {"$nin": named}, "timestamp": outside_window},
+                INTERACTION_PROJECTION,
+                batch_size=BATCH_SIZE,
+            )
 
-    interactions = _frame(_interaction_rows(interaction_docs()), INTERACTION_FIELDS, empty_interactions())
-    # Step 3 returns step 2's interactions again (a session's messages name its user): one copy each.
+    read = _frame(_interaction_rows(interaction_docs()), INTERACTION_FIELDS, empty_interactions())
+    # A session's message naming a touched user other than the session's own comes back from
+    # both step 2 and step 3: one copy each.
+    interactions = pd.concat([window.interactions, read], ignore_index=True) if len(read) else window.interactions
     interactions = interactions.drop_duplicates(subset="_id", ignore_index=True)
 
-    involved = {*users, *(u for u in interactions["user_id"].dropna())}
+    involved = {*window.users, *(u for u in interactions["user_id"].dropna())}
     users_frame = _frame(_user_rows(db, id_forms(involved)), USER_FIELDS, empty_users())
     return Extracted(
         interactions=interactions,
         users=users_frame,
-        touched_sessions=sorted(sessions),
-        touched_users=sorted(users),
-        window_interactions=window_count,
+        touched_sessions=sorted(window.sessions),
+        touched_users=sorted(window.users),
+        window_interactions=window.count,
     )
 
 
