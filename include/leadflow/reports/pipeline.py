@@ -100,10 +100,10 @@ def extract_step(dag_id: str, run_id: str, window: ReportWindow) -> dict[str, An
     touched_users = pd.DataFrame({"user_id": pd.Series(extracted.touched_users, dtype="object")})
     result = {
         "folder": str(folder),
-        "interactions": write_frame(extracted.interactions, folder / "interactions.jsonl.gz"),
-        "users": write_frame(extracted.users, folder / "users.jsonl.gz"),
-        "touched_sessions_path": write_frame(touched, folder / "touched_sessions.jsonl.gz"),
-        "touched_users_path": write_frame(touched_users, folder / "touched_users.jsonl.gz"),
+        "interactions": write_frame(extracted.interactions, folder / "interactions.parquet"),
+        "users": write_frame(extracted.users, folder / "users.parquet"),
+        "touched_sessions_path": write_frame(touched, folder / "touched_sessions.parquet"),
+        "touched_users_path": write_frame(touched_users, folder / "touched_users.parquet"),
         "window": window.as_dict(),
         "read_at": read_at.isoformat(),
         "window_interactions": extracted.window_interactions,
@@ -129,7 +129,7 @@ def transform_step(kind: ReportKind, extracted: dict[str, Any]) -> dict[str, Any
         touched = read_frame(extracted["touched_users_path"], columns=["user_id"])["user_id"]
         report, dq = consolidated_report(interactions, users, touched.astype(str))
     report = stamped(report, datetime.fromisoformat(extracted["read_at"]), dq, SPECS[kind].key)
-    path = write_frame(report, run_folder_of(extracted) / f"{kind}_report.jsonl.gz")
+    path = write_frame(report, run_folder_of(extracted) / f"{kind}_report.parquet")
     if dq.total:
         log.warning("Data quality (%s report): %s; examples: %s", kind, dq.counts(), dq.examples)
     else:
