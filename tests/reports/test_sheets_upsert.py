@@ -136,3 +136,35 @@ def test_team_columns_sorts_and_inserted_rows_between_runs_keep_every_note_besid
     protected = tab["protectedRanges"]
     assert len(protected) == 1
     assert protected[0]["warningOnly"] is True
+
+
+def sessions_in(month_start: str) -> pd.DataFrame:
+    start = pd.Timestamp(month_start)
+    return pd.DataFrame(
+        {
+            "Session ID": [f"S-{month_start[:7]}"],
+            "Name": ["Buyer"],
+            "Mobile": ["+919876543210"],
+            "Session Start": [start],
+            "Session End": [start + pd.Timedelta(minutes=5)],
+            "Chat Length (min)": [5],
+            "Messages": [2],
+            "Intent Detected": [""],
+            "User ID": ["u00001"],
+            "Updated": [start + pd.Timedelta(hours=1)],
+        }
+    )
+
+
+def test_a_backfilled_month_goes_before_the_later_ones_and_after_the_dashboard(client) -> None:
+    spreadsheet = client.create_spreadsheet("t", FOLDER)
+    client.name_first_tab(spreadsheet, "2026-12", len(SPECS["sessions"].columns))
+    sheets.upsert(client, spreadsheet, sessions_in("2026-12-02T10:00:00Z"), SPECS["sessions"])
+    dashboard = {"addSheet": {"properties": {"title": "Dashboard", "index": 0}}}
+    client.execute(client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet, body={"requests": [dashboard]}), "writes")
+    # A backfill of an earlier month, after the live run made December's tab.
+    sheets.upsert(client, spreadsheet, sessions_in("2026-11-20T10:00:00Z"), SPECS["sessions"])
+
+    book = client.spreadsheets.get(spreadsheetId=spreadsheet, fields="sheets.properties").execute()
+    titles = [s["properties"]["title"] for s in sorted(book["sheets"], key=lambda s: s["properties"]["index"])]
+    assert titles == ["Dashboard", "2026-11", "2026-12"]

@@ -275,6 +275,22 @@ def test_dimension_filter_and_sheet_requests(spreadsheets: Resource) -> None:
     assert cells == [{"stringValue": "h"}, {"stringValue": "keep"}]
 
 
+def test_a_sheet_moves_by_its_index_before_the_move(spreadsheets: Resource) -> None:
+    # SheetProperties.index: "if there were three sheets (S1, S2, S3) in order to move S1 ahead
+    # of S2 the index would have to be set to 2" -- a move to the right lands one short.
+    spreadsheet_id = _new_spreadsheet(spreadsheets)
+    _add_tab(spreadsheets, spreadsheet_id, "S2")
+    s3 = _add_tab(spreadsheets, spreadsheet_id, "S3")
+
+    def move(sheet_id: int, index: int) -> list[str]:
+        request = {"updateSheetProperties": {"properties": {"sheetId": sheet_id, "index": index}, "fields": "index"}}
+        spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body={"requests": [request]}).execute()
+        return _tab_titles(spreadsheets, spreadsheet_id)
+
+    assert move(0, 2) == ["S2", "Sheet1", "S3"]
+    assert move(s3, 0) == ["S3", "S2", "Sheet1"]
+
+
 def test_a_failing_request_rolls_back_the_whole_batch(spreadsheets: Resource) -> None:
     spreadsheet_id = _new_spreadsheet(spreadsheets)
     batch = spreadsheets.batchUpdate(

@@ -72,7 +72,11 @@ def _update_sheet_properties(book: Spreadsheet, params: dict[str, Any]) -> None:
             grid.pop(key, None)  # proto3 JSON omits zero values
     sheet.properties = props
     new_index = props.get("index")
-    if isinstance(new_index, int) and new_index != book.sheets.index(sheet):
+    current = book.sheets.index(sheet)
+    if isinstance(new_index, int) and new_index != current:
+        # Google counts the index "before the move": of S1, S2, S3, moving S1 ahead of S2 takes
+        # index 2 (SheetProperties.index), so a move to the right lands one place short.
         book.sheets.remove(sheet)
-        book.sheets.insert(min(max(new_index, 0), len(book.sheets)), sheet)
+        landing = new_index - 1 if new_index > current else new_index
+        book.sheets.insert(min(max(landing, 0), len(book.sheets)), sheet)
     book.reindex()

@@ -30,12 +30,16 @@ def layout_requests(
                 {"deleteDimension": {"range": {"sheetId": tabs[tab].sheet_id, "dimension": "ROWS",
                                                "startIndex": row - 1, "endIndex": row}}}
             )  # fmt: skip
-    # Month tabs in calendar order, whatever order runs created them in. Only when out of order
-    # (``tabs`` is in sheet order), so the Dashboard and the team's own tabs stay where they are.
-    report_tabs = [t for t in tabs if spec.is_report_tab(t)]
-    for index, tab in enumerate(sorted(report_tabs) if report_tabs != sorted(report_tabs) else []):
+    # Month tabs in calendar order, whatever order runs created them in, from where the first of
+    # them stands (``tabs`` is in sheet order): the Dashboard and any tab before them stay put.
+    # Only when out of order, and each move is to the left, where Google's "index before the
+    # move" and the final index agree.
+    order = list(tabs)
+    report_tabs = [t for t in order if spec.is_report_tab(t)]
+    first = order.index(report_tabs[0]) if report_tabs else 0
+    for offset, tab in enumerate(sorted(report_tabs) if report_tabs != sorted(report_tabs) else []):
         requests.append(
-            {"updateSheetProperties": {"properties": {"sheetId": tabs[tab].sheet_id, "index": index},
+            {"updateSheetProperties": {"properties": {"sheetId": tabs[tab].sheet_id, "index": first + offset},
                                        "fields": "index"}}
         )  # fmt: skip
     for tab in sorted(set(written) | set(moved)):
