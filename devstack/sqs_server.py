@@ -22,8 +22,15 @@ in-flight quota, ``MessageNotInflight``, at most 10 entries per batch) apply.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from devstack.sqs_index import IN_FLIGHT_LIMIT, MessageIndex
@@ -167,6 +174,56 @@ def install_index(in_flight_limit: int = IN_FLIGHT_LIMIT) -> None:
     SQSBackend.change_message_visibility_batch = at_most_ten(  # type: ignore[method-assign]
         per_named_queue(SQSBackend.change_message_visibility_batch, change_visibility_batch)
     )
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    endpoint: str
+    pid: int
+
+    def client(self, service: str = "sqs") -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+
+@contextlib.contextmanager
+def running_sqs_server(*options: str, log_path: Path | None = None) -> Iterator[RunningServer]:
+    """A stand-in of its own on a free port (``options`` as ``main`` takes them), for tests and benchmarks."""
+    import requests
+
+    from devstack.services import HOST, free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "devstack.sqs_server", "-H", HOST, "-p", str(port), *options]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603 - our own command
+    endpoint = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the SQS stand-in exited with {server.returncode}")
+            try:
+                if requests.get(f"{endpoint}/moto-api/", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+        yield RunningServer(endpoint, server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if log_path:
+            log.close()  # type: ignore[union-attr]
 
 
 def main(argv: list[str] | None = None) -> None:
