@@ -2,7 +2,7 @@
 
 The rules are AWS's documented ones (the ReceiveMessage, ChangeMessageVisibility and DeleteMessage
 API reference, and the standard queue quotas). The stand-in here runs with an in-flight quota of
-30 instead of SQS's 120,000, so the quota can be reached in a test.
+10 instead of SQS's 120,000, so the quota can be reached in a test.
 """
 
 from __future__ import annotations
@@ -10,58 +10,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
-from devstack.sqs_server import RunningServer, running_sqs_server
-
-IN_FLIGHT_LIMIT = 30
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    with running_sqs_server("--in-flight-limit", str(IN_FLIGHT_LIMIT)) as running:
-        yield running
+from devstack.sqs_server import RunningServer
+from tests.standins.sqs_support import IN_FLIGHT_LIMIT, counts, error_code, new_queue, receive, send
 
 
 @pytest.fixture
-def sqs(server: RunningServer) -> Any:
-    return server.client()
-
-
-def new_queue(sqs: Any, **attributes: str) -> str:
-    return sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:12]}", Attributes=attributes)["QueueUrl"]
-
-
-def counts(sqs: Any, url: str) -> dict[str, int]:
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    got = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-    return {"visible": int(got[names[0]]), "in_flight": int(got[names[1]]), "delayed": int(got[names[2]])}
-
-
-def send(sqs: Any, url: str, bodies: list[str], **fields: Any) -> None:
-    for start in range(0, len(bodies), 10):
-        entries = [{"Id": str(n), "MessageBody": body, **fields} for n, body in enumerate(bodies[start : start + 10])]
-        assert not sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed")
-
-
-def receive(sqs: Any, url: str, **options: Any) -> list[dict[str, Any]]:
-    return sqs.receive_message(QueueUrl=url, AttributeNames=["All"], **options).get("Messages", [])
-
-
-def error_code(call: Any) -> str:
-    """The error's code as the API reference names it (SQS's JSON protocol may prefix it, as moto does)."""
-    with pytest.raises(ClientError) as raised:
-        call()
-    return raised.value.response["Error"]["Code"].removeprefix("AWS.SimpleQueueService.")
+def sqs(sqs_server: RunningServer) -> Any:
+    return sqs_server.client()
 
 
 def test_a_received_message_is_hidden_for_its_visibility_timeout_then_comes_back_with_a_new_handle(sqs) -> None:
@@ -168,17 +127,19 @@ def test_a_receive_returns_at_most_ten_messages_and_batches_take_at_most_ten_ent
     assert error_code(lambda: receive(sqs, url, MaxNumberOfMessages=11)) == "InvalidParameterValue"
     eleven = [{"Id": str(n), "MessageBody": "x"} for n in range(11)]
     assert error_code(lambda: sqs.send_message_batch(QueueUrl=url, Entries=eleven)) == ("TooManyEntriesInBatchRequest")
-    handles = [m["ReceiptHandle"] for m in receive(sqs, url, MaxNumberOfMessages=10)]
-    handles.append(receive(sqs, url)[0]["ReceiptHandle"])
-    too_many = [{"Id": str(n), "ReceiptHandle": handle} for n, handle in enumerate(handles)]
+    # SQS checks the entries before any receipt handle.
+    too_many = [{"Id": str(n), "ReceiptHandle": f"r{n}"} for n in range(11)]
     assert error_code(lambda: sqs.delete_message_batch(QueueUrl=url, Entries=too_many)) == (
         "TooManyEntriesInBatchRequest"
     )
-    repeated_id = [{"Id": "same", "ReceiptHandle": handle} for handle in handles[:2]]
+    assert error_code(lambda: sqs.change_message_visibility_batch(
+        QueueUrl=url, Entries=[{**entry, "VisibilityTimeout": 0} for entry in too_many]
+    )) == "TooManyEntriesInBatchRequest"  # fmt: skip
+    repeated_id = [{"Id": "same", "ReceiptHandle": handle} for handle in ("r1", "r2")]
     assert error_code(lambda: sqs.delete_message_batch(QueueUrl=url, Entries=repeated_id)) == (
         "BatchEntryIdsNotDistinct"
     )
-    assert counts(sqs, url) == {"visible": 4, "in_flight": 21, "delayed": 0}
+    assert counts(sqs, url) == {"visible": 15, "in_flight": 10, "delayed": 0}
 
 
 def test_delete_message_batch_deletes_each_valid_entry_and_reports_each_invalid_one(sqs) -> None:
@@ -250,8 +211,9 @@ def test_message_attributes_are_returned_as_asked_for(sqs) -> None:
 def test_the_in_flight_quota_fails_a_short_poll_with_over_limit_and_empties_a_long_poll(sqs) -> None:
     url = new_queue(sqs)
     send(sqs, url, [f"m{n}" for n in range(IN_FLIGHT_LIMIT + 5)])
-    held = [m for _ in range(IN_FLIGHT_LIMIT // 10) for m in receive(sqs, url, MaxNumberOfMessages=10)]
-    assert len(held) == IN_FLIGHT_LIMIT
+    held: list[dict[str, Any]] = []
+    while len(held) < IN_FLIGHT_LIMIT:
+        held += receive(sqs, url, MaxNumberOfMessages=min(10, IN_FLIGHT_LIMIT - len(held)))
 
     assert error_code(lambda: receive(sqs, url)) == "OverLimit"
     assert receive(sqs, url, WaitTimeSeconds=1) == []
