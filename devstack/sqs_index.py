@@ -2,8 +2,9 @@
 
 moto keeps a queue's messages in one list: every ReceiveMessage rebuilds the list of visible
 messages, and DeleteMessage, ChangeMessageVisibility and each ApproximateNumberOfMessages*
-walk all of them, so a receive costs O(queue depth) — about 0.1 s at 100,000 messages — where
-SQS's does not grow with the backlog. A benchmark then measures the stand-in, not our code.
+walk all of them, so a call costs O(queue depth) — a receive of 10 took 12 ms at 1,000 queued
+messages and 1.5 s at 100,000 (``python -m bench.sqs_standin``) — where SQS's cost does not grow
+with the backlog. A benchmark then measures the stand-in, not our code.
 
 Here a message is in one of three places: *ready* (visible, oldest first), or waiting on a timer
 in a heap ordered by the time it becomes visible — *delayed* (``DelaySeconds`` after a send) or
