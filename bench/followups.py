@@ -260,6 +260,7 @@ def dag_phase(seeder: Seeder, home: Path, count: int, *, concurrency: int, send_
     seeder.enqueue(events)
     runs = 0
     spent: Counter[str] = Counter()
+    cpu_before = cpu_seconds(seeder.stack)
     started = time.perf_counter()
     while seeder.queue_depth() and runs < 4 * (count // 200 + 2):
         run = dag.test(run_conf={"max_wait_seconds": 5})
@@ -268,14 +269,15 @@ def dag_phase(seeder: Seeder, home: Path, count: int, *, concurrency: int, send_
             raise SystemExit(f"DAG run {run.run_id} ended {run.state}")
         spent.update(task_seconds(run))
     seconds = time.perf_counter() - started
+    cpu_after = cpu_seconds(seeder.stack)
     duplicates = seeder.check(events, clients.outbox(seeder.stack.control_url("whatsapp")))
     note = (
         f"{runs} runs under dag.test(), no separate scheduler; per run <= 200 messages; time in "
-        f"receive_messages {spent['receive_messages']:.1f} s (the SQS stand-in's receive slows with queue "
-        f"depth, ~1 s per call at 1,000 messages), process_messages {spent['process_messages']:.1f} s, "
+        f"receive_messages {spent['receive_messages']:.1f} s, process_messages {spent['process_messages']:.1f} s, "
         f"the rest {seconds - sum(spent.values()):.1f} s; concurrency {concurrency}, send limit {send_rate:g}/s"
     )
-    return Phase("DAG end to end", count, seconds, duplicates, note)
+    cpu = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
+    return Phase("DAG end to end", count, seconds, duplicates, note, cpu=cpu)
 
 
 def task_seconds(run: Any) -> dict[str, float]:
@@ -341,6 +343,9 @@ def main(argv: list[str] | None = None) -> None:
             phases.append(phase)
             print(f"  {phase.name:<30} {phase.messages:>5} msgs in {phase.seconds:7.2f} s = "
                   f"{phase.rate:7.1f} msg/s  duplicates {phase.duplicates}  ({phase.note})", flush=True)  # fmt: skip
+            print(cpu_line(phase), flush=True)
+            print(f"  end to end / processing path at the 80 msg/s ceiling: {phase.rate / phases[1].rate:.2f}",
+                  flush=True)  # fmt: skip
         capacity, ceiling, serial = phases[0], phases[1], phases[2]
         sends = [c for c in clients.calls(whatsapp) if c["path"].endswith("/messages")]
         rejected = Counter(c["status"] for c in sends if c["status"] != 200)

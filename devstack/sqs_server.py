@@ -10,14 +10,30 @@ follow-ups, as much as the pipeline itself (``python -m bench.followups``).
 Only the cost changes: each attribute is computed from the same moto property, when it is read,
 so every answer (values, errors, which attributes exist) is moto's own.
 
-    python -m devstack.sqs_server -H 127.0.0.1 -p 5055     (moto.server's arguments)
+A standard queue's messages are kept in :class:`devstack.sqs_index.MessageIndex` instead of
+moto's list, so a receive costs the same at any queue depth, and the SQS rules moto skips (the
+in-flight quota, ``MessageNotInflight``, at most 10 entries per batch) apply.
+
+    python -m devstack.sqs_server -H 127.0.0.1 -p 5055     (moto.server's arguments, plus:)
+        --in-flight-limit N   a standard queue's in-flight quota (SQS's: 120,000)
+        --moto-receive        keep moto's own list (``python -m bench.sqs_standin``'s "before")
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
-from collections.abc import Iterator, Mapping
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from devstack.sqs_index import IN_FLIGHT_LIMIT, MessageIndex
 
 
 class LazyQueueAttributes(Mapping[str, Any]):
@@ -56,17 +72,169 @@ class LazyQueueAttributes(Mapping[str, Any]):
         return len(self._names)
 
 
-def install() -> None:
+def install(*, index: bool = True, in_flight_limit: int = IN_FLIGHT_LIMIT) -> None:
     from moto.sqs.models import Queue
 
     Queue.attributes = property(LazyQueueAttributes)  # type: ignore[assignment,method-assign]
+    if index:
+        install_index(in_flight_limit)
+
+
+def install_index(in_flight_limit: int = IN_FLIGHT_LIMIT) -> None:
+    """Route a standard queue's message operations through a :class:`MessageIndex`."""
+    from moto.sqs.constants import MAXIMUM_VISIBILITY_TIMEOUT
+    from moto.sqs.exceptions import (
+        BatchEntryIdsNotDistinct,
+        InvalidParameterValue,
+        SQSException,
+        TooManyEntriesInBatchRequest,
+    )
+    from moto.sqs.models import Queue, SQSBackend
+
+    motos_init = Queue.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        motos_init(self, *args, **kwargs)
+        self.message_index = None if self.fifo_queue else MessageIndex(in_flight_limit)
+
+    def per_queue(motos: Callable[..., Any], indexed: Callable[..., Any]) -> Callable[..., Any]:
+        def operation(self: Any, *args: Any, **kwargs: Any) -> Any:
+            index = self.message_index
+            return motos(self, *args, **kwargs) if index is None else indexed(index, self, *args, **kwargs)
+
+        return operation
+
+    def per_named_queue(motos: Callable[..., Any], indexed: Callable[..., Any]) -> Callable[..., Any]:
+        def operation(backend: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+            queue = backend.get_queue(queue_name)
+            if queue.message_index is None:
+                return motos(backend, queue_name, *args, **kwargs)
+            return indexed(queue.message_index, queue, *args, **kwargs)
+
+        return operation
+
+    def counted(position: int, motos: property) -> property:
+        return property(per_queue(motos.fget, lambda index, _queue: index.counts()[position]))  # type: ignore[arg-type]
+
+    def at_most_ten(motos: Callable[..., Any]) -> Callable[..., Any]:
+        """SQS refuses a batch of more than 10 entries or with a repeated entry Id; moto did not check."""
+
+        def operation(backend: Any, queue_name: str, entries: list[dict[str, Any]]) -> Any:
+            if len(entries) > 10:
+                raise TooManyEntriesInBatchRequest(len(entries))
+            repeated = backend._get_first_duplicate_id([entry["Id"] for entry in entries])
+            if repeated:
+                raise BatchEntryIdsNotDistinct(repeated)
+            return motos(backend, queue_name, entries)
+
+        return operation
+
+    def change_visibility_batch(index: MessageIndex, _queue: Any, entries: list[dict[str, Any]]) -> Any:
+        """Each entry succeeds or fails on its own, with the error SQS gives (MessageNotInflight too)."""
+        succeeded, failed = [], []
+        for entry in entries:
+            try:
+                timeout = int(entry["VisibilityTimeout"])
+                if not 0 <= timeout <= MAXIMUM_VISIBILITY_TIMEOUT:
+                    raise InvalidParameterValue("Visibility timeout invalid")
+                index.change_visibility(entry["ReceiptHandle"], timeout)
+            except SQSException as error:
+                failed.append({"Id": entry["Id"], "SenderFault": True, "Code": error.code, "Message": error.message})
+            else:
+                succeeded.append(entry["Id"])
+        return succeeded, failed
+
+    motos_purge = SQSBackend.purge_queue
+
+    def purge_queue(backend: Any, queue_name: str) -> None:
+        motos_purge(backend, queue_name)  # keeps moto's once-a-minute check
+        index = backend.get_queue(queue_name).message_index
+        if index is not None:
+            index.purge()
+
+    Queue.__init__ = __init__  # type: ignore[method-assign]
+    Queue.add_message = per_queue(Queue.add_message, lambda index, _queue, message: index.add(message))  # type: ignore[method-assign]
+    Queue.delete_message = per_queue(Queue.delete_message, lambda index, _queue, handle: index.delete(handle))  # type: ignore[method-assign]
+    Queue.messages = property(per_queue(Queue.messages.fget, lambda index, _queue: index.visible_messages()))  # type: ignore[assignment,method-assign,attr-defined]
+    Queue.approximate_number_of_messages = counted(0, Queue.approximate_number_of_messages)  # type: ignore[assignment,method-assign,arg-type]
+    Queue.approximate_number_of_messages_not_visible = counted(1, Queue.approximate_number_of_messages_not_visible)  # type: ignore[assignment,method-assign,arg-type]
+    Queue.approximate_number_of_messages_delayed = counted(2, Queue.approximate_number_of_messages_delayed)  # type: ignore[assignment,method-assign,arg-type]
+
+    def receive(index: MessageIndex, queue: Any, count: int, wait: int, visibility: int, names: Any = None) -> Any:
+        return index.receive(queue, count, wait, visibility, names or [])
+
+    SQSBackend.receive_message = per_named_queue(SQSBackend.receive_message, receive)  # type: ignore[method-assign]
+
+    def change_visibility(index: MessageIndex, _queue: Any, receipt_handle: str, visibility_timeout: Any) -> None:
+        index.change_visibility(receipt_handle, int(visibility_timeout))
+
+    SQSBackend.change_message_visibility = per_named_queue(SQSBackend.change_message_visibility, change_visibility)  # type: ignore[method-assign]
+    SQSBackend.purge_queue = purge_queue  # type: ignore[method-assign]
+    SQSBackend.delete_message_batch = at_most_ten(SQSBackend.delete_message_batch)  # type: ignore[method-assign]
+    SQSBackend.change_message_visibility_batch = at_most_ten(  # type: ignore[method-assign]
+        per_named_queue(SQSBackend.change_message_visibility_batch, change_visibility_batch)
+    )
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    endpoint: str
+    pid: int
+
+    def client(self, service: str = "sqs") -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+
+@contextlib.contextmanager
+def running_sqs_server(*options: str, log_path: Path | None = None) -> Iterator[RunningServer]:
+    """A stand-in of its own on a free port (``options`` as ``main`` takes them), for tests and benchmarks."""
+    import requests
+
+    from devstack.services import HOST, free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "devstack.sqs_server", "-H", HOST, "-p", str(port), *options]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603 - our own command
+    endpoint = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the SQS stand-in exited with {server.returncode}")
+            try:
+                if requests.get(f"{endpoint}/moto-api/", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+        yield RunningServer(endpoint, server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if log_path:
+            log.close()  # type: ignore[union-attr]
 
 
 def main(argv: list[str] | None = None) -> None:
-    install()
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--in-flight-limit", type=int, default=IN_FLIGHT_LIMIT)
+    parser.add_argument("--moto-receive", action="store_true")
+    ours, motos_arguments = parser.parse_known_args(argv)
+    install(index=not ours.moto_receive, in_flight_limit=ours.in_flight_limit)
     from moto.server import main as moto_main
 
-    moto_main(argv)
+    moto_main(motos_arguments)
 
 
 if __name__ == "__main__":
