@@ -1,9 +1,11 @@
 """WhatsApp Business Cloud API stand-in: ``POST /{api_version}/{phone_number_id}/messages``.
 
-Validates a send the way Meta does (the parts the project uses: text, image, video, document
-and template messages), answers in Meta's success and error formats, and keeps every accepted
-message in an outbox: ``outbox.jsonl`` in ``--data-dir`` (one JSON payload per line, plus
-``wamid``, ``phone_number_id`` and ``received_at``) and ``GET /_control/outbox``.
+Validates a send the way Meta does: every body against Meta's own OpenAPI spec
+(:mod:`devstack.whatsapp_spec`, 400 / code 100 "Invalid parameter"), and Meta's more specific
+codes for the parts the project uses (text, image, video, document and template messages);
+answers in Meta's success and error formats, and keeps every accepted message in an outbox:
+``outbox.jsonl`` in ``--data-dir`` (one JSON payload per line, plus ``wamid``, ``phone_number_id``
+and ``received_at``) and ``GET /_control/outbox``.
 
 Settings (``POST /_control/settings``): ``templates`` (the approved templates with their structure,
 default: the project's set in ``devstack/whatsapp_templates.json``; a list of bare names checks
@@ -65,6 +67,7 @@ from devstack.whatsapp_receipts import (
     status_entry,
     status_list,
 )
+from devstack.whatsapp_spec import SpecViolation, check_message, message_validator
 from devstack.whatsapp_templates import Approved, check_media, check_template_send, load_templates, templates_setting
 
 OUTBOX_FILE = "outbox.jsonl"
@@ -96,7 +99,7 @@ def _object(message: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _check_text(message: Mapping[str, Any], _templates: Sequence[Approved]) -> None:
+def _check_text(message: Mapping[str, Any]) -> None:
     body = _object(message, "text").get("body")
     if not isinstance(body, str) or not body:
         raise _missing("The parameter text['body'] is required.")
@@ -104,7 +107,7 @@ def _check_text(message: Mapping[str, Any], _templates: Sequence[Approved]) -> N
         raise _invalid(f"Param text['body'] must be at most {MAX_TEXT_LENGTH} characters long.")
 
 
-def _check_media(message: Mapping[str, Any], _templates: Sequence[Approved]) -> None:
+def _check_media(message: Mapping[str, Any]) -> None:
     kind = message["type"]
     media = _object(message, kind)
     check_media(kind, media)
@@ -113,7 +116,7 @@ def _check_media(message: Mapping[str, Any], _templates: Sequence[Approved]) -> 
         raise _invalid(f"Param {kind}['caption'] must be a string of at most {MAX_CAPTION_LENGTH} characters.")
 
 
-def _check_template(message: Mapping[str, Any], templates: Sequence[Approved]) -> None:
+def _check_template(message: Mapping[str, Any]) -> None:
     template = _object(message, "template")
     name = template.get("name")
     if not isinstance(name, str) or not name:
@@ -139,12 +142,9 @@ def _check_template(message: Mapping[str, Any], templates: Sequence[Approved]) -
                 raise _missing(f"The parameter {where}['text'] is required.")
             if _BAD_TEMPLATE_TEXT.search(text):
                 raise meta_error(400, 132018)
-    # Checked last, as Meta does: a well-formed send to an unapproved template is a 404, one
-    # whose parameters do not fit the approved structure a 132000 / 132012.
-    check_template_send(name, code, components, templates)
 
 
-_CHECKERS: dict[str, Callable[[Mapping[str, Any], Sequence[Approved]], None]] = {
+_CHECKERS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "text": _check_text,
     **dict.fromkeys(MEDIA_TYPES, _check_media),
     "template": _check_template,
@@ -152,7 +152,12 @@ _CHECKERS: dict[str, Callable[[Mapping[str, Any], Sequence[Approved]], None]] = 
 
 
 def validate_message(message: Any, templates: Sequence[Approved]) -> str:
-    """Raise the ApiError Meta would answer for ``message``; return the recipient's digits."""
+    """Raise the ApiError Meta would answer for ``message``; return the recipient's digits.
+
+    Meta's specific codes first (131008 missing parameter, 132018 template text), then the body
+    against Meta's OpenAPI spec (:mod:`devstack.whatsapp_spec`: 100 "Invalid parameter"), then
+    the template's approval and structure (132001 / 132000 / 132012).
+    """
     if not isinstance(message, dict):
         raise _invalid("The request body must be a JSON object.")
     product = message.get("messaging_product")
@@ -173,7 +178,16 @@ def validate_message(message: Any, templates: Sequence[Approved]) -> str:
     checker = _CHECKERS.get(message["type"])
     if checker is None:
         raise _invalid(f"Param type must be one of {{{', '.join(_CHECKERS)}}}.")
-    checker(message, templates)
+    checker(message)
+    try:
+        check_message(message)
+    except SpecViolation as violation:
+        raise _invalid(violation.details) from None
+    if message["type"] == "template":
+        # Checked last, as Meta does: a well-formed send to an unapproved template is a 404, one
+        # whose parameters do not fit the approved structure a 132000 / 132012.
+        template = message["template"]
+        check_template_send(template["name"], template["language"]["code"], template.get("components") or [], templates)
     return phone[1]
 
 
@@ -220,6 +234,7 @@ class WhatsAppServer(StandInServer):
     }
 
     def load_state(self) -> None:
+        message_validator()  # 1 MB of YAML: read and compiled once per process, before any request
         self.receipts = ReceiptDispatcher(self.data_dir)
         self._lock = threading.Lock()
         self._last_sent: dict[tuple[str, str], float] = {}  # (phone_number_id, digits) -> monotonic time
