@@ -35,7 +35,7 @@ from leadflow.followups.contract import EventType, FollowupEvent, ValidationFail
 from leadflow.followups.ledger import REOPENABLE_STATES, UNKNOWN_OUTCOME, Ledger, State, aware, message_key
 from leadflow.followups.outcomes import BatchSummary, Outcome
 from leadflow.followups.pacing import TokenBucket, UserPacer
-from leadflow.followups.personalise import Personaliser, QuotaExhausted, prompt_data
+from leadflow.followups.personalise import Personaliser, prompt_data
 from leadflow.followups.queue_actions import MAX_REDELIVERY_DELAY_S, QueueActions
 from leadflow.followups.settings import ProcessorSettings, load_settings
 from leadflow.followups.snapshot import BatchSnapshot
@@ -214,19 +214,7 @@ class FollowupProcessor:
 
         # The text: reuse the one stored by an earlier attempt, else generate and claim.
         if doc is None or not doc.get("text"):
-            data = prompt_data(event.event_type, user, event.scheduled_at)
-            try:
-                result = self.personaliser.personalise(data)
-            except QuotaExhausted:
-                return self._dead_letter_new(
-                    message,
-                    key,
-                    "openai_insufficient_quota",
-                    "OpenAI quota exhausted",
-                    event=event,
-                    state=State.FAILED,
-                    error_code=QuotaExhausted.code,
-                )
+            result = self.personaliser.personalise(prompt_data(event.event_type, user, event.scheduled_at))
             doc = self.ledger.claim(
                 key,
                 event_type=event.event_type.value,
