@@ -45,6 +45,9 @@ ACCOUNT_ERROR_MEANINGS = {
     "http_401": "access token rejected: renew the whatsapp_default password",
     "131042": "business payment problem: fix the payment method in WhatsApp Manager",
     "132001": "template missing or not approved: check leadflow_whatsapp_templates against WhatsApp Manager",
+    "132015": "a template is paused for low quality: edit it in WhatsApp Manager or switch the event type's "
+    "template in leadflow_whatsapp_templates",
+    "132016": "a template is disabled (paused too often): create a new one and put it in leadflow_whatsapp_templates",
     "no_template": "no template configured for an event type in leadflow_whatsapp_templates",
     "10": "permission missing on the app or token",
     "200": "permission missing on the app or token",
