@@ -10,12 +10,18 @@ and ``received_at``) and ``GET /_control/outbox``.
 Settings (``POST /_control/settings``): ``templates`` (the approved templates with their structure,
 default: the project's set in ``devstack/whatsapp_templates.json``; a list of bare names checks
 names only; empty = any; see :mod:`devstack.whatsapp_templates`),
-``pair_rate_limit_seconds`` (a second message to the same number within that time fails with
-131056; 0 = off), ``access_token`` (when set, the only token accepted), ``account_error`` (an
-account-level outage: 131042, 132001, 10, 200, 190, 368 or 131031 on every send until reset to
-null) and ``latency``. Faults (``POST /_control/faults``, see :mod:`devstack._http`) add
-one-off errors (``{"error_code": 131042}`` gets Meta's status and body) and the
+``paused_templates`` (``{name: 132015 | 132016}``: Meta paused / disabled that template for low
+quality, its sends fail with that code), ``pair_rate_limit_seconds`` (a second message to the same
+number within that time fails with 131056; 0 = off), ``access_token`` (when set, the only token
+accepted), ``account_error`` (an account-level outage: 131042, 132001, 10, 200, 190, 368 or
+131031 on every send until reset to null) and ``latency``. Faults (``POST /_control/faults``, see
+:mod:`devstack._http`) add one-off errors (``{"error_code": 131042}`` gets Meta's status and body) and the
 accept-then-lose-the-answer fault (``{"answer": "drop"}`` or ``"hang"``).
+
+``POST /_control/template_category`` (``{"name", "language", "category"}``) re-categorises an
+approved template as Meta does and posts Meta's ``template_category_update`` webhook (signed, to
+the statuses queue like the receipts); receipts carry ``pricing`` by the template's category
+(a free-form message: ``service``, not billable).
 
 After each accepted send the stand-in delivers Meta's delivery receipts (``statuses`` webhooks,
 signed with the app secret) to the statuses SQS queue: see :mod:`devstack.whatsapp_receipts` for
@@ -60,12 +66,15 @@ from devstack.whatsapp_errors import (
 )
 from devstack.whatsapp_receipts import (
     STATUSES,
+    WABA_ID,
     ReceiptDispatcher,
     Webhook,
     boolean,
     failures_setting,
+    pricing_for,
     status_entry,
     status_list,
+    template_category_body,
 )
 from devstack.whatsapp_spec import SpecViolation, check_message, message_validator
 from devstack.whatsapp_templates import Approved, check_media, check_template_send, load_templates, templates_setting
@@ -212,6 +221,19 @@ def _optional_str(value: Any) -> str | None:
     return value or None
 
 
+def _paused_templates(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(code in (132015, 132016) for code in value.values()):
+        raise ValueError("must be {template name: 132015 (paused) or 132016 (disabled)}")
+    return {str(name): int(code) for name, code in value.items()}
+
+
+def _template_of(templates: Sequence[Approved], name: str, language: str) -> dict[str, Any] | None:
+    for item in templates:
+        if isinstance(item, dict) and item.get("name") == name and item.get("language") == language:
+            return item
+    return None
+
+
 def _wamid(digits: str) -> str:
     raw = f"{digits}:{uuid.uuid4().hex}".encode()
     return "wamid." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -223,6 +245,7 @@ class WhatsAppServer(StandInServer):
         **StandInServer.settings_spec,
         "templates": Setting(load_templates(), templates_setting),
         "pair_rate_limit_seconds": Setting(0.0, non_negative_float),
+        "paused_templates": Setting({}, _paused_templates),
         "access_token": Setting(None, _optional_str),
         # An account-level outage: every send fails with this code until it is set back to null.
         "account_error": Setting(None, account_error_setting),
@@ -254,6 +277,7 @@ class WhatsAppServer(StandInServer):
             route("POST", r"/_control/webhook", self._configure_webhook),
             route("POST", r"/_control/receipt_faults", self._add_receipt_faults),
             route("GET", r"/_control/receipts", lambda _r: self.receipts.state()),
+            route("POST", r"/_control/template_category", self._recategorise),
         ]
 
     def server_close(self) -> None:
@@ -310,6 +334,10 @@ class WhatsAppServer(StandInServer):
             raise meta_error(self.status_for_code(outage), outage)
         message = request.json()
         digits = validate_message(message, self.settings["templates"])
+        if message["type"] == "template":
+            paused = self.settings["paused_templates"].get(message["template"]["name"])
+            if paused is not None:
+                raise meta_error(400, paused)
         wamid = _wamid(digits)
         window = self.settings["pair_rate_limit_seconds"]
         with self._lock:
@@ -348,6 +376,31 @@ class WhatsAppServer(StandInServer):
     def _add_receipt_faults(self, request: Request) -> dict[str, Any]:
         return {"ok": True, "queued": self.receipts.add_faults(request.json_object().get("faults"))}
 
+    def _recategorise(self, request: Request) -> dict[str, Any]:
+        body = request.json_object()
+        name, language, category = body.get("name"), body.get("language", "en"), str(body.get("category", ""))
+        if category not in ("UTILITY", "MARKETING", "AUTHENTICATION"):
+            raise ApiError(400, "category must be UTILITY, MARKETING or AUTHENTICATION")
+        with self._lock:
+            templates = list(self.settings["templates"])
+            current = _template_of(templates, str(name), str(language))
+            if current is None:
+                raise ApiError(404, f"no approved template {name!r} in {language!r} with a definition")
+            previous = str(current.get("category") or "MARKETING")
+            updated = {**current, "category": category, "id": current.get("id") or abs(hash((name, language)))}
+            templates[templates.index(current)] = updated
+            self.settings["templates"] = tuple(templates)
+        webhook = template_category_body(updated, previous, category, WABA_ID)
+        self.receipts.schedule_body(webhook, f"template:{name}", delay=self.settings["receipt_delay_seconds"])
+        return {"ok": True, "previous_category": previous, "new_category": category}
+
+    def _pricing(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        if entry.get("type") != "template":
+            return pricing_for(entry, None)
+        template = entry["template"]
+        approved = _template_of(self.settings["templates"], template["name"], template["language"]["code"])
+        return pricing_for(entry, approved.get("category") if approved else None)
+
     def _schedule_receipts(self, entry: Mapping[str, Any], digits: str) -> None:
         settings = self.settings
         if not settings["receipts"]:
@@ -361,8 +414,9 @@ class WhatsAppServer(StandInServer):
             # Undeliverable: Meta answered 200 + wamid, then reports a single "failed".
             statuses = [status_entry(wamid, "failed", now, digits, callback, failure)]
         else:
+            pricing = self._pricing(entry)
             statuses = [
-                status_entry(wamid, status, now + n, digits, callback)
+                status_entry(wamid, status, now + n, digits, callback, pricing=pricing)
                 for n, status in enumerate(settings["receipt_statuses"])
             ]
         self.receipts.schedule(
