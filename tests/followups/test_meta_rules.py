@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai import OpenAI
 
 from devstack import clients
@@ -17,7 +19,7 @@ from leadflow.followups.personalise import Personaliser
 from leadflow.followups.processor import FollowupProcessor
 from leadflow.followups.settings import ProcessorSettings, TemplateConfig
 from leadflow.followups.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
-from leadflow.marketing import MARKETING_PAUSE, OPT_OUT, PAUSED_UNTIL
+from leadflow.marketing import MARKETING_PAUSE, OPT_OUT, PAUSED_UNTIL, marketing_hold, record_refusal
 from tests.followups.support import TEMPLATES, VISIT_AT, Env, event, template_params
 
 TOKEN = "local-whatsapp-token"
@@ -196,3 +198,46 @@ def test_reminders_are_utility_and_nudges_marketing_unless_configured() -> None:
     assert config.category("inquiry_followup") == "UTILITY"
     with pytest.raises(ValueError, match="category"):
         TemplateConfig.parse({"templates": {"inquiry_followup": {"name": "x", "category": "PROMO"}}})
+
+
+def test_the_configured_categories_are_the_ones_the_templates_are_approved_in() -> None:
+    from devstack.airflow_settings import read_settings
+    from devstack.whatsapp_templates import load_templates
+    from leadflow.config import VAR_WHATSAPP_TEMPLATES
+
+    configured = TemplateConfig.parse(read_settings().variables[VAR_WHATSAPP_TEMPLATES]).templates
+    approved = {t["name"]: t["category"] for t in load_templates() if isinstance(t, dict)}
+
+    assert {event_type: t.category for event_type, t in configured.items()} == {
+        event_type: approved[t.name] for event_type, t in configured.items()
+    }
+    assert configured["site_visit_reminder"].category == "UTILITY"
+
+
+# -- the promise: after any interleaving of Meta's answers, the hold is what they imply ----------
+
+BASE = datetime(2026, 12, 1, 4, 30, tzinfo=UTC)
+answers = st.lists(
+    st.tuples(st.sampled_from([131049, 131050, 131026, 131047, "131049"]), st.integers(0, 72 * 60)), max_size=8
+)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answers=answers, probes=st.lists(st.integers(-60, 100 * 60), min_size=1, max_size=6))
+def test_marketing_holds_follow_metas_answers_in_any_order(env: Env, answers: list, probes: list[int]) -> None:
+    """Meta's answers about one buyer arrive in any order (sync, or receipts at least once and out
+    of order); whatever the order, the buyer's hold at any time is what the answers imply: opted
+    out after any 131050, otherwise paused until 24 h after the latest 131049."""
+    env.db.users.delete_many({"name": "Hypothesis Buyer"})
+    uid = env.db.users.insert_one({"name": "Hypothesis Buyer"}).inserted_id
+    for code, minutes in answers:
+        record_refusal(env.db.users, str(uid), code, BASE + timedelta(minutes=minutes))
+    user = env.db.users.find_one({"_id": uid})
+
+    opted_out = any(str(code) == "131050" for code, _ in answers)
+    limit_ends = [m + 24 * 60 for code, m in answers if str(code) == "131049"]
+    for probe in probes:
+        expected = "marketing_opted_out" if opted_out else None
+        if expected is None and limit_ends and max(limit_ends) > probe:
+            expected = "marketing_limit"
+        assert marketing_hold(user, BASE + timedelta(minutes=probe)) == expected, (answers, probe)
