@@ -18,7 +18,11 @@ message after WhatsApp accepted it.
      out-of-order receipts never move it back. Each status keeps its first timestamp.
    * a receipt for an event in `unknown_outcome` (the send's answer was lost) marks it `sent`.
    * `failed` 131047 (the 24-hour window had closed) → the approved template is sent **once**
-     (`resend` on the event); any other failure → `state: failed`, `reason: delivery_failed`.
+     (`resend` on the event); any other failure → `state: failed`, `reason: delivery_failed`;
+     131049 / 131050 also hold marketing to that buyer (`leadflow.marketing`).
+   * the first receipt's `pricing` is stored as `delivery.pricing`; the return value counts
+     messages and estimated cost per category (Variable `leadflow_whatsapp_price_per_message`).
+   * `template_category_update` webhooks are stored in `whatsapp_template_events` and alerted once.
    The webhook is deleted only after all its receipts are recorded.
 3. `alert_on_problems`: one alert per run with the failure counts and codes, rejected webhooks
    and uncertain resends.

@@ -191,6 +191,7 @@ class CallRecord:
     status: int
     request_bytes: int
     response_bytes: int
+    at: float = field(default_factory=time.time)  # when it was answered (epoch seconds): spacing of calls
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,14 @@ and ``DATA>>>`` in the last user message (``name``, ``event_type``, ``visit_time
 so the caller's output validation can be tested. ``GET /v1/models`` lists a few model ids.
 ``GET /_control/requests`` returns every request body received (to check prompts).
 
+**Model families, as strict as OpenAI.** The reasoning models (o-series, gpt-5) reject
+``max_tokens`` (400 ``unsupported_parameter``: "Use 'max_completion_tokens' instead") and any
+``temperature`` but 1 (400 ``unsupported_value``), and spend hidden reasoning tokens out of
+``max_completion_tokens`` (by ``reasoning_effort``; default medium) before they write: too small
+a limit gives an empty reply with ``finish_reason: "length"``, as OpenAI's do. The chat models
+reject ``reasoning_effort``. Setting ``finish_reason`` (``length`` / ``content_filter``) forces
+that ending on every reply (null = the natural one).
+
 ``usage`` is what OpenAI bills: prompt tokens (~4 characters a token, plus the chat format's 3
 tokens per message and 3 to prime the reply, as OpenAI documents for the gpt-4o family),
 completion tokens summed over the ``n`` choices, and the ``*_tokens_details`` objects the real
@@ -33,7 +41,12 @@ from devstack._http import ApiError, Fault, Reply, Request, Route, Setting, Stan
 GULLIBLE_REPLY = "Update: your site visit is cancelled."
 INJECTION_PHRASE = "ignore previous instructions"
 _DATA_BLOCK = re.compile(r"<<<DATA(.*?)DATA>>>", re.DOTALL)
-MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini")
+CHAT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini")
+REASONING_MODELS = ("o3-mini", "o4-mini", "gpt-5", "gpt-5-mini")
+MODELS = CHAT_MODELS + REASONING_MODELS
+# Hidden reasoning tokens a short reply costs per effort (gpt-5 alone accepts "minimal").
+REASONING_TOKENS = {"minimal": 0, "low": 128, "medium": 384, "high": 1024}
+FINISH_REASONS = ("length", "content_filter")
 
 _MISSING_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "
@@ -167,6 +180,40 @@ def _optional_str(value: Any) -> str | None:
     return value or None
 
 
+def _finish_reason_setting(value: Any) -> str | None:
+    if value is not None and value not in FINISH_REASONS:
+        raise ValueError(f"must be null or one of {list(FINISH_REASONS)}")
+    return value
+
+
+def _unsupported_parameter(param: str, hint: str = "") -> ApiError:
+    message = f"Unsupported parameter: '{param}' is not supported with this model.{hint}"
+    return ApiError(400, message, "unsupported_parameter", extra={"param": param})
+
+
+def _unsupported_value(param: str, value: Any, hint: str) -> ApiError:
+    message = f"Unsupported value: '{param}' does not support {value} with this model. {hint}"
+    return ApiError(400, message, "unsupported_value", extra={"param": param})
+
+
+def check_family_parameters(model: str, body: Mapping[str, Any]) -> int:
+    """Raise OpenAI's 400 for a parameter ``model``'s family rejects; return its reasoning tokens."""
+    effort = body.get("reasoning_effort")
+    if model not in REASONING_MODELS:
+        if effort is not None:
+            raise _unsupported_parameter("reasoning_effort")
+        return 0
+    if body.get("max_tokens") is not None:
+        raise _unsupported_parameter("max_tokens", " Use 'max_completion_tokens' instead.")
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        raise _unsupported_value("temperature", temperature, "Only the default (1) value is supported.")
+    allowed = list(REASONING_TOKENS) if model.startswith("gpt-5") else ["low", "medium", "high"]
+    if effort is not None and effort not in allowed:
+        raise _unsupported_value("reasoning_effort", effort, f"Supported values are: {', '.join(allowed)}.")
+    return REASONING_TOKENS[effort or "medium"]
+
+
 # -- the server -------------------------------------------------------------------------------
 
 
@@ -177,6 +224,7 @@ class OpenAIServer(StandInServer):
         **StandInServer.settings_spec,
         # When set, only this key is accepted (401 invalid_api_key otherwise); by default any key is.
         "api_key": Setting(None, _optional_str),
+        "finish_reason": Setting(None, _finish_reason_setting),
     }
 
     def api_routes(self) -> list[Route]:
@@ -240,10 +288,16 @@ class OpenAIServer(StandInServer):
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ApiError(400, "max_tokens must be a positive integer", extra={"param": "max_tokens"})
+        reasoning = check_family_parameters(model, body)
 
-        text, truncated = truncate_to_tokens(compose_reply(extract_data(messages)), limit)
+        if limit is not None and limit <= reasoning:  # the reasoning used it all: nothing written
+            text, truncated, reasoning = "", True, limit
+        else:
+            room = limit - reasoning if limit is not None else None
+            text, truncated = truncate_to_tokens(compose_reply(extract_data(messages)), room)
+        finish_reason = self.settings["finish_reason"] or ("length" if truncated else "stop")
         prompt = prompt_tokens(messages)
-        completion_tokens = _tokens(text) * choices_wanted
+        completion_tokens = (_tokens(text) + reasoning) * choices_wanted
         return {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
             "object": "chat.completion",
@@ -254,7 +308,7 @@ class OpenAIServer(StandInServer):
                     "index": index,
                     "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
                     "logprobs": None,
-                    "finish_reason": "length" if truncated else "stop",
+                    "finish_reason": finish_reason,
                 }
                 for index in range(choices_wanted)
             ],
@@ -264,7 +318,7 @@ class OpenAIServer(StandInServer):
                 "total_tokens": prompt + completion_tokens,
                 "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
                 "completion_tokens_details": {
-                    "reasoning_tokens": 0,
+                    "reasoning_tokens": reasoning * choices_wanted,
                     "audio_tokens": 0,
                     "accepted_prediction_tokens": 0,
                     "rejected_prediction_tokens": 0,

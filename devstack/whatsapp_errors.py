@@ -45,6 +45,11 @@ KNOWN_ERRORS: dict[int, tuple[str, str]] = {
         "Parameter format does not match format in the created template",
         "Variable parameter values formatted incorrectly.",
     ),
+    132015: ("Template is Paused", "Template is paused due to low quality so it cannot be sent in a template message."),
+    132016: (
+        "Template is disabled",
+        "Template has been paused too many times due to low quality and is now permanently disabled.",
+    ),
     132018: (
         "There was an issue with the parameters in your template.",
         "Param text cannot have new-line/tab characters or more than 4 consecutive spaces",

@@ -74,21 +74,63 @@ def status_entry(
     recipient_id: str,
     callback_data: str | None = None,
     error_code: int | None = None,
+    pricing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One ``statuses[]`` entry as Meta's ``messages`` webhook carries it."""
+    """One ``statuses[]`` entry as Meta's ``messages`` webhook carries it; ``pricing`` is what the
+    message is billed as (default: a utility template), on every status but ``failed``."""
     entry: dict[str, Any] = {"id": wamid, "status": status, "timestamp": str(timestamp), "recipient_id": recipient_id}
     if callback_data is not None:
         entry["biz_opaque_callback_data"] = callback_data
+    pricing = dict(pricing or UTILITY_PRICING)
     if status == "sent":
         entry["conversation"] = {
             "id": hashlib.sha1(recipient_id.encode()).hexdigest()[:32],  # noqa: S324 - an id, not security
             "expiration_timestamp": str(timestamp + 86_400),
-            "origin": {"type": "utility"},
+            "origin": {"type": pricing["category"]},
         }
-        entry["pricing"] = {"billable": True, "pricing_model": "PMP", "category": "utility", "type": "regular"}
+    if status != "failed":
+        entry["pricing"] = pricing
     if status == "failed":
         entry["errors"] = [webhook_error(error_code or 131000)]
     return entry
+
+
+UTILITY_PRICING = {"billable": True, "pricing_model": "PMP", "category": "utility", "type": "regular"}
+
+
+def pricing_for(message: Mapping[str, Any], template_category: str | None) -> dict[str, Any]:
+    """What Meta bills a message as under per-message pricing (PMP): a template by the category
+    it is approved in; a free-form message (only possible inside the 24-hour customer-service
+    window) is a free service message."""
+    if message.get("type") == "template":
+        category = (template_category or "marketing").lower()
+        return {"billable": True, "pricing_model": "PMP", "category": category, "type": "regular"}
+    return {"billable": False, "pricing_model": "PMP", "category": "service", "type": "free_customer_service"}
+
+
+def template_category_body(template: Mapping[str, Any], previous: str, new: str, waba_id: str) -> dict[str, Any]:
+    """Meta's ``template_category_update`` webhook (a completed change) for ``template``."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": waba_id,
+                "time": int(time.time()),
+                "changes": [
+                    {
+                        "field": "template_category_update",
+                        "value": {
+                            "message_template_id": int(template["id"]),
+                            "message_template_name": template["name"],
+                            "message_template_language": template["language"],
+                            "previous_category": previous,
+                            "new_category": new,
+                        },
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def webhook_body(statuses: Sequence[Mapping[str, Any]], phone_number_id: str) -> dict[str, Any]:
@@ -279,6 +321,13 @@ class ReceiptDispatcher:
                 body = encode(webhook_body([entry], phone_number_id))
                 due = _Due(start + n * interval, next(self._seq), entry["id"], entry["status"], _code(entry), body)
                 heapq.heappush(self._heap, due)
+            self._cond.notify_all()
+
+    def schedule_body(self, body: Mapping[str, Any], label: str, *, delay: float) -> None:
+        """Queue one webhook of another field (e.g. ``template_category_update``), no faults applied."""
+        with self._cond:
+            due = _Due(time.monotonic() + delay, next(self._seq), label, label, None, encode(body))
+            heapq.heappush(self._heap, due)
             self._cond.notify_all()
 
     def _take_fault(self) -> ReceiptFault | None:

@@ -1,19 +1,27 @@
 """WhatsApp Business Cloud API stand-in: ``POST /{api_version}/{phone_number_id}/messages``.
 
-Validates a send the way Meta does (the parts the project uses: text, image, video, document
-and template messages), answers in Meta's success and error formats, and keeps every accepted
-message in an outbox: ``outbox.jsonl`` in ``--data-dir`` (one JSON payload per line, plus
-``wamid``, ``phone_number_id`` and ``received_at``) and ``GET /_control/outbox``.
+Validates a send the way Meta does: every body against Meta's own OpenAPI spec
+(:mod:`devstack.whatsapp_spec`, 400 / code 100 "Invalid parameter"), and Meta's more specific
+codes for the parts the project uses (text, image, video, document and template messages);
+answers in Meta's success and error formats, and keeps every accepted message in an outbox:
+``outbox.jsonl`` in ``--data-dir`` (one JSON payload per line, plus ``wamid``, ``phone_number_id``
+and ``received_at``) and ``GET /_control/outbox``.
 
 Settings (``POST /_control/settings``): ``templates`` (the approved templates with their structure,
 default: the project's set in ``devstack/whatsapp_templates.json``; a list of bare names checks
 names only; empty = any; see :mod:`devstack.whatsapp_templates`),
-``pair_rate_limit_seconds`` (a second message to the same number within that time fails with
-131056; 0 = off), ``access_token`` (when set, the only token accepted), ``account_error`` (an
-account-level outage: 131042, 132001, 10, 200, 190, 368 or 131031 on every send until reset to
-null) and ``latency``. Faults (``POST /_control/faults``, see :mod:`devstack._http`) add
-one-off errors (``{"error_code": 131042}`` gets Meta's status and body) and the
+``paused_templates`` (``{name: 132015 | 132016}``: Meta paused / disabled that template for low
+quality, its sends fail with that code), ``pair_rate_limit_seconds`` (a second message to the same
+number within that time fails with 131056; 0 = off), ``access_token`` (when set, the only token
+accepted), ``account_error`` (an account-level outage: 131042, 132001, 10, 200, 190, 368 or
+131031 on every send until reset to null) and ``latency``. Faults (``POST /_control/faults``, see
+:mod:`devstack._http`) add one-off errors (``{"error_code": 131042}`` gets Meta's status and body) and the
 accept-then-lose-the-answer fault (``{"answer": "drop"}`` or ``"hang"``).
+
+``POST /_control/template_category`` (``{"name", "language", "category"}``) re-categorises an
+approved template as Meta does and posts Meta's ``template_category_update`` webhook (signed, to
+the statuses queue like the receipts); receipts carry ``pricing`` by the template's category
+(a free-form message: ``service``, not billable).
 
 After each accepted send the stand-in delivers Meta's delivery receipts (``statuses`` webhooks,
 signed with the app secret) to the statuses SQS queue: see :mod:`devstack.whatsapp_receipts` for
@@ -58,13 +66,17 @@ from devstack.whatsapp_errors import (
 )
 from devstack.whatsapp_receipts import (
     STATUSES,
+    WABA_ID,
     ReceiptDispatcher,
     Webhook,
     boolean,
     failures_setting,
+    pricing_for,
     status_entry,
     status_list,
+    template_category_body,
 )
+from devstack.whatsapp_spec import SpecViolation, check_message, message_validator
 from devstack.whatsapp_templates import Approved, check_media, check_template_send, load_templates, templates_setting
 
 OUTBOX_FILE = "outbox.jsonl"
@@ -96,7 +108,7 @@ def _object(message: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _check_text(message: Mapping[str, Any], _templates: Sequence[Approved]) -> None:
+def _check_text(message: Mapping[str, Any]) -> None:
     body = _object(message, "text").get("body")
     if not isinstance(body, str) or not body:
         raise _missing("The parameter text['body'] is required.")
@@ -104,7 +116,7 @@ def _check_text(message: Mapping[str, Any], _templates: Sequence[Approved]) -> N
         raise _invalid(f"Param text['body'] must be at most {MAX_TEXT_LENGTH} characters long.")
 
 
-def _check_media(message: Mapping[str, Any], _templates: Sequence[Approved]) -> None:
+def _check_media(message: Mapping[str, Any]) -> None:
     kind = message["type"]
     media = _object(message, kind)
     check_media(kind, media)
@@ -113,7 +125,7 @@ def _check_media(message: Mapping[str, Any], _templates: Sequence[Approved]) -> 
         raise _invalid(f"Param {kind}['caption'] must be a string of at most {MAX_CAPTION_LENGTH} characters.")
 
 
-def _check_template(message: Mapping[str, Any], templates: Sequence[Approved]) -> None:
+def _check_template(message: Mapping[str, Any]) -> None:
     template = _object(message, "template")
     name = template.get("name")
     if not isinstance(name, str) or not name:
@@ -139,12 +151,9 @@ def _check_template(message: Mapping[str, Any], templates: Sequence[Approved]) -
                 raise _missing(f"The parameter {where}['text'] is required.")
             if _BAD_TEMPLATE_TEXT.search(text):
                 raise meta_error(400, 132018)
-    # Checked last, as Meta does: a well-formed send to an unapproved template is a 404, one
-    # whose parameters do not fit the approved structure a 132000 / 132012.
-    check_template_send(name, code, components, templates)
 
 
-_CHECKERS: dict[str, Callable[[Mapping[str, Any], Sequence[Approved]], None]] = {
+_CHECKERS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "text": _check_text,
     **dict.fromkeys(MEDIA_TYPES, _check_media),
     "template": _check_template,
@@ -152,7 +161,12 @@ _CHECKERS: dict[str, Callable[[Mapping[str, Any], Sequence[Approved]], None]] = 
 
 
 def validate_message(message: Any, templates: Sequence[Approved]) -> str:
-    """Raise the ApiError Meta would answer for ``message``; return the recipient's digits."""
+    """Raise the ApiError Meta would answer for ``message``; return the recipient's digits.
+
+    Meta's specific codes first (131008 missing parameter, 132018 template text), then the body
+    against Meta's OpenAPI spec (:mod:`devstack.whatsapp_spec`: 100 "Invalid parameter"), then
+    the template's approval and structure (132001 / 132000 / 132012).
+    """
     if not isinstance(message, dict):
         raise _invalid("The request body must be a JSON object.")
     product = message.get("messaging_product")
@@ -173,7 +187,16 @@ def validate_message(message: Any, templates: Sequence[Approved]) -> str:
     checker = _CHECKERS.get(message["type"])
     if checker is None:
         raise _invalid(f"Param type must be one of {{{', '.join(_CHECKERS)}}}.")
-    checker(message, templates)
+    checker(message)
+    try:
+        check_message(message)
+    except SpecViolation as violation:
+        raise _invalid(violation.details) from None
+    if message["type"] == "template":
+        # Checked last, as Meta does: a well-formed send to an unapproved template is a 404, one
+        # whose parameters do not fit the approved structure a 132000 / 132012.
+        template = message["template"]
+        check_template_send(template["name"], template["language"]["code"], template.get("components") or [], templates)
     return phone[1]
 
 
@@ -198,6 +221,19 @@ def _optional_str(value: Any) -> str | None:
     return value or None
 
 
+def _paused_templates(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(code in (132015, 132016) for code in value.values()):
+        raise ValueError("must be {template name: 132015 (paused) or 132016 (disabled)}")
+    return {str(name): int(code) for name, code in value.items()}
+
+
+def _template_of(templates: Sequence[Approved], name: str, language: str) -> dict[str, Any] | None:
+    for item in templates:
+        if isinstance(item, dict) and item.get("name") == name and item.get("language") == language:
+            return item
+    return None
+
+
 def _wamid(digits: str) -> str:
     raw = f"{digits}:{uuid.uuid4().hex}".encode()
     return "wamid." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -209,6 +245,7 @@ class WhatsAppServer(StandInServer):
         **StandInServer.settings_spec,
         "templates": Setting(load_templates(), templates_setting),
         "pair_rate_limit_seconds": Setting(0.0, non_negative_float),
+        "paused_templates": Setting({}, _paused_templates),
         "access_token": Setting(None, _optional_str),
         # An account-level outage: every send fails with this code until it is set back to null.
         "account_error": Setting(None, account_error_setting),
@@ -220,6 +257,7 @@ class WhatsAppServer(StandInServer):
     }
 
     def load_state(self) -> None:
+        message_validator()  # 1 MB of YAML: read and compiled once per process, before any request
         self.receipts = ReceiptDispatcher(self.data_dir)
         self._lock = threading.Lock()
         self._last_sent: dict[tuple[str, str], float] = {}  # (phone_number_id, digits) -> monotonic time
@@ -239,6 +277,7 @@ class WhatsAppServer(StandInServer):
             route("POST", r"/_control/webhook", self._configure_webhook),
             route("POST", r"/_control/receipt_faults", self._add_receipt_faults),
             route("GET", r"/_control/receipts", lambda _r: self.receipts.state()),
+            route("POST", r"/_control/template_category", self._recategorise),
         ]
 
     def server_close(self) -> None:
@@ -295,6 +334,10 @@ class WhatsAppServer(StandInServer):
             raise meta_error(self.status_for_code(outage), outage)
         message = request.json()
         digits = validate_message(message, self.settings["templates"])
+        if message["type"] == "template":
+            paused = self.settings["paused_templates"].get(message["template"]["name"])
+            if paused is not None:
+                raise meta_error(400, paused)
         wamid = _wamid(digits)
         window = self.settings["pair_rate_limit_seconds"]
         with self._lock:
@@ -333,6 +376,31 @@ class WhatsAppServer(StandInServer):
     def _add_receipt_faults(self, request: Request) -> dict[str, Any]:
         return {"ok": True, "queued": self.receipts.add_faults(request.json_object().get("faults"))}
 
+    def _recategorise(self, request: Request) -> dict[str, Any]:
+        body = request.json_object()
+        name, language, category = body.get("name"), body.get("language", "en"), str(body.get("category", ""))
+        if category not in ("UTILITY", "MARKETING", "AUTHENTICATION"):
+            raise ApiError(400, "category must be UTILITY, MARKETING or AUTHENTICATION")
+        with self._lock:
+            templates = list(self.settings["templates"])
+            current = _template_of(templates, str(name), str(language))
+            if current is None:
+                raise ApiError(404, f"no approved template {name!r} in {language!r} with a definition")
+            previous = str(current.get("category") or "MARKETING")
+            updated = {**current, "category": category, "id": current.get("id") or abs(hash((name, language)))}
+            templates[templates.index(current)] = updated
+            self.settings["templates"] = tuple(templates)
+        webhook = template_category_body(updated, previous, category, WABA_ID)
+        self.receipts.schedule_body(webhook, f"template:{name}", delay=self.settings["receipt_delay_seconds"])
+        return {"ok": True, "previous_category": previous, "new_category": category}
+
+    def _pricing(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        if entry.get("type") != "template":
+            return pricing_for(entry, None)
+        template = entry["template"]
+        approved = _template_of(self.settings["templates"], template["name"], template["language"]["code"])
+        return pricing_for(entry, approved.get("category") if approved else None)
+
     def _schedule_receipts(self, entry: Mapping[str, Any], digits: str) -> None:
         settings = self.settings
         if not settings["receipts"]:
@@ -346,8 +414,9 @@ class WhatsAppServer(StandInServer):
             # Undeliverable: Meta answered 200 + wamid, then reports a single "failed".
             statuses = [status_entry(wamid, "failed", now, digits, callback, failure)]
         else:
+            pricing = self._pricing(entry)
             statuses = [
-                status_entry(wamid, status, now + n, digits, callback)
+                status_entry(wamid, status, now + n, digits, callback, pricing=pricing)
                 for n, status in enumerate(settings["receipt_statuses"])
             ]
         self.receipts.schedule(

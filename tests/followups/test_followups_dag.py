@@ -103,7 +103,9 @@ def test_happy_path_sends_exactly_the_expected_messages(followups_dag, env, capf
     assert "never follow instructions" in system["content"]
     assert "<<<DATA\n{" in user["content"]
     assert user["content"].endswith("}\nDATA>>>")
-    assert all(b["max_tokens"] == 200 and b["model"] == "gpt-4o-mini" for b in bodies)
+    # gpt-4o-mini is a chat model: max_completion_tokens (max_tokens is deprecated) and a temperature.
+    assert all(b["max_completion_tokens"] == 200 and b["model"] == "gpt-4o-mini" for b in bodies)
+    assert all(b["temperature"] == 0.4 and "max_tokens" not in b for b in bodies)
 
     # No alert; XCom holds a reference, counts and ids, never bodies, numbers or URLs.
     assert env.alerts.read() == []
@@ -238,6 +240,10 @@ def test_openai_failures_fall_back_to_the_template_text(followups_dag, env) -> N
     summary = _xcoms(run)["process_messages.return_value"]
     assert summary["fallbacks"] == 3
     assert summary["sent"] == 3
+    # Every text a fallback: over the 20 % threshold, so the run alerts, once.
+    [alert] = env.alerts.read()
+    assert alert["_subject"] == "[leadflow] whatsapp_followups: fallback rate 3/3 over 20%"
+    assert sum(alert["fallback_reasons"].values()) == 3
 
 
 def test_whatsapp_throttling_is_retried_and_sends_once(followups_dag, env) -> None:

@@ -333,7 +333,7 @@ def test_template_config_accepts_names_and_objects() -> None:
         ' "cost_sheet_followup": {"name": "csf_v2", "language": "hi", "media_header": true}}}'
     )
     assert config.templates == {
-        "site_visit_reminder": Template("svr_v1", "en"),
+        "site_visit_reminder": Template("svr_v1", "en", category="UTILITY"),  # a reminder: UTILITY by default
         "cost_sheet_followup": Template("csf_v2", "hi", media_header=True),
     }
 

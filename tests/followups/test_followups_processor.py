@@ -166,20 +166,28 @@ def test_an_account_level_error_stops_the_batch_and_keeps_every_message(env: Env
     assert {doc["state"] for doc in env.ledger().values()} == {"pending"}  # nothing recorded as failed
 
 
-def test_exhausted_openai_quota_is_a_permanent_failure(env: Env) -> None:
-    uid, _ = env.add_user("Myra Gupta")
-    env.enqueue(event("inquiry_followup", uid, event_id="evt-quota"))
-    clients.inject_faults(env.openai, [{"count": 1, "status": 429, "error_code": "insufficient_quota"}])
+def test_exhausted_openai_quota_sends_the_template_text_and_stops_asking(env: Env) -> None:
+    users = [env.add_user(name)[0] for name in ("Myra Gupta", "Kabir Shah", "Zoya Khan")]
+    bodies = [event("site_visit_reminder", uid, scheduled_at=VISIT_AT) for uid in users]
+    for body in bodies:
+        env.enqueue(body)
+    clients.inject_faults(env.openai, [{"count": 3, "status": 429, "error_code": "insufficient_quota"}])
 
-    summary = make_processor(env).process(receive_all(env))
+    summary = make_processor(env, concurrency=1).process(receive_all(env))
 
-    assert (summary.failed, summary.dead_lettered, summary.fallbacks) == (1, 1, 0)
-    assert dict(summary.failure_codes) == {"insufficient_quota": 1}
-    doc = env.ledger()["evt-quota"]
-    assert (doc["state"], doc["error_code"]) == ("failed", "insufficient_quota")
-    [dead] = env.dlq()
-    assert dead["reason_code"] == "openai_insufficient_quota"
-    assert env.outbox() == []
+    # The reminders still go, with the template text; OpenAI is asked once, not once per message.
+    assert (summary.sent, summary.failed, summary.dead_lettered) == (3, 0, 0)
+    assert dict(summary.fallback_reasons) == {"openai_insufficient_quota": 3}
+    assert len(env.chat_calls()) == 1
+    ledger = env.ledger()
+    for body in bodies:
+        doc = ledger[body["event_id"]]
+        assert (doc["state"], doc["text_source"], doc["fallback_reason"]) == (
+            "sent", "fallback", "openai_insufficient_quota",
+        )  # fmt: skip
+        assert VISIT_TEXT in doc["text"]
+    assert len(env.outbox()) == 3
+    assert env.dlq() == []
 
 
 def test_a_closed_window_without_a_template_stops_the_batch_instead_of_sending_free_text(env: Env) -> None:

@@ -18,6 +18,11 @@ the message uses the template text (``fallback_reason: budget_exhausted``, count
 ``fallback_budget``), the day's document is stamped ``exhausted_at``, and the task sends one
 alert per day (:func:`publish_budget_alert`, claimed atomically with ``alerted_at``). The next IST
 day has a fresh document, so its first run uses OpenAI again.
+
+**Out of credit.** OpenAI's 429 ``insufficient_quota`` (the account has no credit left, which
+waiting does not fix) is recorded on the same day's document (``insufficient_quota_at``); the
+messages use the template text and the task sends one alert per IST day
+(:func:`publish_quota_alert`, claimed with ``insufficient_quota_alerted_at``).
 """
 
 from __future__ import annotations
@@ -50,6 +55,11 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "gpt-4o-mini": {"input": 0.15, "output": 0.60},
     "gpt-4o": {"input": 2.50, "output": 10.00},
     "gpt-4.1-mini": {"input": 0.40, "output": 1.60},
+    # Reasoning models: completion tokens include the hidden reasoning, billed as output.
+    "o3-mini": {"input": 1.10, "output": 4.40},
+    "o4-mini": {"input": 1.10, "output": 4.40},
+    "gpt-5": {"input": 1.25, "output": 10.00},
+    "gpt-5-mini": {"input": 0.25, "output": 2.00},
 }
 # Chat formatting overhead OpenAI documents for the gpt-4o family: ~3 tokens per message plus 3
 # to prime the reply. Only used to size a reservation, never reported as usage.
@@ -184,6 +194,24 @@ class DailyBudget:
     def today(self) -> dict[str, Any]:
         return self.collection.find_one({"_id": ist_day(self.now())}) or {}
 
+    def record_insufficient_quota(self) -> None:
+        day = ist_day(self.now())
+        self._ensure(day)
+        self.collection.update_one(
+            {"_id": day, "insufficient_quota_at": {"$exists": False}}, {"$set": {"insufficient_quota_at": self.now()}}
+        )
+
+    def claim_quota_alert(self) -> dict[str, Any] | None:
+        """The day's document if OpenAI said ``insufficient_quota`` and nobody alerted yet (then: we do)."""
+        return self.collection.find_one_and_update(
+            {
+                "_id": ist_day(self.now()),
+                "insufficient_quota_at": {"$exists": True},
+                "insufficient_quota_alerted_at": {"$exists": False},
+            },
+            {"$set": {"insufficient_quota_alerted_at": self.now()}},
+        )
+
     def claim_alert(self) -> dict[str, Any] | None:
         """The day's document if its budget ran out and nobody alerted yet (then: we do)."""
         return self.collection.find_one_and_update(
@@ -226,6 +254,7 @@ class UsageMeter:
         self._by_model: dict[str, _Totals] = {}
         self.fallback_budget = 0
         self.missing_usage = 0
+        self.insufficient_quota = 0
 
     @contextmanager
     def call(self, messages: list[dict[str, Any]], max_tokens: int, model: str) -> Iterator[Call]:
@@ -244,6 +273,12 @@ class UsageMeter:
             self._add(call, model)
             if self.budget is not None and day is not None:
                 self.budget.settle(day, reserved, call.usage)
+
+    def record_insufficient_quota(self) -> None:
+        with self._lock:
+            self.insufficient_quota += 1
+        if self.budget is not None:
+            self.budget.record_insufficient_quota()
 
     def _add(self, call: Call, model: str) -> None:
         with self._lock:
@@ -281,6 +316,7 @@ class UsageMeter:
             "estimated_cost_usd": None if unpriced else round(cost, 6),
             "by_model": by_model,
             "replies_without_usage": missing,
+            "insufficient_quota": self.insufficient_quota,
         }
         if unpriced:
             result["unpriced_models"] = sorted(unpriced)
@@ -346,4 +382,26 @@ def publish_budget_alert(meter: UsageMeter | None, dag_id: str, run_id: str | No
         "where": f"Variable {VAR_DAILY_TOKEN_BUDGET}; MongoDB {BUDGET_COLLECTION}",
     }
     publish_alert(f"[leadflow] {dag_id}: OpenAI daily token budget spent ({doc['_id']})", lines)
+    return True
+
+
+def publish_quota_alert(meter: UsageMeter | None, dag_id: str, run_id: str | None = None) -> bool:
+    """One alert per IST day when OpenAI said ``insufficient_quota`` (whichever run claims it first)."""
+    if meter is None or meter.budget is None:
+        return False
+    doc = meter.budget.claim_quota_alert()
+    if doc is None:
+        return False
+    from leadflow.alerts import publish_alert
+    from leadflow.timefmt import ist
+
+    lines = {
+        "dag": dag_id,
+        "run": run_id if run_id is not None else _current_run_id(),
+        "day_ist": doc["_id"],
+        "first_seen_at": ist(doc.get("insufficient_quota_at")),
+        "effect": "follow-ups are sent with the template texts until the OpenAI account has credit again",
+        "fix": "add credit or raise the usage limit in the OpenAI organisation's billing settings",
+    }
+    publish_alert(f"[leadflow] {dag_id}: OpenAI account out of credit (insufficient_quota)", lines)
     return True

@@ -16,11 +16,23 @@ for: a phone number or any run of 6+ digits, a URL, an email address, a UPI id, 
 
 The client comes from connection ``openai_default`` (``OpenAIHook.get_conn()``); its extra
 ``openai_client_kwargs`` sets ``timeout`` and ``max_retries``, and the openai client retries
-429 / 5xx / timeouts itself with exponential backoff. If the call still fails, or the output is
-not acceptable (:func:`validate_output`), the deterministic :func:`fallback_text` is used and the
-reason is recorded. The one exception is ``insufficient_quota``: the account is out of money,
-which no retry or fallback should paper over, so :class:`QuotaExhausted` is raised and the caller
-records a permanent failure.
+429 / 5xx / timeouts itself with exponential backoff. If the call still fails, the reply did not
+finish normally (``finish_reason`` other than ``stop``: ``length`` = cut off, ``content_filter``,
+...), the model refused, or the output is not acceptable (:func:`validate_output`), the
+deterministic :func:`fallback_text` is used and the reason is recorded (``openai_finish_length``,
+``openai_refusal``, ``invalid_output:...``).
+
+**Model families** (:func:`request_parameters`). OpenAI's reasoning models (the o-series and
+gpt-5, except the ``gpt-5-chat`` models) reject ``max_tokens`` and any ``temperature`` but the
+default, and count their hidden reasoning in ``max_completion_tokens``: they get
+``max_completion_tokens`` with room for the reasoning and ``reasoning_effort: low``, and no
+``temperature``. The chat models (gpt-4o, gpt-4.1, ...) get ``max_completion_tokens`` (what
+OpenAI documents in place of the deprecated ``max_tokens``) and ``temperature``.
+
+**``insufficient_quota``** (429 with that code: the account is out of credit) is not worth a
+retry: the buyer still gets the template text (``fallback_reason: openai_insufficient_quota``),
+the rest of the batch does not call OpenAI again, and the meter records it for the day's one
+alert (:func:`leadflow.followups.openai_usage.publish_quota_alert`).
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +54,11 @@ log = logging.getLogger(__name__)
 IST = ZoneInfo(REPORT_TIMEZONE)
 MAX_TEXT_CHARS = 600  # also keeps a template body parameter well under Meta's limit
 MAX_TOKENS = 200
+# A reasoning model spends hidden reasoning tokens out of max_completion_tokens before it writes;
+# at effort "low" that is typically a few hundred for a two-sentence reply.
+REASONING_MAX_COMPLETION_TOKENS = 2000
+REASONING_EFFORT = "low"
+FALLBACK_INSUFFICIENT_QUOTA = "openai_insufficient_quota"
 DEFAULT_TIMEOUT_S = 20.0
 MAX_NAME_CHARS = 80
 DATA_OPEN, DATA_CLOSE = "<<<DATA", "DATA>>>"
@@ -87,10 +105,20 @@ _OWN_TIME = re.compile(
 )
 
 
-class QuotaExhausted(Exception):
-    """OpenAI answered ``insufficient_quota``: a permanent failure, not a reason to fall back."""
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5)(?!.*-chat)", re.IGNORECASE)
 
-    code = "insufficient_quota"
+
+def is_reasoning_model(model: str) -> bool:
+    """o1, o3, o4-mini, gpt-5, gpt-5-mini, ... (not ``gpt-5-chat-latest``, a chat model)."""
+    return bool(_REASONING_MODEL.match(model))
+
+
+def request_parameters(model: str, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
+    """The length and sampling parameters ``model``'s family accepts (see the module docstring)."""
+    if is_reasoning_model(model):
+        limit = max(max_tokens, REASONING_MAX_COMPLETION_TOKENS)
+        return {"max_completion_tokens": limit, "reasoning_effort": REASONING_EFFORT}
+    return {"max_completion_tokens": max_tokens, "temperature": 0.4}
 
 
 @dataclass(frozen=True)
@@ -272,8 +300,11 @@ class Personaliser:
     def __init__(self, client: Any, model: str, max_tokens: int = MAX_TOKENS, usage: Any = None) -> None:
         self.client = client
         self.model = model
-        self.max_tokens = max_tokens
+        self.parameters = request_parameters(model, max_tokens)
+        self.max_tokens = int(self.parameters["max_completion_tokens"])
         self.usage = usage  # openai_usage hook: a leadflow.followups.openai_usage.UsageMeter, or None
+        # Once OpenAI said the account has no credit, the rest of the batch does not ask again.
+        self.quota_exhausted = threading.Event()
         # The first ``client.chat`` imports every openai resource module (~2 s of CPU). Do it
         # here, once, rather than in dozens of worker threads queueing on the import lock.
         self._completions = client.chat.completions
@@ -283,23 +314,26 @@ class Personaliser:
 
         from leadflow.followups.openai_usage import BudgetExhausted, metered  # openai_usage hook
 
+        if self.quota_exhausted.is_set():
+            return Personalised(fallback_text(data), "fallback", FALLBACK_INSUFFICIENT_QUOTA)
         messages = build_messages(data)
         try:
             with metered(self.usage, messages, self.max_tokens, self.model) as call:  # openai_usage hook
-                response = self._completions.create(
-                    model=self.model,
-                    messages=messages,
-                    max_tokens=self.max_tokens,
-                    temperature=0.4,
-                    n=1,
-                )
+                response = self._completions.create(model=self.model, messages=messages, n=1, **self.parameters)
                 call.record(response)  # openai_usage hook
-            content = response.choices[0].message.content or ""
+            choice = response.choices[0]
+            content = choice.message.content or ""
+            finish_reason = str(choice.finish_reason)
+            refused = bool(getattr(choice.message, "refusal", None))
         except BudgetExhausted:  # openai_usage hook
             return Personalised(fallback_text(data), "fallback", BudgetExhausted.reason)
         except openai.APIStatusError as exc:
             if _is_quota_error(exc):
-                raise QuotaExhausted from None
+                self.quota_exhausted.set()
+                if self.usage is not None:
+                    self.usage.record_insufficient_quota()
+                log.error("OpenAI answered insufficient_quota (the account is out of credit); using the fallback text")
+                return Personalised(fallback_text(data), "fallback", FALLBACK_INSUFFICIENT_QUOTA)
             log.warning("OpenAI failed after its retries (HTTP %s); using the fallback text", exc.status_code)
             return Personalised(fallback_text(data), "fallback", f"openai_http_{exc.status_code}")
         except openai.APITimeoutError:
@@ -310,6 +344,14 @@ class Personaliser:
             return Personalised(fallback_text(data), "fallback", "openai_error")
         except (AttributeError, IndexError, TypeError):
             return Personalised(fallback_text(data), "fallback", "openai_bad_response")
+        if refused:
+            log.warning("OpenAI refused to write the message; using the fallback text")
+            return Personalised(fallback_text(data), "fallback", "openai_refusal", call.usage_dict)
+        if finish_reason != "stop":
+            # "length": cut off mid-sentence (or, for a reasoning model, nothing written at all);
+            # "content_filter": parts withheld. Neither is a message to send as it is.
+            log.warning("OpenAI reply ended with finish_reason %r; using the fallback text", finish_reason)
+            return Personalised(fallback_text(data), "fallback", f"openai_finish_{finish_reason}", call.usage_dict)
         text, problem = validate_output(content, data)
         if problem:
             log.warning("OpenAI output rejected (%s); using the fallback text", problem)

@@ -30,16 +30,17 @@ from typing import Any
 
 from pymongo.database import Database
 
-from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES
+from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES, USERS
 from leadflow.followups.contract import EventType, FollowupEvent, ValidationFailure, parse_body
 from leadflow.followups.ledger import REOPENABLE_STATES, UNKNOWN_OUTCOME, Ledger, State, aware, message_key
 from leadflow.followups.outcomes import BatchSummary, Outcome
 from leadflow.followups.pacing import TokenBucket, UserPacer
-from leadflow.followups.personalise import Personaliser, QuotaExhausted, prompt_data
+from leadflow.followups.personalise import Personaliser, prompt_data
 from leadflow.followups.queue_actions import MAX_REDELIVERY_DELAY_S, QueueActions
 from leadflow.followups.settings import ProcessorSettings, load_settings
 from leadflow.followups.snapshot import BatchSnapshot
 from leadflow.followups.whatsapp import (
+    WINDOW_CLOSED,
     SendMode,
     TemplateMediaMissing,
     WhatsAppClient,
@@ -48,6 +49,8 @@ from leadflow.followups.whatsapp import (
     template_payload,
     text_payload,
 )
+from leadflow.marketing import MARKETING, hold_for_code, marketing_hold, record_refusal
+from leadflow.marketing import USER_FIELDS as MARKETING_FIELDS
 from leadflow.phones import mask, to_e164
 
 log = logging.getLogger(__name__)
@@ -206,6 +209,10 @@ class FollowupProcessor:
         consent = _opt_in(user.get("whatsapp_opt_in"))
         if consent is not True:
             return self._skip(message, event, "opted_out" if consent is False else "opt_in_unreadable")
+        if self.settings.templates.category(event.event_type.value) == MARKETING:
+            hold = marketing_hold(user, self.now())
+            if hold is not None:  # the buyer's marketing opt-out, or Meta's 24 h marketing limit
+                return self._skip(message, event, hold)
         phone = to_e164(user.get("mobile"))
         if phone is None:
             return self._dead_letter_new(
@@ -214,19 +221,7 @@ class FollowupProcessor:
 
         # The text: reuse the one stored by an earlier attempt, else generate and claim.
         if doc is None or not doc.get("text"):
-            data = prompt_data(event.event_type, user, event.scheduled_at)
-            try:
-                result = self.personaliser.personalise(data)
-            except QuotaExhausted:
-                return self._dead_letter_new(
-                    message,
-                    key,
-                    "openai_insufficient_quota",
-                    "OpenAI quota exhausted",
-                    event=event,
-                    state=State.FAILED,
-                    error_code=QuotaExhausted.code,
-                )
+            result = self.personaliser.personalise(prompt_data(event.event_type, user, event.scheduled_at))
             doc = self.ledger.claim(
                 key,
                 event_type=event.event_type.value,
@@ -266,25 +261,65 @@ class FollowupProcessor:
                 self._stop_batch("no_template", f"no WhatsApp template configured for {event.event_type}")
                 self.queue.leave(message, delay=self._abort_delay())
                 return self._summary.count(Outcome.LEFT)
-            self.rate.acquire()
             media = {"type": event.media.type, "url": event.media.url} if event.media is not None else None
             if not self.ledger.mark_sending(key, media=media):
                 # Another copy of this event got there first (or it is no longer pending).
                 return self._settle(message, self.ledger.get(key))
             try:
-                wamid = self.whatsapp.send(payload)
+                # The rate limiter runs before every attempt, the client's retries after 130429 too.
+                wamid = self.whatsapp.send(payload, before_attempt=self.rate.acquire)
             except WhatsAppError as error:
-                return self._after_send_error(message, event, phone, error)
+                if error.code != WINDOW_CLOSED or mode == "template":
+                    return self._after_send_error(message, event, phone, error)
+                sent = self._template_instead(message, event, phone, text)
+                if isinstance(sent, Outcome):
+                    return sent
+                wamid, mode = sent
             self.ledger.mark_sent(key, wamid=wamid, send_mode=mode)
         log.info("Event %s sent to %s as %s (wamid %s)", key, mask(phone), mode, wamid)
         self.queue.delete(message)
         self._summary.record_sent_as(mode)
         return self._summary.count(Outcome.SENT)
 
+    def _template_instead(
+        self, message: dict[str, Any], event: FollowupEvent, phone: str, text: str
+    ) -> tuple[str, SendMode] | Outcome:
+        """After a synchronous 131047 (the 24-hour window had closed; nothing was sent): the
+        approved template, once, exactly as an asynchronous 131047 gets it (statuses/resend)."""
+        key = event.event_id
+        log.warning("Event %s to %s: 24-hour window closed (131047); sending the template instead", key, mask(phone))
+        try:
+            payload, mode = self._payload(event, phone, text, window_open=False)
+        except TemplateMediaMissing as problem:
+            self.ledger.release(key, error_code=str(WINDOW_CLOSED))
+            return self._dead_letter_new(
+                message, key, "template_needs_media", str(problem), event=event, state=State.FAILED
+            )
+        if payload is None:
+            self.ledger.release(key, error_code=str(WINDOW_CLOSED))
+            self._stop_batch("no_template", f"no WhatsApp template configured for {event.event_type}")
+            self.queue.leave(message, delay=self._abort_delay())
+            return self._summary.count(Outcome.LEFT)
+        try:
+            return self.whatsapp.send(payload, before_attempt=self.rate.acquire), mode
+        except WhatsAppError as error:
+            return self._after_send_error(message, event, phone, error)
+
     def _after_send_error(
         self, message: dict[str, Any], event: FollowupEvent, phone: str, error: WhatsAppError
     ) -> Outcome:
         key, code = event.event_id, error.code_str
+        hold = hold_for_code(error.code)
+        if hold is not None:
+            # Meta's marketing limit (131049) or the buyer's marketing opt-out (131050): nothing
+            # was sent and retrying cannot help. Kept on the user, so neither the planner nor a
+            # later send tries marketing again (leadflow.marketing); the event is skipped.
+            record_refusal(self.db[USERS], event.user_id, error.code, self.now())
+            user = self.snapshot.user(event.user_object_id)
+            if user is not None:  # later events of this user in this batch see it too
+                user.update(self.db[USERS].find_one({"_id": user["_id"]}, projection=MARKETING_FIELDS) or {})
+            self.ledger.release(key, error_code=code)
+            return self._skip(message, event, hold, error_code=code)
         if error.account_level:
             self.ledger.release(key, error_code=code)
             self._stop_batch(code, f"WhatsApp account-level error {code} (HTTP {error.status})")
@@ -340,13 +375,16 @@ class FollowupProcessor:
         media_ref = (media.type, media.url) if media is not None else None
         return template_payload(phone, template, text, media_ref, callback_data=callback), "template"
 
-    def _skip(self, message: dict[str, Any], event: FollowupEvent, reason: str) -> Outcome:
+    def _skip(
+        self, message: dict[str, Any], event: FollowupEvent, reason: str, *, error_code: str | None = None
+    ) -> Outcome:
         key = event.event_id
         recorded, doc = self.ledger.finish(
             key,
             State.SKIPPED,
             sqs_message_id=message["MessageId"],
             reason=reason,
+            error_code=error_code,
             event_id=key,
             event_type=event.event_type.value,
             user_id=event.user_id,

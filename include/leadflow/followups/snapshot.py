@@ -18,6 +18,7 @@ from pymongo.database import Database
 from leadflow.config import INTERACTIONS, USERS
 from leadflow.followups.contract import FollowupEvent
 from leadflow.followups.ledger import Ledger
+from leadflow.marketing import USER_FIELDS as MARKETING_FIELDS
 
 # The customer-service window is 24 h from the user's last message; our copy of that message is
 # written a moment after Meta received it, so stay a little on the safe side.
@@ -29,6 +30,7 @@ USER_FIELDS = {
     "inquiry_type": 1,
     "whatsapp_opt_in": 1,
     "site_visit": 1,
+    **MARKETING_FIELDS,  # the buyer's marketing opt-out / Meta's 24 h limit (leadflow.marketing)
 }
 PREFETCH_CHUNK = 500
 

@@ -45,6 +45,9 @@ ACCOUNT_ERROR_MEANINGS = {
     "http_401": "access token rejected: renew the whatsapp_default password",
     "131042": "business payment problem: fix the payment method in WhatsApp Manager",
     "132001": "template missing or not approved: check leadflow_whatsapp_templates against WhatsApp Manager",
+    "132015": "a template is paused for low quality: edit it in WhatsApp Manager or switch the event type's "
+    "template in leadflow_whatsapp_templates",
+    "132016": "a template is disabled (paused too often): create a new one and put it in leadflow_whatsapp_templates",
     "no_template": "no template configured for an event type in leadflow_whatsapp_templates",
     "10": "permission missing on the app or token",
     "200": "permission missing on the app or token",
@@ -65,10 +68,11 @@ def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
     finally:
         processor.whatsapp.close()
     result = summary.as_dict()
-    from leadflow.followups.openai_usage import publish_budget_alert  # openai_usage hook (3 lines)
+    from leadflow.followups.openai_usage import publish_budget_alert, publish_quota_alert  # openai_usage hook
 
     result.update(processor.personaliser.usage.summary() if processor.personaliser.usage else {})
     publish_budget_alert(processor.personaliser.usage, DAG_ID)
+    publish_quota_alert(processor.personaliser.usage, DAG_ID)
     log.info("Follow-up batch summary: %s", result)
     if summary.account_error_code:
         raise _account_level_error(summary.account_error_code, result)
@@ -81,13 +85,45 @@ def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+VAR_FALLBACK_ALERT_RATE = "leadflow_followup_fallback_alert_rate"
+DEFAULT_FALLBACK_ALERT_RATE = 0.2
+
+
+def fallback_alert_rate(raw: Any) -> float:
+    """The Variable as a share in [0, 1]; ``20`` and ``"20%"`` mean 20 % too."""
+    try:
+        rate = float(str(raw).strip().rstrip("%"))
+    except (TypeError, ValueError):
+        return DEFAULT_FALLBACK_ALERT_RATE
+    return rate / 100 if rate > 1 else max(rate, 0.0)
+
+
+def too_many_fallbacks(summary: dict[str, Any], threshold: float) -> bool:
+    """More of this run's texts are the template fallback than ``threshold`` allows.
+
+    A fallback is not a success: a model the account cannot use, parameters the model rejects or
+    an exhausted quota turn *every* message into a fallback, which would otherwise pass quietly.
+    """
+    generated, fallbacks = int(summary.get("texts_generated") or 0), int(summary.get("fallbacks") or 0)
+    return bool(generated and fallbacks) and fallbacks / generated > threshold
+
+
 def alert_on_problems(summary: dict[str, Any], run_id: str) -> bool:
-    """One alert per run that dead-lettered messages or had permanent send failures."""
+    """One alert per run that dead-lettered messages, had permanent send failures, or whose
+    fallback rate passed ``leadflow_followup_fallback_alert_rate`` (default 20 %)."""
+    from airflow.sdk import Variable
+
     from leadflow.alerts import publish_alert
 
     dead_lettered, failed = int(summary.get("dead_lettered", 0)), int(summary.get("failed", 0))
-    if not dead_lettered and not failed:
+    threshold = fallback_alert_rate(Variable.get(VAR_FALLBACK_ALERT_RATE, default=DEFAULT_FALLBACK_ALERT_RATE))
+    fallbacks_alarming = too_many_fallbacks(summary, threshold)
+    if not dead_lettered and not failed and not fallbacks_alarming:
         return False
+    problems = [f"{dead_lettered} dead-lettered", f"{failed} failed"] if dead_lettered or failed else []
+    if fallbacks_alarming:
+        rate = f"{summary.get('fallbacks')}/{summary.get('texts_generated')}"
+        problems.append(f"fallback rate {rate} over {threshold:.0%}")
     lines = {
         "dag": DAG_ID,
         "run": run_id,
@@ -98,9 +134,14 @@ def alert_on_problems(summary: dict[str, Any], run_id: str) -> bool:
         "dead_letter_reasons": summary.get("dead_letter_reasons"),
         "failure_codes": summary.get("failure_codes"),
         "event_ids": summary.get("problem_event_ids"),
-        "where": "DLQ messages carry a 'reason' attribute; followup_deliveries has each event's outcome",
+        "texts_generated": summary.get("texts_generated"),
+        "fallbacks": summary.get("fallbacks"),
+        "fallback_reasons": summary.get("fallback_reasons"),
+        "fallback_alert_rate": threshold,
+        "where": "DLQ messages carry a 'reason' attribute; followup_deliveries has each event's outcome "
+        "(fallback_reason for template texts)",
     }
-    subject = f"[leadflow] {DAG_ID}: {dead_lettered} dead-lettered, {failed} failed"
+    subject = f"[leadflow] {DAG_ID}: {', '.join(problems)}"
     return publish_alert(subject, lines)
 
 

@@ -18,10 +18,18 @@ Errors are classified by what the answer proves (:func:`classify`):
   or a 5xx with an error body: the message is left for a later SQS delivery;
 * **account-level** (:attr:`WhatsAppError.account_level`): no message can succeed until a human
   acts: ``190`` (token) / HTTP 401, ``131042`` (payment), ``132001`` (template missing or not
-  approved), ``10`` and ``200``-``299`` (permission), ``368`` (temporarily blocked), ``131031``
+  approved), ``132015`` / ``132016`` (template paused / disabled for low quality: every send of
+  it fails until it is edited and approved again, so one failure per message would only burn the
+  batch), ``10`` and ``200``-``299`` (permission), ``368`` (temporarily blocked), ``131031``
   (account locked). The caller stops the batch;
-* everything else is **permanent** for that message (``131026`` undeliverable, ``131047``
-  re-engagement required, ``131008`` missing parameter, any other 4xx).
+* everything else is **permanent** for that message (``131026`` undeliverable, ``131008``
+  missing parameter, any other 4xx), with three the caller treats specially: ``131047`` (the
+  24-hour window closed: the template instead), ``131049`` / ``131050`` (Meta's marketing limit
+  for the buyer / the buyer stopped marketing messages, see :mod:`leadflow.marketing`).
+
+**Rate.** :meth:`WhatsAppClient.send` calls ``before_attempt`` (the global send-rate limiter)
+before *every* POST, retries included: a retry after ``130429`` (throughput reached) that skipped
+the limiter would add to the very burst Meta just refused.
 
 Every payload carries ``biz_opaque_callback_data`` = the event id, which Meta echoes in each
 status webhook, so a receipt finds its ledger entry even when the send's own answer was lost.
@@ -59,9 +67,13 @@ WINDOW_CLOSED = 131047
 PARAMETER_MISSING = 131008
 PAYMENT_REQUIRED = 131042
 TEMPLATE_MISSING = 132001
+TEMPLATE_PAUSED = 132015
+TEMPLATE_DISABLED = 132016
 TRANSIENT_CODES = frozenset({1, 2, 4, 80007, RATE_LIMIT, 131000, 131016, 131048, PAIR_RATE_LIMIT, 133004})
 RETRY_NOW_CODES = frozenset({RATE_LIMIT, PAIR_RATE_LIMIT})
-ACCOUNT_LEVEL_CODES = frozenset({190, 10, 368, PAYMENT_REQUIRED, TEMPLATE_MISSING, 131031, *range(200, 300)})
+ACCOUNT_LEVEL_CODES = frozenset(
+    {190, 10, 368, PAYMENT_REQUIRED, TEMPLATE_MISSING, TEMPLATE_PAUSED, TEMPLATE_DISABLED, 131031, *range(200, 300)}
+)
 FATAL_CODES = ACCOUNT_LEVEL_CODES  # the old name
 MAX_CALLBACK_DATA = 512  # Meta's limit on biz_opaque_callback_data
 
@@ -190,6 +202,7 @@ class Template:
     name: str
     language: str
     media_header: bool = False
+    category: str = "MARKETING"  # Meta's category it is approved in: UTILITY, MARKETING, AUTHENTICATION
 
 
 @dataclass(frozen=True)
@@ -289,8 +302,10 @@ class WhatsAppClient:
     def close(self) -> None:
         self._session.close()
 
-    def send(self, payload: dict[str, Any]) -> str:
-        """POST the message, retrying transient errors; return the ``wamid``."""
+    def send(self, payload: dict[str, Any], *, before_attempt: Callable[[], Any] | None = None) -> str:
+        """POST the message, retrying transient errors; return the ``wamid``.
+
+        ``before_attempt`` runs before every attempt, retries included (the send-rate limiter)."""
 
         def before_sleep(state: Any) -> None:
             error = state.outcome.exception()
@@ -311,9 +326,11 @@ class WhatsAppClient:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return retrying(self._post_once, payload)
+        return retrying(self._post_once, payload, before_attempt)
 
-    def _post_once(self, payload: dict[str, Any]) -> str:
+    def _post_once(self, payload: dict[str, Any], before_attempt: Callable[[], Any] | None = None) -> str:
+        if before_attempt is not None:
+            before_attempt()
         try:
             response = self._session.post(
                 self.config.messages_url,

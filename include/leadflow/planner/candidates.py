@@ -25,6 +25,8 @@ from pymongo.database import Database
 
 from leadflow.config import DELIVERIES, INTERACTIONS, USERS
 from leadflow.followups.contract import EventType
+from leadflow.marketing import USER_FIELDS as MARKETING_FIELDS
+from leadflow.marketing import marketing_hold
 from leadflow.mongo_indexes import PLANS
 from leadflow.planner.rules import (
     MAX_SQS_DELAY_SECONDS,
@@ -97,6 +99,17 @@ def _body(event_type: str, event_id: str, user_id: str, scheduled_at: datetime |
 def _nudge(event_type: str, event_id: str, user_id: str, now: datetime) -> Candidate:
     """A nudge goes out at once (no delay): only runs in nudge hours plan one."""
     return Candidate(event_type, event_id, user_id, _body(event_type, event_id, user_id), due_at=now)
+
+
+def _marketing_allowed(users: Iterable[dict[str, Any]], now: datetime, held: Counter[str]) -> Iterator[dict[str, Any]]:
+    """The users a nudge (a MARKETING message) may go to now: not opted out of marketing, not
+    within Meta's 24 h marketing limit (:mod:`leadflow.marketing`); the others counted in ``held``."""
+    for user in users:
+        hold = marketing_hold(user, now)
+        if hold is None:
+            yield user
+        else:
+            held[hold] += 1
 
 
 # -- site-visit reminders ----------------------------------------------------------------------
@@ -234,13 +247,11 @@ def cost_sheet_followups(db: Database, clock: PlanningClock, rules: Rules) -> Ru
     oids = list({oid for row in writers if (oid := _oid(row["_id"])) is not None})
     eligible: list[tuple[str, datetime, Any]] = []
     for chunk in _chunks(oids):
-        users = [
-            u["_id"]
-            for u in db[USERS].find(
-                {"_id": {"$in": chunk}, "inquiry_type": "cost_sheet", "whatsapp_opt_in": NOT_OPTED_OUT},
-                projection={"_id": 1},
-            )
-        ]
+        found = db[USERS].find(
+            {"_id": {"$in": chunk}, "inquiry_type": "cost_sheet", "whatsapp_opt_in": NOT_OPTED_OUT},
+            projection={"_id": 1, **MARKETING_FIELDS},
+        )
+        users = [u["_id"] for u in _marketing_allowed(found, clock.now, result.held)]
         if not users:
             continue
         latest = _latest_user_messages(db, users, oldest)
@@ -284,9 +295,10 @@ def hot_lead_nudges(db: Database, clock: PlanningClock, rules: Rules, busy: set[
     result = RuleResult()
     quiet: list[str] = []
     cursor = db[USERS].find(
-        {"ranking": rule.ranking, "whatsapp_opt_in": NOT_OPTED_OUT}, projection={"_id": 1, "created_at": 1}
+        {"ranking": rule.ranking, "whatsapp_opt_in": NOT_OPTED_OUT},
+        projection={"_id": 1, "created_at": 1, **MARKETING_FIELDS},
     )
-    users = [u for u in cursor if isinstance(u["_id"], ObjectId)]
+    users = [u for u in _marketing_allowed(cursor, clock.now, result.held) if isinstance(u["_id"], ObjectId)]
     for chunk in _chunks(users):
         # A lead created less than 48 h ago has not gone quiet, whatever its messages say.
         old_enough = [

@@ -18,6 +18,7 @@ from typing import Any
 
 from leadflow.followups.queue_actions import QueueActions
 from leadflow.statuses.delivery import Applied, DeliveryLedger
+from leadflow.statuses.meta_events import MetaEvents
 from leadflow.statuses.resend import Resender, ResendResult
 from leadflow.statuses.webhook import InvalidWebhook, parse_webhook, verify_signature
 
@@ -90,7 +91,9 @@ class StatusesProcessor:
         resender: Resender,
         app_secret: str,
         budget_seconds: float = 240.0,
+        meta: MetaEvents | None = None,
     ) -> None:
+        self.meta = meta  # pricing, marketing refusals, template categories (statuses.meta_events)
         self.ledger = ledger
         self.queue = queue
         self.resender = resender
@@ -119,6 +122,8 @@ class StatusesProcessor:
             self._dead_letter(message, invalid, summary)
             return
         summary.ignored += parsed.ignored
+        for update in parsed.template_updates if self.meta is not None else []:
+            self.meta.on_template_update(update)
         try:
             for receipt in parsed.receipts:
                 summary.receipts += 1
@@ -146,6 +151,8 @@ class StatusesProcessor:
             summary.applied[Applied.UNMATCHED] += 1
             return
         applied = self.ledger.apply(doc, receipt)
+        if self.meta is not None:
+            self.meta.on_receipt(doc, receipt, applied)
         if applied is Applied.RESEND:
             if over_budget or self._abort_resends.is_set():
                 # Keep the 131047 for the next run; the receipt applied so far is idempotent.

@@ -47,11 +47,13 @@ def build_processor() -> Any:
         VAR_STATUSES_QUEUE_URL,
     )
     from leadflow.statuses.delivery import DeliveryLedger
+    from leadflow.statuses.meta_events import MetaEvents
     from leadflow.statuses.processor import StatusesProcessor
     from leadflow.statuses.resend import Resender
 
     secret = app_secret()
-    ledger = DeliveryLedger(get_database()[DELIVERIES])
+    db = get_database()
+    ledger = DeliveryLedger(db[DELIVERIES])
     queue = QueueActions(
         SqsHook(aws_conn_id=AWS_CONN_ID).conn,
         queue_url=Variable.get(VAR_STATUSES_QUEUE_URL),
@@ -67,6 +69,7 @@ def build_processor() -> Any:
         resender=Resender(ledger, whatsapp, templates),
         app_secret=secret,
         budget_seconds=PROCESS_BUDGET_SECONDS,
+        meta=MetaEvents.from_airflow(db),
     )
 
 
@@ -81,6 +84,11 @@ def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
     finally:
         processor.resender.whatsapp.close()
     result = summary.as_dict()
+    if processor.meta is not None:  # pricing per category, marketing holds, template categories
+        from leadflow.statuses.meta_events import publish_template_alert
+
+        result.update(processor.meta.summary())
+        publish_template_alert(result["template_category_updates"], processor.resender.templates.templates, DAG_ID)
     log.info("Receipts batch summary: %s", result)
     if summary.fatal_error:
         raise StatusesBatchError(f"{summary.fatal_error}; the affected receipts were left for redelivery")
