@@ -30,7 +30,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from devstack.sqs_index import IN_FLIGHT_LIMIT, MessageIndex
@@ -194,36 +193,36 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def running_sqs_server(*options: str, log_path: Path | None = None) -> Iterator[RunningServer]:
+def running_sqs_server(*options: str) -> Iterator[RunningServer]:
     """A stand-in of its own on a free port (``options`` as ``main`` takes them), for tests and benchmarks."""
-    import requests
-
-    from devstack.services import HOST, free_port
+    from devstack.services import HOST, STARTUP_TIMEOUT_S, free_port
 
     port = free_port()
     command = [sys.executable, "-m", "devstack.sqs_server", "-H", HOST, "-p", str(port), *options]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603 - our own command
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env)  # noqa: S603
     endpoint = f"http://{HOST}:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _answers(f"{endpoint}/moto-api/"):
             if server.poll() is not None:
                 raise RuntimeError(f"the SQS stand-in exited with {server.returncode}")
-            try:
-                if requests.get(f"{endpoint}/moto-api/", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the SQS stand-in did not answer on {endpoint} in {STARTUP_TIMEOUT_S:.0f} s")
             time.sleep(0.1)
         yield RunningServer(endpoint, server.pid)
     finally:
         server.terminate()
         server.wait(timeout=10)
-        if log_path:
-            log.close()  # type: ignore[union-attr]
+
+
+def _answers(url: str) -> bool:
+    import requests
+
+    try:
+        return bool(requests.get(url, timeout=1).ok)
+    except requests.ConnectionError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -234,3 +234,15 @@ def test_purge_empties_the_queue_in_flight_and_delayed_messages_included(sqs) ->
     assert counts(sqs, url) == {"visible": 0, "in_flight": 0, "delayed": 0}
     sqs.send_message(QueueUrl=url, MessageBody="after")
     assert [m["Body"] for m in receive(sqs, url, MaxNumberOfMessages=10)] == ["after"]
+
+
+def test_the_stacks_stand_in_is_the_strict_one(stack) -> None:
+    """``make run`` and the tests' stack start the same stand-in, index and SQS's rules included."""
+    sqs = stack.boto3_client("sqs")
+    url = new_queue(sqs)
+    send(sqs, url, ["probe"])
+    [message] = receive(sqs, url, VisibilityTimeout=0)
+
+    change = {"QueueUrl": url, "ReceiptHandle": message["ReceiptHandle"], "VisibilityTimeout": 60}
+    assert error_code(lambda: sqs.change_message_visibility(**change)) == "MessageNotInflight"  # moto accepted it
+    sqs.delete_queue(QueueUrl=url)
