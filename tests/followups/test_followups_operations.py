@@ -156,7 +156,9 @@ def _summary(run: Any) -> dict[str, Any]:
         return dict(row.value)
 
 
-def test_reminders_for_rescheduled_cancelled_and_past_visits_are_skipped(followups_dag: Any, env: Any) -> None:
+def test_reminders_for_rescheduled_cancelled_and_past_visits_are_skipped_and_the_past_one_alerts(
+    followups_dag: Any, env: Any
+) -> None:
     from datetime import UTC, datetime, timedelta
 
     moved, _ = env.add_user("Moved Visit")
@@ -181,7 +183,11 @@ def test_reminders_for_rescheduled_cancelled_and_past_visits_are_skipped(followu
         "evt-past": ("skipped", "expired"),
     }
     assert env.queue_counts() == (0, 0)
-    assert env.alerts.read() == []  # a skip is not a problem
+    # A moved or cancelled visit needs no reminder; one that missed its visit is never silent.
+    [alert] = env.alerts.read()
+    assert alert["reminders_expired"] == 1
+    assert alert["expired_event_ids"] == ["evt-past"]
+    assert "1 expired before the visit" in alert["_subject"]
 
 
 def test_the_trigger_event_carries_a_reference_and_the_trigger_writes_the_bodies(

@@ -35,10 +35,17 @@ def _account_level_error(code: str, summary: dict[str, Any]) -> AccountLevelErro
         "meaning": ACCOUNT_ERROR_MEANINGS.get(code, "account-level WhatsApp error"),
         "sent_before_stop": summary.get("sent"),
         "left_in_queue": summary.get("left_for_redelivery"),
+        # Fresh copies (leadflow.followups.requeue): SQS never dead-letters them for the outage.
+        "requeued": summary.get("requeued"),
+        # A reminder that expired (or went late) before the stop is alerted here: this failure
+        # skips alert_on_problems.
+        **{key: summary.get(key) for key in REMINDER_ALERT_KEYS if summary.get(key)},
         "dead_lettered": summary.get("dead_lettered"),
     }
     return error
 
+
+REMINDER_ALERT_KEYS = ("reminders_late", "reminders_expired", "late_event_ids", "expired_event_ids")
 
 ACCOUNT_ERROR_MEANINGS = {
     "190": "access token expired or invalid: renew the whatsapp_default password",
@@ -53,13 +60,15 @@ ACCOUNT_ERROR_MEANINGS = {
 }
 
 
-def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """Process the stored batch; return the summary (counts and ids only)."""
+def process_batch(batch: dict[str, Any], *, reminders: bool = False, dag_id: str = DAG_ID) -> dict[str, Any]:
+    """Process the stored batch; return the summary (counts and ids only). ``reminders``: the
+    batch came from the reminders' queue (its settings, see :func:`.settings.load_settings`)."""
     from leadflow.followups.processor import build_processor
     from leadflow.followups.sensor import read_batch
+    from leadflow.followups.settings import load_settings
 
     messages = read_batch(batch["batch_path"])
-    processor = build_processor()
+    processor = build_processor(load_settings(reminders=reminders))
     try:
         summary = processor.process(messages)
     finally:
@@ -68,7 +77,7 @@ def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
     from leadflow.followups.openai_usage import publish_budget_alert  # openai_usage hook (3 lines)
 
     result.update(processor.personaliser.usage.summary() if processor.personaliser.usage else {})
-    publish_budget_alert(processor.personaliser.usage, DAG_ID)
+    publish_budget_alert(processor.personaliser.usage, dag_id)
     log.info("Follow-up batch summary: %s", result)
     if summary.account_error_code:
         raise _account_level_error(summary.account_error_code, result)
@@ -81,15 +90,17 @@ def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def alert_on_problems(summary: dict[str, Any], run_id: str) -> bool:
-    """One alert per run that dead-lettered messages or had permanent send failures."""
+def alert_on_problems(summary: dict[str, Any], run_id: str, dag_id: str = DAG_ID) -> bool:
+    """One alert per run that dead-lettered messages, had permanent send failures, or sent a
+    reminder late or let one expire (see :mod:`.deadlines`)."""
     from leadflow.alerts import publish_alert
 
     dead_lettered, failed = int(summary.get("dead_lettered", 0)), int(summary.get("failed", 0))
-    if not dead_lettered and not failed:
+    late, expired = int(summary.get("reminders_late", 0)), int(summary.get("reminders_expired", 0))
+    if not dead_lettered and not failed and not late and not expired:
         return False
     lines = {
-        "dag": DAG_ID,
+        "dag": dag_id,
         "run": run_id,
         "received": summary.get("received"),
         "sent": summary.get("sent"),
@@ -100,7 +111,11 @@ def alert_on_problems(summary: dict[str, Any], run_id: str) -> bool:
         "event_ids": summary.get("problem_event_ids"),
         "where": "DLQ messages carry a 'reason' attribute; followup_deliveries has each event's outcome",
     }
-    subject = f"[leadflow] {DAG_ID}: {dead_lettered} dead-lettered, {failed} failed"
+    subject = f"[leadflow] {dag_id}: {dead_lettered} dead-lettered, {failed} failed"
+    if late or expired:
+        lines.update({key: summary.get(key) for key in REMINDER_ALERT_KEYS})
+        lines["reminder_late_seconds_max"] = summary.get("reminder_late_seconds_max")
+        subject += f", {late} reminder(s) late, {expired} expired before the visit"
     return publish_alert(subject, lines)
 
 
