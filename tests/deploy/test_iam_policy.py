@@ -280,8 +280,8 @@ def test_queue_definitions_are_valid_create_queue_inputs(queues: dict[str, dict[
     names = [q["QueueName"] for q in load("sqs-queues.json")["queues"]]
     # Each DLQ must exist before the queue that redrives to it.
     assert names == [
-        config.FOLLOWUPS_DLQ, config.FOLLOWUPS_QUEUE, config.REMINDERS_DLQ, config.REMINDERS_QUEUE,
-        STATUSES_DLQ, STATUSES_QUEUE,
+        config.FOLLOWUPS_DLQ, config.FOLLOWUPS_QUEUE, STATUSES_DLQ, STATUSES_QUEUE,
+        config.REMINDERS_DLQ, config.REMINDERS_QUEUE,
     ]  # fmt: skip
 
 
