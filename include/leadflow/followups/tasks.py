@@ -111,11 +111,14 @@ def alert_on_problems(summary: dict[str, Any], run_id: str, dag_id: str = DAG_ID
         "event_ids": summary.get("problem_event_ids"),
         "where": "DLQ messages carry a 'reason' attribute; followup_deliveries has each event's outcome",
     }
-    subject = f"[leadflow] {dag_id}: {dead_lettered} dead-lettered, {failed} failed"
+    # SNS keeps 99 characters of a subject: name only what happened (the body has every count).
+    parts = [f"{dead_lettered} dead-lettered, {failed} failed"] if dead_lettered or failed else []
+    parts += [f"{late} late reminder(s)"] if late else []
+    parts += [f"{expired} expired reminder(s)"] if expired else []
+    subject = f"[leadflow] {dag_id}: " + ", ".join(parts)
     if late or expired:
         lines.update({key: summary.get(key) for key in REMINDER_ALERT_KEYS})
         lines["reminder_late_seconds_max"] = summary.get("reminder_late_seconds_max")
-        subject += f", {late} reminder(s) late, {expired} expired before the visit"
     return publish_alert(subject, lines)
 
 
