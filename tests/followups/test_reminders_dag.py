@@ -43,3 +43,19 @@ def test_a_reminder_goes_out_while_hundreds_of_nudges_wait_on_their_own_queue(en
     assert len(env.alerts.read()) == (1 if doc["late_seconds"] > 120 else 0)
     assert env.queue_counts(env.stack.reminders_queue_url) == (0, 0)
     assert env.queue_counts() == (300, 0)  # every nudge still waiting for its own consumer
+
+
+def test_the_redrive_moves_dead_lettered_reminders_back_to_the_reminders_queue(env: Env, airflow_settings: Any) -> None:
+    redrive = load_dag("followups_redrive")
+    uid, _ = env.add_user("Kabir Rao")
+    body = json.dumps(event("site_visit_reminder", uid, event_id="dead-reminder", scheduled_at=VISIT_AT))
+    reason = {"reason_code": {"DataType": "String", "StringValue": "invalid_phone"}}
+    env.sqs.send_message(QueueUrl=env.stack.reminders_dlq_url, MessageBody=body, MessageAttributes=reason)
+
+    run = redrive.test(run_conf={"queue": "reminders", "reasons": ["invalid_phone"], "dry_run": False})
+
+    assert run.state == "success"
+    assert env.dlq(env.stack.reminders_dlq_url) == []
+    moved = env.sqs.receive_message(QueueUrl=env.stack.reminders_queue_url, WaitTimeSeconds=0).get("Messages", [])
+    assert [m["Body"] for m in moved] == [body]
+    assert env.queue_counts() == (0, 0)  # not onto the nudges' queue

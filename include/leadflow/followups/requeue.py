@@ -8,8 +8,10 @@ nothing is wrong with it. A fresh copy (``SendMessage`` with ``DelaySeconds``, t
 original deleted) starts its receive count, and its retention period, again, so an outage
 of any length ends with the backlog still queued, and it goes out once the cause is fixed.
 
-Send first, delete second: a crash in between leaves two copies, which the ledger (same
-event id) sends at most once.
+(SQS moves a message to the DLQ once its receive count exceeds the source queue's
+``maxReceiveCount``; ``DelaySeconds`` allows 0-900 s: AWS, *Using dead-letter queues in Amazon
+SQS* and ``SendMessage``.) Send first, delete second: a crash in between leaves two copies,
+which the ledger (same event id) sends at most once.
 """
 
 from __future__ import annotations
