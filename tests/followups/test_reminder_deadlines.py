@@ -15,6 +15,7 @@ run that could send it happened), and compared with the WhatsApp outbox and the 
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ def virtual_sqs() -> Iterator[VirtualSqs]:
 
     clock = VirtualClock()
     port = free_port()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per SQS call otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     with pytest.MonkeyPatch.context() as patch:
         # The stand-in's clock only: every delay, visibility timeout and retention check in
