@@ -180,8 +180,11 @@ class Seeder:
 # -- the processing path ------------------------------------------------------------------------
 
 
-def build_processor(stack: Stack, *, concurrency: int, send_rate: float) -> Any:
-    """The processor wired by hand (no Airflow), as ``processor.build_processor`` does in a task."""
+def build_processor(
+    stack: Stack, *, concurrency: int, send_rate: float, queue_url: str | None = None, dlq_url: str | None = None
+) -> Any:
+    """The processor wired by hand (no Airflow), as ``processor.build_processor`` does in a task;
+    on the follow-ups' queue pair unless told another (``bench.reminders``)."""
     import boto3
     from botocore.config import Config
     from openai import OpenAI
@@ -199,8 +202,8 @@ def build_processor(stack: Stack, *, concurrency: int, send_rate: float) -> Any:
     openai = OpenAI(base_url=stack.openai_url, api_key="sk-bench", max_retries=2, timeout=20)
     whatsapp = WhatsAppClient(WhatsAppConfig(stack.whatsapp_url, "bench-token", "100000000000001"), pool_size=pool)
     settings = ProcessorSettings(
-        queue_url=stack.queue_url,
-        dlq_url=stack.dlq_url,
+        queue_url=queue_url or stack.queue_url,
+        dlq_url=dlq_url or stack.dlq_url,
         templates=TemplateConfig.parse({"language": "en", "templates": TEMPLATES}),
         concurrency=concurrency,
         send_rate_per_second=send_rate,

@@ -7,7 +7,8 @@ approved), so `whatsapp_followups` evaluates them again. Triggered by hand only.
 
 **Params**
 
-* `queue`: `followups` (default) or `statuses`: the receipts' pair, `leadflow-whatsapp-statuses-dlq`
+* `queue`: `followups` (default), `reminders` (the site-visit reminders' pair,
+  `leadflow-reminders-dlq` → `leadflow-reminders`) or `statuses`: the receipts' pair, `leadflow-whatsapp-statuses-dlq`
   → `leadflow-whatsapp-statuses` (say, webhooks refused as `bad_signature` while the
   `whatsapp_default` connection still held a rotated app secret). A message goes back with the
   attributes it arrived with, the webhook's `signature` included.
@@ -39,7 +40,7 @@ from leadflow.dag_defaults import default_args
     max_active_runs=1,
     default_args=default_args(retries=2),
     params={
-        "queue": Param("followups", enum=["followups", "statuses"], description="which DLQ to move from"),
+        "queue": Param("followups", enum=["followups", "reminders", "statuses"], description="which DLQ to move from"),
         "reasons": Param([], type="array", items={"type": "string"}, description="reason_codes to move; empty = all"),
         "max_messages": Param(100, type="integer", minimum=1, maximum=10000, description="move at most this many"),
         "dry_run": Param(True, type="boolean", description="only count what would be moved"),

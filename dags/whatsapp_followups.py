@@ -1,9 +1,11 @@
 """
 ### WhatsApp follow-ups
 
-Sends buyers a personalised WhatsApp follow-up (site-visit reminder, cost-sheet follow-up,
-inquiry follow-up) for every event that lands on the SQS queue `leadflow-followups`
-(Variable `leadflow_followups_queue_url`), **at most once per `event_id`**.
+Sends buyers a personalised WhatsApp follow-up (cost-sheet follow-up, inquiry follow-up, or any
+event type another producer puts here) for every event that lands on the SQS queue
+`leadflow-followups` (Variable `leadflow_followups_queue_url`), **at most once per `event_id`**.
+Site-visit reminders have their own queue and DAG, `whatsapp_reminders`, so they never wait
+behind these.
 
 **How a run works**
 
@@ -53,8 +55,9 @@ inquiry follow-up) for every event that lands on the SQS queue `leadflow-followu
   the DLQ without a reason attribute: `no_reason` in the redrive).
 * Account-level errors (190 token, 131042 payment, 132001 template, 10/200 permission, 368
   blocked, 131031 locked, or a missing template configuration) stop the batch: nothing is
-  marked failed, every unsent message stays in the queue (back in 15 min), and the task fails
-  once, without retries, with one alert naming the code.
+  marked failed, every unsent message goes back on the queue as a fresh copy (back in 15 min;
+  its receive count starts again, so however long the outage, SQS never dead-letters it), and
+  the task fails once, without retries, with one alert naming the code.
 
 Trigger it by hand with `max_wait_seconds` set low to drain the queue without waiting.
 """

@@ -65,6 +65,8 @@ def _point_at(settings: Settings, stack: Stack) -> Settings:
     variables = {k: move(v) for k, v in settings.variables.items()}
     variables["leadflow_followups_queue_url"] = stack.queue_url
     variables["leadflow_followups_dlq_url"] = stack.dlq_url
+    variables["leadflow_reminders_queue_url"] = stack.reminders_queue_url
+    variables["leadflow_reminders_dlq_url"] = stack.reminders_dlq_url
     variables["leadflow_alerts_sns_topic_arn"] = stack.alerts_topic_arn
     variables["leadflow_whatsapp_statuses_queue_url"] = stack.statuses_queue_url
     variables["leadflow_whatsapp_statuses_dlq_url"] = stack.statuses_dlq_url

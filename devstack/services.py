@@ -26,7 +26,7 @@ from pathlib import Path
 
 import requests
 
-from leadflow.config import FOLLOWUPS_DLQ, FOLLOWUPS_QUEUE
+from leadflow.config import FOLLOWUPS_DLQ, FOLLOWUPS_QUEUE, REMINDERS_DLQ, REMINDERS_QUEUE
 from leadflow.statuses.dag_settings import STATUSES_DLQ, STATUSES_QUEUE
 
 HOST = "127.0.0.1"
@@ -53,6 +53,8 @@ class Stack:
     pids: dict[str, int] = field(default_factory=dict)
     statuses_queue_url: str = ""
     statuses_dlq_url: str = ""
+    reminders_queue_url: str = ""
+    reminders_dlq_url: str = ""
 
     @property
     def sqs_url(self) -> str:
@@ -181,7 +183,23 @@ def _create_aws_resources(stack: Stack) -> None:
     )["QueueUrl"]
     topic_arn = stack.boto3_client("sns").create_topic(Name=ALERTS_TOPIC)["TopicArn"]
     stack.queue_url, stack.dlq_url, stack.alerts_topic_arn = queue_url, dlq_url, topic_arn
+    _create_reminders_queues(stack)
     _create_statuses_queues(stack)
+
+
+def _create_reminders_queues(stack: Stack) -> None:
+    """The site-visit reminders' own queue pair, as deploy/sqs-queues.json has it."""
+    sqs = stack.boto3_client("sqs")
+    dlq_url = sqs.create_queue(QueueName=REMINDERS_DLQ)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    stack.reminders_queue_url = sqs.create_queue(
+        QueueName=REMINDERS_QUEUE,
+        Attributes={
+            "VisibilityTimeout": "900",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+        },
+    )["QueueUrl"]
+    stack.reminders_dlq_url = dlq_url
 
 
 def _create_statuses_queues(stack: Stack) -> None:
@@ -217,11 +235,17 @@ def wire_whatsapp_webhook(stack: Stack) -> None:
 def recreate_queues(stack: Stack) -> None:
     """Empty both queues, in-flight messages included (SQS allows one purge a minute)."""
     sqs = stack.boto3_client("sqs")
-    urls = (stack.queue_url, stack.dlq_url, stack.statuses_queue_url, stack.statuses_dlq_url)
+    def all_urls() -> tuple[str, ...]:
+        return (
+            stack.queue_url, stack.dlq_url, stack.reminders_queue_url, stack.reminders_dlq_url,
+            stack.statuses_queue_url, stack.statuses_dlq_url,
+        )  # fmt: skip
+
+    urls = all_urls()
     for url in urls:
         sqs.delete_queue(QueueUrl=url)
     _create_aws_resources(stack)
-    new = (stack.queue_url, stack.dlq_url, stack.statuses_queue_url, stack.statuses_dlq_url)
+    new = all_urls()
     if new != urls:
         raise RuntimeError(f"queue URLs changed on re-creation: {urls} → {new}")
 

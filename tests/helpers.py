@@ -17,6 +17,7 @@ EXPECTED_DAG_IDS = {
     "interaction_reports",
     "interaction_reports_freshness",
     "whatsapp_followups",
+    "whatsapp_reminders",
     "followups_redrive",
     "followup_planner",
     "whatsapp_statuses",

@@ -29,6 +29,9 @@ awslocal sqs create-queue --cli-input-json "file://$(render "$DEPLOY/sqs-queues.
 # Delivery receipts (whatsapp_statuses): DLQ first.
 awslocal sqs create-queue --cli-input-json "file://$(render "$DEPLOY/sqs-queues.json" queues.2)" >/dev/null
 awslocal sqs create-queue --cli-input-json "file://$(render "$DEPLOY/sqs-queues.json" queues.3)" >/dev/null
+# Site-visit reminders (whatsapp_reminders): DLQ first.
+awslocal sqs create-queue --cli-input-json "file://$(render "$DEPLOY/sqs-queues.json" queues.4)" >/dev/null
+awslocal sqs create-queue --cli-input-json "file://$(render "$DEPLOY/sqs-queues.json" queues.5)" >/dev/null
 awslocal events put-rule --cli-input-json "file://$(render "$DEPLOY/eventbridge-rule.json" rule)" >/dev/null
 awslocal events put-targets --cli-input-json "file://$(render "$DEPLOY/eventbridge-rule.json" targets)" >/dev/null
 awslocal sns create-topic --name leadflow-alerts >/dev/null

@@ -23,6 +23,10 @@ VAR_SHARE_WITH = "leadflow_report_share_with"
 VAR_REPORT_LOOKBACK_MINUTES = "leadflow_report_lookback_minutes"
 VAR_QUEUE_URL = "leadflow_followups_queue_url"
 VAR_DLQ_URL = "leadflow_followups_dlq_url"
+# Time-critical events (site-visit reminders) have their own queue pair and consumer
+# (whatsapp_reminders), so they never wait behind a backlog of nudges.
+VAR_REMINDERS_QUEUE_URL = "leadflow_reminders_queue_url"
+VAR_REMINDERS_DLQ_URL = "leadflow_reminders_dlq_url"
 VAR_OPENAI_MODEL = "leadflow_openai_model"
 VAR_WHATSAPP_TEMPLATES = "leadflow_whatsapp_templates"
 VAR_FOLLOWUP_CONCURRENCY = "leadflow_followup_concurrency"
@@ -40,6 +44,8 @@ GOOGLE_SHEETS_POOL = "google_sheets"
 # SQS queue names (the URLs come from Variables)
 FOLLOWUPS_QUEUE = "leadflow-followups"
 FOLLOWUPS_DLQ = "leadflow-followups-dlq"
+REMINDERS_QUEUE = "leadflow-reminders"
+REMINDERS_DLQ = "leadflow-reminders-dlq"
 
 REPORT_TIMEZONE = "Asia/Kolkata"
 DEFAULT_PHONE_REGION = "IN"

@@ -61,6 +61,9 @@ EXPECTED_GRANTS: dict[str, set[str]] = {
     # leadflow's
     f"{ARN}:sqs:{R}:{A}:{config.FOLLOWUPS_QUEUE}": QUEUE_ACTIONS,
     f"{ARN}:sqs:{R}:{A}:{config.FOLLOWUPS_DLQ}": QUEUE_ACTIONS,
+    # site-visit reminders (whatsapp_reminders): the planner sends, the DAG receives/deletes/re-queues
+    f"{ARN}:sqs:{R}:{A}:{config.REMINDERS_QUEUE}": QUEUE_ACTIONS,
+    f"{ARN}:sqs:{R}:{A}:{config.REMINDERS_DLQ}": QUEUE_ACTIONS,
     f"{ARN}:sns:{R}:{A}:leadflow-alerts": {"sns:Publish"},
     f"{ARN}:secretsmanager:{R}:{A}:secret:airflow/connections/*": {
         "secretsmanager:GetSecretValue",
@@ -276,13 +279,17 @@ def test_queue_definitions_are_valid_create_queue_inputs(queues: dict[str, dict[
         assert set(queue["Attributes"]) <= known
     names = [q["QueueName"] for q in load("sqs-queues.json")["queues"]]
     # Each DLQ must exist before the queue that redrives to it.
-    assert names == [config.FOLLOWUPS_DLQ, config.FOLLOWUPS_QUEUE, STATUSES_DLQ, STATUSES_QUEUE]
+    assert names == [
+        config.FOLLOWUPS_DLQ, config.FOLLOWUPS_QUEUE, STATUSES_DLQ, STATUSES_QUEUE,
+        config.REMINDERS_DLQ, config.REMINDERS_QUEUE,
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("queue", "dlq", "visibility"),
     [
         (config.FOLLOWUPS_QUEUE, config.FOLLOWUPS_DLQ, "900"),
+        (config.REMINDERS_QUEUE, config.REMINDERS_DLQ, "900"),
         (STATUSES_QUEUE, STATUSES_DLQ, str(statuses.VISIBILITY_TIMEOUT_S)),
     ],
 )

@@ -103,6 +103,13 @@ class Env:
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
+    def delayed(self, queue_url: str | None = None) -> int:
+        """Messages on the main queue (or ``queue_url``) that SQS holds back (``DelaySeconds``)."""
+        attrs = self.sqs.get_queue_attributes(
+            QueueUrl=queue_url or self.stack.queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessagesDelayed"])
+
     def dlq(self, queue_url: str | None = None) -> list[dict[str, Any]]:
         """Every DLQ message (of the follow-ups, or ``queue_url``) as {body, **its attributes},
         e.g. reason, reason_code, event_id (drains the DLQ)."""

@@ -56,14 +56,16 @@ def test_an_account_level_error_mid_batch_fails_the_run_once_and_still_cleans_up
     assert sent >= 1
     assert {doc["state"] for doc in env.ledger().values()} <= {"sent", "pending"}
     assert env.dlq() == []
-    visible, in_flight = env.queue_counts()
-    assert visible + in_flight == len(users) - sent
+    # ...as fresh copies, held back: a new receive count each, so no outage makes SQS dead-letter them.
+    assert env.queue_counts() == (0, 0)
+    assert env.delayed() == len(users) - sent
     # One alert, naming the code; the process task was not retried.
     [alert] = env.alerts.read()
     assert alert["task"] == "process_messages"
     assert alert["error_code"] == str(code)
     assert f"code {code}" in alert["_subject"]
     assert alert["try_number"] == 1
+    assert alert["requeued"] == len(users) - sent
 
 
 def test_no_message_body_lands_in_the_metadata_db_or_the_logs(followups_dag: Any, env: Any, capfd, caplog) -> None:
@@ -156,7 +158,9 @@ def _summary(run: Any) -> dict[str, Any]:
         return dict(row.value)
 
 
-def test_reminders_for_rescheduled_cancelled_and_past_visits_are_skipped(followups_dag: Any, env: Any) -> None:
+def test_reminders_for_rescheduled_cancelled_and_past_visits_are_skipped_and_the_past_one_alerts(
+    followups_dag: Any, env: Any
+) -> None:
     from datetime import UTC, datetime, timedelta
 
     moved, _ = env.add_user("Moved Visit")
@@ -181,7 +185,11 @@ def test_reminders_for_rescheduled_cancelled_and_past_visits_are_skipped(followu
         "evt-past": ("skipped", "expired"),
     }
     assert env.queue_counts() == (0, 0)
-    assert env.alerts.read() == []  # a skip is not a problem
+    # A moved or cancelled visit needs no reminder; one that missed its visit is never silent.
+    [alert] = env.alerts.read()
+    assert alert["reminders_expired"] == 1
+    assert alert["expired_event_ids"] == ["evt-past"]
+    assert alert["_subject"] == "[leadflow] whatsapp_followups: 1 expired reminder(s)"
 
 
 def test_the_trigger_event_carries_a_reference_and_the_trigger_writes_the_bodies(

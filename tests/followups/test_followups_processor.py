@@ -160,8 +160,11 @@ def test_an_account_level_error_stops_the_batch_and_keeps_every_message(env: Env
     assert summary.account_error_code == str(code)
     assert (summary.left_for_redelivery, summary.sent, summary.dead_lettered, summary.failed) == (3, 0, 0, 0)
     assert [c["status"] for c in env.send_calls()] == [status]  # no further send after the first
-    # Every message is still on the queue, held back (not handed straight to the next run).
-    assert env.queue_counts() == (0, 3)
+    # Every message is still on the queue, held back (not handed straight to the next run), as a
+    # fresh copy: its receive count starts again, so no outage makes SQS dead-letter it.
+    assert env.queue_counts() == (0, 0)
+    assert env.delayed() == 3
+    assert summary.requeued == 3
     assert env.dlq() == []
     assert {doc["state"] for doc in env.ledger().values()} == {"pending"}  # nothing recorded as failed
 
@@ -203,7 +206,7 @@ def test_a_closed_window_without_a_template_stops_the_batch_instead_of_sending_f
     assert env.ledger()["evt-no-template"]["state"] == "pending"
     assert env.outbox() == []
     assert env.dlq() == []
-    assert env.queue_counts() == (0, 1)
+    assert (env.queue_counts(), env.delayed()) == ((0, 0), 1)
 
 
 def test_an_outcome_whose_dlq_copy_was_never_confirmed_is_dead_lettered_again(env: Env) -> None:

@@ -65,35 +65,44 @@ class PlannerEnv:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def queue_counts(self) -> dict[str, int]:
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=self.stack.queue_url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesDelayed",
-                "ApproximateNumberOfMessagesNotVisible",
-            ],
-        )["Attributes"]
-        return {
-            "visible": int(attrs["ApproximateNumberOfMessages"]),
-            "delayed": int(attrs["ApproximateNumberOfMessagesDelayed"]),
-            "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
-        }
+    @property
+    def queues(self) -> tuple[str, str]:
+        """The planner's two queues: the nudges' and the reminders'."""
+        return self.stack.queue_url, self.stack.reminders_queue_url
+
+    def queue_counts(self, queue_url: str | None = None) -> dict[str, int]:
+        """Messages on both of the planner's queues (or on ``queue_url`` only)."""
+        counts = {"visible": 0, "delayed": 0, "in_flight": 0}
+        for url in [queue_url] if queue_url else self.queues:
+            attrs = self.sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesDelayed",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            counts["visible"] += int(attrs["ApproximateNumberOfMessages"])
+            counts["delayed"] += int(attrs["ApproximateNumberOfMessagesDelayed"])
+            counts["in_flight"] += int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        return counts
 
     def receive_all(self) -> list[dict[str, Any]]:
-        """Every visible message's body (parsed) plus its attributes; deletes them."""
+        """Every visible message's body (parsed) plus its attributes and ``_queue`` (the queue's
+        name), from both queues; deletes them."""
         found = []
-        while True:
-            messages = self.sqs.receive_message(
-                QueueUrl=self.stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                MessageAttributeNames=["All"],
-            ).get("Messages", [])  # fmt: skip
-            if not messages:
-                return found
-            for message in messages:
-                attrs = {k: v["StringValue"] for k, v in (message.get("MessageAttributes") or {}).items()}
-                found.append({**json.loads(message["Body"]), "_attributes": attrs})
-                self.sqs.delete_message(QueueUrl=self.stack.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        for url in self.queues:
+            while True:
+                messages = self.sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"],
+                ).get("Messages", [])  # fmt: skip
+                if not messages:
+                    break
+                for message in messages:
+                    attrs = {k: v["StringValue"] for k, v in (message.get("MessageAttributes") or {}).items()}
+                    found.append({**json.loads(message["Body"]), "_attributes": attrs, "_queue": url.rsplit("/", 1)[1]})
+                    self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return found
 
     def wait_visible(self, count: int, timeout: float) -> float:
         """Wait (bounded) until ``count`` messages are visible; returns the wall time it happened."""

@@ -1,4 +1,4 @@
-"""Planner → SQS (delayed) → ``whatsapp_followups`` → WhatsApp outbox, with real DAG runs."""
+"""Planner → SQS (delayed, the reminders' queue) → ``whatsapp_reminders`` → WhatsApp outbox, with real DAG runs."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def _template_text(message: dict) -> str:
 def test_reminder_reaches_the_outbox_with_the_visit_time_in_ist_not_before_t_minus_15(
     planner_dag, penv, airflow_settings
 ) -> None:
-    followups = load_dag("whatsapp_followups")
+    reminders = load_dag("whatsapp_reminders")
     # The first dag.test() of a session syncs the DAG bundle (tens of seconds here): do that in a
     # run with nothing to plan, so the timed run below starts right away.
     run_planner(planner_dag, floor5(datetime.now(UTC)) - timedelta(minutes=5))
@@ -36,12 +36,14 @@ def test_reminder_reaches_the_outbox_with_the_visit_time_in_ist_not_before_t_min
     summary = run_planner(planner_dag, floor5(due))
     assert summary["planned"]["site_visit_reminder"] == 1
     assert 0 < summary["reminder_delay_seconds"][0] <= 30
-    counts = penv.queue_counts()
+    # On the reminders' own queue, never behind the nudges.
+    counts = penv.queue_counts(penv.stack.reminders_queue_url)
     if datetime.now(UTC) < due - timedelta(seconds=2):
         assert (counts["delayed"], counts["visible"]) == (1, 0), counts
+    assert penv.queue_counts(penv.stack.queue_url) == {"visible": 0, "delayed": 0, "in_flight": 0}
 
     # The consumer's long poll waits for the message to become visible, then sends it.
-    run = followups.test(run_conf={"max_wait_seconds": 90})
+    run = reminders.test(run_conf={"max_wait_seconds": 90})
     assert run.state == "success"
     [message] = clients.outbox(penv.stack.control_url("whatsapp"))
     delivered = datetime.fromisoformat(message["received_at"].replace("Z", "+00:00"))
@@ -56,4 +58,7 @@ def test_reminder_reaches_the_outbox_with_the_visit_time_in_ist_not_before_t_min
     ledger = penv.db.followup_deliveries.find_one({"_id": summary["planned_event_ids"][0]})
     assert ledger["state"] == "sent"
     assert ledger["text_source"] == "openai"  # the primary path, not the template fallback
+    # The deadline is the planner's due time; the lateness is what the send took after it.
+    assert ledger["deadline_at"] == due
+    assert 0 <= ledger.get("late_seconds", 0) <= (delivered - due).total_seconds() + 5
     assert penv.queue_counts() == {"visible": 0, "delayed": 0, "in_flight": 0}

@@ -69,11 +69,14 @@ def test_rescheduled_cancelled_past_opted_out_and_short_notice(planner_dag, penv
     assert sorted((b["user_id"], b["scheduled_at"]) for b in bodies) == sorted(
         [(short_notice, _iso(soon)), (moved, _iso(new_time))]
     )
-    # The contract whatsapp_followups reads; the planner marks itself as the producer.
+    # The contract whatsapp_reminders reads, on the reminders' own queue; the planner marks itself
+    # as the producer and says when each is due (at once: both visits are less than 15 min away).
     for body in bodies:
-        assert set(body) == {"event_id", "event_type", "user_id", "scheduled_at", "_attributes"}
+        assert set(body) == {"event_id", "event_type", "user_id", "scheduled_at", "due_at", "_attributes", "_queue"}
         assert body["event_id"] == f"site_visit_reminder:{body['user_id']}:{body['scheduled_at']}"
         assert body["_attributes"]["producer"] == "followup_planner"
+        assert body["_queue"] == "leadflow-reminders"
+        assert now - timedelta(minutes=1) <= datetime.fromisoformat(body["due_at"]) <= datetime.now(UTC)
     assert {p["delay_seconds"] for p in penv.plans().values()} == {0}
     assert penv.queue_counts() == {"visible": 0, "delayed": 0, "in_flight": 0}
 

@@ -4,7 +4,7 @@ A body is either the payload itself or an EventBridge envelope carrying it in ``
 envelope's ``id`` is the fallback ``event_id``)::
 
     {"event_id": "evt-1", "event_type": "site_visit_reminder", "user_id": "<24 hex>",
-     "scheduled_at": "2026-11-21T11:00:00+05:30",
+     "scheduled_at": "2026-11-21T11:00:00+05:30", "due_at": "2026-11-21T05:15:00Z",
      "media": {"type": "image", "url": "https://...", "caption": "..."}}
 
 :func:`parse_body` returns a :class:`FollowupEvent` or raises :class:`ValidationFailure`, whose
@@ -72,6 +72,9 @@ class FollowupEvent(BaseModel):
     event_type: EventType
     user_id: str
     scheduled_at: datetime | None = None
+    # When a time-critical event should reach the buyer (the planner's due time); optional, see
+    # :func:`leadflow.followups.deadlines.deadline_of` for the default.
+    due_at: datetime | None = None
     media: Media | None = None
 
     @field_validator("user_id")
@@ -81,7 +84,7 @@ class FollowupEvent(BaseModel):
             raise ValueError("must be a 24-character hex ObjectId")
         return value.lower()
 
-    @field_validator("scheduled_at")
+    @field_validator("scheduled_at", "due_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.utcoffset() is None:

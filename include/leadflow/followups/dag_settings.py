@@ -17,6 +17,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 DAG_ID = "whatsapp_followups"
+# Site-visit reminders have their own queue and their own consumer, the same tasks on another
+# queue pair: a reminder never waits behind nudges, not even behind a run busy with 200 of them.
+REMINDERS_DAG_ID = "whatsapp_reminders"
 
 # SQS receive: up to 10 messages per call (the SQS maximum), up to NUM_BATCHES calls per poke.
 SENSOR_MAX_MESSAGES = 10
@@ -46,7 +49,19 @@ PROCESS_RETRY_DELAY = timedelta(seconds=30)
 # The concurrency default and its cap come from the visibility-timeout budget (budget.py).
 DEFAULT_SEND_RATE = 60.0
 MAX_SEND_RATE = 80.0
+# Both consumers send from one business number at once: Meta's 80 msg/s is shared, with this
+# much kept for the reminders and the rest the most the nudges' Variable can ask for.
+REMINDER_SEND_RATE = 10.0
+REMINDER_CONCURRENCY = 16  # ~ REMINDER_SEND_RATE x per-message latency, with room for slow replies
+NUDGE_MAX_SEND_RATE = MAX_SEND_RATE - REMINDER_SEND_RATE
+# While an account-level error lasts, unsent messages come back as fresh copies after this long
+# (see leadflow.followups.requeue): each run of the outage fails and alerts once, so the nudges
+# come back every 15 min (SQS's longest delay); reminders every 5, so one goes out within 5
+# minutes of the fix (a visit is 15 min after its reminder is due).
+OUTAGE_REQUEUE_DELAY_S = 900
+REMINDER_OUTAGE_REQUEUE_DELAY_S = 300
 
 BATCH_PREFIX = DAG_ID
+REMINDERS_BATCH_PREFIX = REMINDERS_DAG_ID
 
 assert PROCESS_BUDGET_SECONDS < PROCESS_EXECUTION_TIMEOUT.total_seconds() < VISIBILITY_TIMEOUT_S

@@ -48,6 +48,16 @@ class BatchSummary:
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
     failure_codes: Counter[str] = field(default_factory=Counter)
     problem_event_ids: list[str] = field(default_factory=list)
+    # Time-critical events (site-visit reminders), see leadflow.followups.deadlines.
+    reminders_sent: int = 0
+    reminders_late: int = 0  # sent, but past the deadline's tolerance: alerted
+    reminders_expired: int = 0  # the visit started before it could go out: skipped and alerted
+    reminder_late_seconds: list[float] = field(default_factory=list)  # every reminder sent, 0 if on time
+    late_event_ids: list[str] = field(default_factory=list)
+    expired_event_ids: list[str] = field(default_factory=list)
+    # Messages re-queued as fresh copies during an account-level outage (their receive count
+    # starts again, so SQS never dead-letters them for the outage's length).
+    requeued: int = 0
     fatal_error: str | None = None
     account_error_code: str | None = None
     elapsed_seconds: float = 0.0
@@ -55,7 +65,7 @@ class BatchSummary:
 
     @property
     def needs_alert(self) -> bool:
-        return bool(self.dead_lettered or self.failed)
+        return bool(self.dead_lettered or self.failed or self.reminders_late or self.reminders_expired)
 
     def count(self, outcome: Outcome) -> Outcome:
         with self._lock:
@@ -89,6 +99,23 @@ class BatchSummary:
             if source == "fallback":
                 self.fallbacks += 1
                 self.fallback_reasons[fallback_reason or "unknown"] += 1
+
+    def record_reminder_sent(self, event_id: str, late_seconds: float, late: bool) -> None:
+        with self._lock:
+            self.reminders_sent += 1
+            self.reminder_late_seconds.append(late_seconds)
+            if late:
+                self.reminders_late += 1
+                self.late_event_ids.append(event_id)
+
+    def record_reminder_expired(self, event_id: str) -> None:
+        with self._lock:
+            self.reminders_expired += 1
+            self.expired_event_ids.append(event_id)
+
+    def record_requeued(self) -> None:
+        with self._lock:
+            self.requeued += 1
 
     def record_skip(self, reason: str) -> None:
         with self._lock:
@@ -158,6 +185,13 @@ class BatchSummary:
             "dead_letter_reasons": dict(self.dead_letter_reasons),
             "failure_codes": dict(self.failure_codes),
             "problem_event_ids": self.problem_event_ids[:MAX_PROBLEM_IDS],
+            "reminders_sent": self.reminders_sent,
+            "reminders_late": self.reminders_late,
+            "reminders_expired": self.reminders_expired,
+            "reminder_late_seconds_max": round(max(self.reminder_late_seconds, default=0.0), 3),
+            "late_event_ids": self.late_event_ids[:MAX_PROBLEM_IDS],
+            "expired_event_ids": self.expired_event_ids[:MAX_PROBLEM_IDS],
+            "requeued": self.requeued,
             "fatal_error": self.fatal_error,
             "account_error_code": self.account_error_code,
             "elapsed_seconds": round(self.elapsed_seconds, 3),

@@ -32,11 +32,13 @@ from pymongo.database import Database
 
 from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES, USERS
 from leadflow.followups.contract import EventType, FollowupEvent, ValidationFailure, parse_body
+from leadflow.followups.deadlines import deadline_of, is_late, late_seconds, record_deadline, record_lateness
 from leadflow.followups.ledger import REOPENABLE_STATES, UNKNOWN_OUTCOME, Ledger, State, aware, message_key
 from leadflow.followups.outcomes import BatchSummary, Outcome
 from leadflow.followups.pacing import TokenBucket, UserPacer
 from leadflow.followups.personalise import Personaliser, prompt_data
-from leadflow.followups.queue_actions import MAX_REDELIVERY_DELAY_S, QueueActions
+from leadflow.followups.queue_actions import QueueActions
+from leadflow.followups.requeue import requeue_copy
 from leadflow.followups.settings import ProcessorSettings, load_settings
 from leadflow.followups.snapshot import BatchSnapshot
 from leadflow.followups.whatsapp import (
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 MAX_VISIBILITY_S = 43_200  # SQS's limit on ChangeMessageVisibility (12 h)
 GRACE_MARGIN_S = 30  # a receipt sent at the end of the grace period has time to land
 VISIT_TIME_TOLERANCE_S = 60
+EXPIRED = "expired"
 
 
 def _opt_in(value: Any) -> bool | None:
@@ -172,7 +175,7 @@ class FollowupProcessor:
 
     def _run_one(self, message: dict[str, Any], parsed: Any) -> Outcome:
         if self._abort.is_set() or time.monotonic() > self._deadline:
-            self.queue.leave(message, delay=self._abort_delay())
+            self._hand_back(message)
             return self._summary.count(Outcome.LEFT)
         try:
             return self._handle(message, parsed)
@@ -244,7 +247,7 @@ class FollowupProcessor:
             # Checked again after the pacing wait: a thread queued behind the same user must not
             # start a send after the batch was stopped or its budget ran out.
             if self._abort.is_set() or time.monotonic() > self._deadline:
-                self.queue.leave(message, delay=self._abort_delay())
+                self._hand_back(message)
                 return self._summary.count(Outcome.LEFT)
             try:
                 payload, mode = self._payload(
@@ -259,8 +262,11 @@ class FollowupProcessor:
             if payload is None:
                 # A configuration problem, not a bad message: stop the batch, fail nothing.
                 self._stop_batch("no_template", f"no WhatsApp template configured for {event.event_type}")
-                self.queue.leave(message, delay=self._abort_delay())
+                self._hand_back(message)
                 return self._summary.count(Outcome.LEFT)
+            deadline = deadline_of(event)
+            if deadline is not None:
+                record_deadline(self.ledger.collection, key, deadline)
             media = {"type": event.media.type, "url": event.media.url} if event.media is not None else None
             if not self.ledger.mark_sending(key, media=media):
                 # Another copy of this event got there first (or it is no longer pending).
@@ -276,6 +282,8 @@ class FollowupProcessor:
                     return sent
                 wamid, mode = sent
             self.ledger.mark_sent(key, wamid=wamid, send_mode=mode)
+            if deadline is not None:
+                self._record_lateness(key, deadline)
         log.info("Event %s sent to %s as %s (wamid %s)", key, mask(phone), mode, wamid)
         self.queue.delete(message)
         self._summary.record_sent_as(mode)
@@ -298,7 +306,7 @@ class FollowupProcessor:
         if payload is None:
             self.ledger.release(key, error_code=str(WINDOW_CLOSED))
             self._stop_batch("no_template", f"no WhatsApp template configured for {event.event_type}")
-            self.queue.leave(message, delay=self._abort_delay())
+            self._hand_back(message)
             return self._summary.count(Outcome.LEFT)
         try:
             return self.whatsapp.send(payload, before_attempt=self.rate.acquire), mode
@@ -323,7 +331,7 @@ class FollowupProcessor:
         if error.account_level:
             self.ledger.release(key, error_code=code)
             self._stop_batch(code, f"WhatsApp account-level error {code} (HTTP {error.status})")
-            self.queue.leave(message, delay=self._abort_delay())
+            self._hand_back(message)
             return self._summary.count(Outcome.LEFT)
         if error.ambiguous:
             # The request may have reached WhatsApp: never retried blind. A receipt marks it
@@ -351,10 +359,29 @@ class FollowupProcessor:
             log.error("%s; stopping the batch, every unsent message stays in the queue", detail)
         self._abort.set()
 
-    def _abort_delay(self) -> int:
-        # After an account-level error every message would fail the same way until a human acts;
-        # handing them straight back would make the next run fail (and alert) at once again.
-        return MAX_REDELIVERY_DELAY_S if self._summary.account_error_code else 0
+    def _hand_back(self, message: dict[str, Any]) -> None:
+        """A message this run will not get to: straight back to the queue, or, after an
+        account-level error, as a fresh copy later (see :mod:`.requeue`)."""
+        code = self._summary.account_error_code
+        if code is None:
+            self.queue.leave(message, delay=0)
+            return
+        # Every message would fail the same way until a human acts; handing them straight back
+        # would make the next run fail (and alert) at once again.
+        delay = self.settings.outage_requeue_delay_seconds
+        if requeue_copy(self.sqs, self.settings.queue_url, message, delay_seconds=delay, because=code):
+            self.queue.delete(message)
+            self._summary.record_requeued()
+        else:
+            self.queue.leave(message, delay=delay)
+
+    def _record_lateness(self, key: str, deadline: datetime) -> None:
+        late = late_seconds(deadline, self.now())
+        if late > 0:
+            record_lateness(self.ledger.collection, key, late)
+        if is_late(late):
+            log.warning("Reminder %s sent %.0f s after its deadline", key, late)
+        self._summary.record_reminder_sent(key, late, is_late(late))
 
     @staticmethod
     def _grace_delay(grace_seconds: float) -> int:
@@ -379,6 +406,7 @@ class FollowupProcessor:
         self, message: dict[str, Any], event: FollowupEvent, reason: str, *, error_code: str | None = None
     ) -> Outcome:
         key = event.event_id
+        deadline = deadline_of(event)
         recorded, doc = self.ledger.finish(
             key,
             State.SKIPPED,
@@ -388,9 +416,14 @@ class FollowupProcessor:
             event_id=key,
             event_type=event.event_type.value,
             user_id=event.user_id,
+            deadline_at=deadline,
         )
         if not recorded:
             return self._settle(message, doc)
+        if reason == EXPIRED and deadline is not None:
+            # Never a silent skip: counted in the run summary, and the run alerts (tasks).
+            log.warning("Reminder %s expired before it could be sent", key)
+            self._summary.record_reminder_expired(key)
         log.info("Event %s skipped (%s)", key, reason)
         self.queue.delete(message)
         self._summary.record_skip(reason)
@@ -528,7 +561,7 @@ def send_time_problem(event: FollowupEvent, user: dict[str, Any], now: datetime)
     if event.event_type is not EventType.SITE_VISIT_REMINDER or event.scheduled_at is None:
         return None
     if event.scheduled_at <= now:
-        return "expired"
+        return EXPIRED
     visit = user.get("site_visit")
     if not isinstance(visit, dict):
         return None  # nothing recorded on the user: the event is all we know
@@ -536,7 +569,7 @@ def send_time_problem(event: FollowupEvent, user: dict[str, Any], now: datetime)
     if status in ("cancelled", "canceled"):
         return "superseded"
     if status == "completed":
-        return "expired"
+        return EXPIRED
     current = aware(visit.get("scheduled_at"))
     if current is not None and abs((current - event.scheduled_at).total_seconds()) > VISIT_TIME_TOLERANCE_S:
         return "superseded"

@@ -1,9 +1,10 @@
 """Move dead-lettered messages back to their main queue, filtered by their ``reason_code``.
 
-Two queue pairs: the follow-ups (``leadflow-followups-dlq`` → ``leadflow-followups``) and the
-receipts (``leadflow-whatsapp-statuses-dlq`` → ``leadflow-whatsapp-statuses``, e.g. webhooks
-refused as ``bad_signature`` while the connection still held a rotated app secret). A message
-goes back with the attributes it first arrived with (a webhook's ``signature``), minus the DLQ's.
+Three queue pairs: the follow-ups (``leadflow-followups-dlq`` → ``leadflow-followups``), the
+site-visit reminders (``leadflow-reminders-dlq`` → ``leadflow-reminders``) and the receipts
+(``leadflow-whatsapp-statuses-dlq`` → ``leadflow-whatsapp-statuses``, e.g. webhooks refused as
+``bad_signature`` while the connection still held a rotated app secret). A message goes back
+with the attributes it first arrived with (a webhook's ``signature``), minus the DLQ's.
 
 SQS's own redrive (``StartMessageMoveTask``) moves everything or nothing; after fixing one cause
 (a user's phone number, the OpenAI quota) the data team wants to move just those. Each DLQ
@@ -126,11 +127,15 @@ def redrive(
 
 
 def queue_variables(queue: str) -> tuple[str, str]:
-    """(main queue Variable, DLQ Variable) of the ``queue`` param: ``followups`` or ``statuses``."""
-    from leadflow.config import VAR_DLQ_URL, VAR_QUEUE_URL
+    """(main queue Variable, DLQ Variable) of the ``queue`` param: ``followups``, ``reminders`` or ``statuses``."""
+    from leadflow.config import VAR_DLQ_URL, VAR_QUEUE_URL, VAR_REMINDERS_DLQ_URL, VAR_REMINDERS_QUEUE_URL
     from leadflow.statuses.dag_settings import VAR_STATUSES_DLQ_URL, VAR_STATUSES_QUEUE_URL
 
-    pairs = {"followups": (VAR_QUEUE_URL, VAR_DLQ_URL), "statuses": (VAR_STATUSES_QUEUE_URL, VAR_STATUSES_DLQ_URL)}
+    pairs = {
+        "followups": (VAR_QUEUE_URL, VAR_DLQ_URL),
+        "reminders": (VAR_REMINDERS_QUEUE_URL, VAR_REMINDERS_DLQ_URL),
+        "statuses": (VAR_STATUSES_QUEUE_URL, VAR_STATUSES_DLQ_URL),
+    }
     if queue not in pairs:
         raise ValueError(f"queue must be one of {sorted(pairs)}, not {queue!r}")
     return pairs[queue]

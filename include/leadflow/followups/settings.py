@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from leadflow.followups.budget import DEFAULT_CONCURRENCY, MIN_SEND_RATE, max_concurrency
-from leadflow.followups.dag_settings import DEFAULT_SEND_RATE, MAX_SEND_RATE, PROCESS_BUDGET_SECONDS
+from leadflow.followups.dag_settings import (
+    DEFAULT_SEND_RATE,
+    NUDGE_MAX_SEND_RATE,
+    OUTAGE_REQUEUE_DELAY_S,
+    PROCESS_BUDGET_SECONDS,
+    REMINDER_CONCURRENCY,
+    REMINDER_OUTAGE_REQUEUE_DELAY_S,
+    REMINDER_SEND_RATE,
+)
 from leadflow.followups.pacing import PAIR_PACING_SECONDS
 from leadflow.followups.whatsapp import Template
 from leadflow.marketing import CATEGORIES, DEFAULT_CATEGORIES, MARKETING
@@ -64,6 +72,8 @@ class ProcessorSettings:
     redelivery_delay_seconds: int = 60
     # How long an ambiguous send waits for its delivery receipt before it is sent once more.
     unknown_outcome_grace_seconds: float = DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES * 60
+    # After an account-level error: when the unsent messages come back (fresh copies, see requeue).
+    outage_requeue_delay_seconds: int = OUTAGE_REQUEUE_DELAY_S
 
 
 def capped_concurrency(raw: Any, send_rate: float) -> int:
@@ -80,12 +90,13 @@ def capped_concurrency(raw: Any, send_rate: float) -> int:
 
 
 def capped_send_rate(raw: Any) -> float:
-    """The send-rate Variable within [1, 80] msg/s (Meta's default ceiling); unset or <= 0 means the ceiling."""
+    """The send-rate Variable within [1, 70] msg/s (Meta's default ceiling of 80 less the reminders'
+    share); unset or <= 0 means that ceiling."""
     try:
         rate = float(raw)
     except (TypeError, ValueError):
         rate = DEFAULT_SEND_RATE
-    return max(MIN_SEND_RATE, min(rate, MAX_SEND_RATE)) if rate > 0 else MAX_SEND_RATE
+    return max(MIN_SEND_RATE, min(rate, NUDGE_MAX_SEND_RATE)) if rate > 0 else NUDGE_MAX_SEND_RATE
 
 
 def grace_seconds(raw: Any) -> float:
@@ -96,7 +107,9 @@ def grace_seconds(raw: Any) -> float:
     return max(0.0, minutes) * 60
 
 
-def load_settings() -> ProcessorSettings:
+def load_settings(*, reminders: bool = False) -> ProcessorSettings:
+    """The nudges' consumer's settings, or (``reminders``) those of the reminders' one: its own
+    queue pair, its share of the send rate, a shorter come-back after an outage."""
     from airflow.sdk import Variable
 
     from leadflow.config import (
@@ -104,18 +117,32 @@ def load_settings() -> ProcessorSettings:
         VAR_FOLLOWUP_CONCURRENCY,
         VAR_FOLLOWUP_SEND_RATE,
         VAR_QUEUE_URL,
+        VAR_REMINDERS_DLQ_URL,
+        VAR_REMINDERS_QUEUE_URL,
         VAR_WHATSAPP_TEMPLATES,
     )
 
+    common = {
+        "templates": TemplateConfig.parse(Variable.get(VAR_WHATSAPP_TEMPLATES, default=None)),
+        "budget_seconds": PROCESS_BUDGET_SECONDS,
+        "unknown_outcome_grace_seconds": grace_seconds(
+            Variable.get(VAR_UNKNOWN_OUTCOME_GRACE, default=DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES)
+        ),
+    }
+    if reminders:
+        return ProcessorSettings(
+            queue_url=Variable.get(VAR_REMINDERS_QUEUE_URL),
+            dlq_url=Variable.get(VAR_REMINDERS_DLQ_URL),
+            concurrency=REMINDER_CONCURRENCY,
+            send_rate_per_second=REMINDER_SEND_RATE,
+            outage_requeue_delay_seconds=REMINDER_OUTAGE_REQUEUE_DELAY_S,
+            **common,
+        )
     send_rate = capped_send_rate(Variable.get(VAR_FOLLOWUP_SEND_RATE, default=DEFAULT_SEND_RATE))
     return ProcessorSettings(
         queue_url=Variable.get(VAR_QUEUE_URL),
         dlq_url=Variable.get(VAR_DLQ_URL),
-        templates=TemplateConfig.parse(Variable.get(VAR_WHATSAPP_TEMPLATES, default=None)),
         concurrency=capped_concurrency(Variable.get(VAR_FOLLOWUP_CONCURRENCY, default=DEFAULT_CONCURRENCY), send_rate),
         send_rate_per_second=send_rate,
-        budget_seconds=PROCESS_BUDGET_SECONDS,
-        unknown_outcome_grace_seconds=grace_seconds(
-            Variable.get(VAR_UNKNOWN_OUTCOME_GRACE, default=DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES)
-        ),
+        **common,
     )

@@ -35,10 +35,17 @@ def _account_level_error(code: str, summary: dict[str, Any]) -> AccountLevelErro
         "meaning": ACCOUNT_ERROR_MEANINGS.get(code, "account-level WhatsApp error"),
         "sent_before_stop": summary.get("sent"),
         "left_in_queue": summary.get("left_for_redelivery"),
+        # Fresh copies (leadflow.followups.requeue): SQS never dead-letters them for the outage.
+        "requeued": summary.get("requeued"),
+        # A reminder that expired (or went late) before the stop is alerted here: this failure
+        # skips alert_on_problems.
+        **{key: summary.get(key) for key in REMINDER_ALERT_KEYS if summary.get(key)},
         "dead_lettered": summary.get("dead_lettered"),
     }
     return error
 
+
+REMINDER_ALERT_KEYS = ("reminders_late", "reminders_expired", "late_event_ids", "expired_event_ids")
 
 ACCOUNT_ERROR_MEANINGS = {
     "190": "access token expired or invalid: renew the whatsapp_default password",
@@ -56,13 +63,15 @@ ACCOUNT_ERROR_MEANINGS = {
 }
 
 
-def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """Process the stored batch; return the summary (counts and ids only)."""
+def process_batch(batch: dict[str, Any], *, reminders: bool = False, dag_id: str = DAG_ID) -> dict[str, Any]:
+    """Process the stored batch; return the summary (counts and ids only). ``reminders``: the
+    batch came from the reminders' queue (its settings, see :func:`.settings.load_settings`)."""
     from leadflow.followups.processor import build_processor
     from leadflow.followups.sensor import read_batch
+    from leadflow.followups.settings import load_settings
 
     messages = read_batch(batch["batch_path"])
-    processor = build_processor()
+    processor = build_processor(load_settings(reminders=reminders))
     try:
         summary = processor.process(messages)
     finally:
@@ -71,8 +80,8 @@ def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
     from leadflow.followups.openai_usage import publish_budget_alert, publish_quota_alert  # openai_usage hook
 
     result.update(processor.personaliser.usage.summary() if processor.personaliser.usage else {})
-    publish_budget_alert(processor.personaliser.usage, DAG_ID)
-    publish_quota_alert(processor.personaliser.usage, DAG_ID)
+    publish_budget_alert(processor.personaliser.usage, dag_id)
+    publish_quota_alert(processor.personaliser.usage, dag_id)
     log.info("Follow-up batch summary: %s", result)
     if summary.account_error_code:
         raise _account_level_error(summary.account_error_code, result)
@@ -108,9 +117,10 @@ def too_many_fallbacks(summary: dict[str, Any], threshold: float) -> bool:
     return bool(generated and fallbacks) and fallbacks / generated > threshold
 
 
-def alert_on_problems(summary: dict[str, Any], run_id: str) -> bool:
-    """One alert per run that dead-lettered messages, had permanent send failures, or whose
-    fallback rate passed ``leadflow_followup_fallback_alert_rate`` (default 20 %)."""
+def alert_on_problems(summary: dict[str, Any], run_id: str, dag_id: str = DAG_ID) -> bool:
+    """One alert per run that dead-lettered messages, had permanent send failures, sent a
+    reminder late or let one expire (see :mod:`.deadlines`), or whose fallback rate passed
+    ``leadflow_followup_fallback_alert_rate`` (default 20 %)."""
     from airflow.sdk import Variable
 
     from leadflow.alerts import publish_alert
@@ -118,14 +128,15 @@ def alert_on_problems(summary: dict[str, Any], run_id: str) -> bool:
     dead_lettered, failed = int(summary.get("dead_lettered", 0)), int(summary.get("failed", 0))
     threshold = fallback_alert_rate(Variable.get(VAR_FALLBACK_ALERT_RATE, default=DEFAULT_FALLBACK_ALERT_RATE))
     fallbacks_alarming = too_many_fallbacks(summary, threshold)
-    if not dead_lettered and not failed and not fallbacks_alarming:
+    late, expired = int(summary.get("reminders_late", 0)), int(summary.get("reminders_expired", 0))
+    if not dead_lettered and not failed and not late and not expired and not fallbacks_alarming:
         return False
     problems = [f"{dead_lettered} dead-lettered", f"{failed} failed"] if dead_lettered or failed else []
     if fallbacks_alarming:
         rate = f"{summary.get('fallbacks')}/{summary.get('texts_generated')}"
         problems.append(f"fallback rate {rate} over {threshold:.0%}")
     lines = {
-        "dag": DAG_ID,
+        "dag": dag_id,
         "run": run_id,
         "received": summary.get("received"),
         "sent": summary.get("sent"),
@@ -141,7 +152,13 @@ def alert_on_problems(summary: dict[str, Any], run_id: str) -> bool:
         "where": "DLQ messages carry a 'reason' attribute; followup_deliveries has each event's outcome "
         "(fallback_reason for template texts)",
     }
-    subject = f"[leadflow] {DAG_ID}: {', '.join(problems)}"
+    # SNS keeps 99 characters of a subject: name only what happened (the body has every count).
+    problems += [f"{late} late reminder(s)"] if late else []
+    problems += [f"{expired} expired reminder(s)"] if expired else []
+    subject = f"[leadflow] {dag_id}: " + ", ".join(problems)
+    if late or expired:
+        lines.update({key: summary.get(key) for key in REMINDER_ALERT_KEYS})
+        lines["reminder_late_seconds_max"] = summary.get("reminder_late_seconds_max")
     return publish_alert(subject, lines)
 
 

@@ -9,6 +9,11 @@ Order of writes: SQS first, then the plan document. A crash in between means the
 the event again, and the delivery ledger (keyed by the same event id) sends it to the buyer at
 most once. The reverse order could record a plan whose message never reached the queue: a lost
 reminder, which is worse than a duplicate message the ledger absorbs.
+
+Which queue: time-critical events (site-visit reminders) go to their own queue,
+``leadflow-reminders``, which its own consumer (``whatsapp_reminders``) drains, so a reminder
+never waits behind a burst of nudges on ``leadflow-followups``; their body carries ``due_at``,
+from which the consumer records the deadline and any lateness (:mod:`leadflow.followups.deadlines`).
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
+from leadflow.followups.contract import EventType
 from leadflow.planner.candidates import Candidate
 from leadflow.planner.rules import PlanningClock
 
@@ -52,10 +58,20 @@ def already_planned(plans: Collection, event_ids: list[str]) -> set[str]:
     return found
 
 
+def is_time_critical(candidate: Candidate) -> bool:
+    return candidate.event_type == EventType.SITE_VISIT_REMINDER.value
+
+
+def message_body(candidate: Candidate) -> dict[str, Any]:
+    if not is_time_critical(candidate):
+        return candidate.body
+    return {**candidate.body, "due_at": candidate.due_at.astimezone(UTC).isoformat().replace("+00:00", "Z")}
+
+
 def _entry(index: int, candidate: Candidate) -> dict[str, Any]:
     return {
         "Id": str(index),
-        "MessageBody": json.dumps(candidate.body, separators=(",", ":")),
+        "MessageBody": json.dumps(message_body(candidate), separators=(",", ":")),
         "DelaySeconds": candidate.delay_seconds,
         "MessageAttributes": {
             "producer": {"DataType": "String", "StringValue": PRODUCER},
@@ -102,8 +118,10 @@ def enqueue(
     clock: PlanningClock,
     run_id: str,
     now: datetime,
+    reminders_queue_url: str,
 ) -> EnqueueResult:
-    """Send the candidates not planned before (10 per SendMessageBatch), then record them."""
+    """Send the candidates not planned before (10 per SendMessageBatch, time-critical ones to
+    ``reminders_queue_url``, the rest to ``queue_url``), then record them."""
     result = EnqueueResult()
     known = already_planned(plans, [c.event_id for c in candidates])
     fresh: list[Candidate] = []
@@ -114,6 +132,24 @@ def enqueue(
         else:
             seen.add(candidate.event_id)
             fresh.append(candidate)
+    reminders = [c for c in fresh if is_time_critical(c)]
+    nudges = [c for c in fresh if not is_time_critical(c)]
+    # Reminders first: a run that fails half-way has at least put the time-critical ones out.
+    for url, group in ((reminders_queue_url, reminders), (queue_url, nudges)):
+        _send_all(sqs, url, group, plans, clock, run_id, now, result)
+    return result
+
+
+def _send_all(
+    sqs: Any,
+    queue_url: str,
+    fresh: list[Candidate],
+    plans: Collection,
+    clock: PlanningClock,
+    run_id: str,
+    now: datetime,
+    result: EnqueueResult,
+) -> None:
     for start in range(0, len(fresh), SQS_BATCH):
         batch = fresh[start : start + SQS_BATCH]
         response = sqs.send_message_batch(QueueUrl=queue_url, Entries=[_entry(i, c) for i, c in enumerate(batch)])
@@ -126,4 +162,3 @@ def enqueue(
             result.failed[candidate.event_id] = str(failure.get("Code"))
             log.error("SQS refused event %s: %s (sender fault: %s)", candidate.event_id, failure.get("Code"),
                       failure.get("SenderFault"))  # fmt: skip
-    return result

@@ -32,9 +32,18 @@ RULE_NAMES = [e.value for e in EventType]
 MAX_IDS = 50
 
 
-def plan(db: Database, sqs: Any, queue_url: str, clock: PlanningClock, rules: Rules, run_id: str) -> dict[str, Any]:
-    """Evaluate the rules, enqueue new events; return the run summary. Raises :class:`EnqueueError`
-    after recording what did go out if SQS refused any message (so the task retries)."""
+def plan(
+    db: Database,
+    sqs: Any,
+    queue_url: str,
+    clock: PlanningClock,
+    rules: Rules,
+    run_id: str,
+    reminders_queue_url: str,
+) -> dict[str, Any]:
+    """Evaluate the rules, enqueue new events (reminders on ``reminders_queue_url``, nudges on
+    ``queue_url``); return the run summary. Raises :class:`EnqueueError` after recording what did
+    go out if SQS refused any message (so the task retries)."""
     results: dict[str, RuleResult] = {EventType.SITE_VISIT_REMINDER.value: site_visit_reminders(db, clock, rules)}
     nudges_allowed = clock.nudges_allowed(rules.nudge_hours_ist)
     if nudges_allowed:
@@ -43,7 +52,7 @@ def plan(db: Database, sqs: Any, queue_url: str, clock: PlanningClock, rules: Ru
         busy = {c.user_id for c in cost.candidates}
         results[EventType.INQUIRY_FOLLOWUP.value] = hot_lead_nudges(db, clock, rules, busy)
     candidates: list[Candidate] = [c for r in results.values() for c in r.candidates]
-    outcome = enqueue(sqs, queue_url, db[PLANS], candidates, clock, run_id, datetime.now(UTC))
+    outcome = enqueue(sqs, queue_url, db[PLANS], candidates, clock, run_id, datetime.now(UTC), reminders_queue_url)
 
     def per_rule(items: list[Candidate]) -> dict[str, int]:
         return {name: sum(1 for c in items if c.event_type == name) for name in RULE_NAMES}
@@ -80,7 +89,7 @@ def plan_step(context: dict[str, Any]) -> dict[str, Any]:
     from airflow.providers.amazon.aws.hooks.sqs import SqsHook
     from airflow.sdk import Variable
 
-    from leadflow.config import AWS_CONN_ID, VAR_QUEUE_URL
+    from leadflow.config import AWS_CONN_ID, VAR_QUEUE_URL, VAR_REMINDERS_QUEUE_URL
     from leadflow.mongo import get_database
     from leadflow.mongo_indexes import ensure_indexes
     from leadflow.planner.rules import load_rules
@@ -96,4 +105,5 @@ def plan_step(context: dict[str, Any]) -> dict[str, Any]:
     db = get_database()
     ensure_indexes(db)
     sqs = SqsHook(aws_conn_id=AWS_CONN_ID).conn
-    return plan(db, sqs, Variable.get(VAR_QUEUE_URL), clock, rules, run.run_id)
+    queues = Variable.get(VAR_QUEUE_URL), Variable.get(VAR_REMINDERS_QUEUE_URL)
+    return plan(db, sqs, queues[0], clock, rules, run.run_id, reminders_queue_url=queues[1])
