@@ -2,10 +2,12 @@
 
 Every query is bounded by time and starts on an index:
 
-* ``followup_deliveries`` (the ledger): ``{state: {$in: all states}, updated_at >= since}`` uses
-  the ledger's ``state_updated_at`` index. An event is counted on the IST day it was *created*
-  (first processed); an event created in the window was necessarily updated in it too, so the
-  bound loses nothing, and events created earlier but touched since are dropped after grouping.
+* ``followup_deliveries`` (the ledger): one pipeline per state, ``{state: <s>, updated_at >= since}``,
+  a range of the ledger's ``state_updated_at`` index (an equality per state rather than one
+  ``$in``: the Mongo stand-in plans ``$in`` as a collection scan). An event is counted on the IST
+  day it was *created* (first processed); an event created in the window was necessarily updated
+  in it too, so the bound loses nothing, and events created earlier but touched since are dropped
+  after grouping.
 * ``followup_plans``: ``enqueued_at >= since`` (index ``enqueued_at_1``, ``leadflow.mongo_indexes``).
 * ``openai_token_budget``: by ``_id`` (the IST day).
 
@@ -16,7 +18,8 @@ costs the same whether the ledger holds 1 k or 1 M documents of older days.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from copy import copy
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -64,10 +67,11 @@ class DayStats:
     budget_tokens_used: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name, value in data.items():
-            if isinstance(value, Counter):
-                data[name] = dict(sorted(value.items()))
+        # Not dataclasses.asdict: it rebuilds a Counter from (key, count) pairs, counting the pairs.
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            data[item.name] = dict(sorted(value.items())) if isinstance(value, Counter) else copy(value)
         data["total_tokens"] = self.prompt_tokens + self.completion_tokens
         return data
 
@@ -91,9 +95,9 @@ def _is_set(expression: str) -> dict[str, Any]:
     return {"$ne": [{"$ifNull": [expression, None]}, None]}
 
 
-def deliveries_pipeline(since: datetime) -> list[dict[str, Any]]:
+def deliveries_pipeline(state: str, since: datetime) -> list[dict[str, Any]]:
     return [
-        {"$match": {"state": {"$in": LEDGER_STATES}, "updated_at": {"$gte": since}}},
+        {"$match": {"state": state, "updated_at": {"$gte": since}}},
         {
             "$group": {
                 "_id": {
@@ -190,10 +194,11 @@ def day_stats(db: Any, now: datetime, prices: dict[str, dict[str, float]]) -> li
     since = window_start(now)
     days = {day.isoformat(): DayStats(day.isoformat()) for day in ist_days(now)}
     tokens: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: {"prompt": Counter(), "completion": Counter()})
-    for group in db[DELIVERIES].aggregate(deliveries_pipeline(since)):
-        key = group["_id"]
-        if key.get("day") in days:
-            _add_group(days[key["day"]], key, group, tokens[key["day"]])
+    for state in LEDGER_STATES:
+        for group in db[DELIVERIES].aggregate(deliveries_pipeline(state, since)):
+            key = group["_id"]
+            if key.get("day") in days:
+                _add_group(days[key["day"]], key, group, tokens[key["day"]])
     for group in db[PLANS].aggregate(plans_pipeline(since)):
         if group["_id"] in days:
             days[group["_id"]].planned += int(group["count"])
