@@ -27,6 +27,16 @@ TEMPLATES = Environment(
 )
 TEMPLATES.filters["tojson_attr"] = lambda value: json.dumps(value, sort_keys=True)
 
+
+def _shown(value: Any) -> Any:
+    # USD amounts of a few cents: fixed decimals, never 9.6e-05.
+    if value is None:
+        return "—"
+    return f"{value:.4f}" if isinstance(value, float) else value
+
+
+TEMPLATES.filters["shown"] = _shown
+
 # The page's rows: (label, DayStats field). Breakdowns by reason/code follow as their own tables.
 FUNNEL = [
     ("Planned (enqueued by the planner)", "planned"),
