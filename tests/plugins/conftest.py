@@ -13,22 +13,12 @@ from typing import Any
 
 import pytest
 
+from devstack.run import sync_dags
 from tests.helpers import REPO
 
 # Airflow puts the plugins folder on sys.path when it loads plugins; the tests import the package too.
 if str(REPO / "plugins") not in sys.path:
     sys.path.insert(0, str(REPO / "plugins"))
-
-
-def sync_dags() -> None:
-    """Every shipped DAG into the metadata DB (tags included), as the DAG processor writes them."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    sync_bag_to_db(bag, "dags-folder", None)
 
 
 @pytest.fixture(scope="session")

@@ -28,11 +28,11 @@ import requests
 
 from devstack import clients
 from devstack.airflow_home import LOCAL_PASSWORD, LOCAL_USER, airflow_env
+from devstack.run import sync_dags
 from devstack.seed import IST, SeedSpec, seed_database
 from devstack.services import free_port
 from tests.conftest import AIRFLOW_HOME
 from tests.helpers import load_dag, task_states, xcom_value
-from tests.plugins.conftest import sync_dags
 
 pytestmark = pytest.mark.slow
 
