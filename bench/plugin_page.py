@@ -8,7 +8,8 @@ stand-in, with the indexes the DAGs create; then asks Airflow's own api app (the
 from plugins/, the simple auth manager, an admin token) for the page and its JSON ``--repeat``
 times each and prints the median and the slowest answer. The queries read only the last 8 IST
 days, so the figure follows the events of one week, not the size of the ledger: the second
-line (the same week with a tenth of the history) shows it.
+line (the same week with a tenth of the history) shows it. The ledger reads are also timed alone,
+and the load average is printed: on a shared machine the figures follow it.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     from devstack.airflow_settings import apply_settings, read_settings
     from devstack.services import running_stack
 
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     with running_stack(home / "stack", mongo_standalone=True) as stack:
         apply_settings(read_settings(stack=stack))
         from airflow.api_fastapi.app import create_app, get_auth_manager
@@ -121,6 +123,19 @@ def main(argv: list[str] | None = None) -> None:
                 seeded = time.perf_counter() - started
                 week = mongo.leadflow.followup_deliveries.count_documents(
                     {"created_at": {"$gte": now - timedelta(days=8)}}
+                )
+                # The MongoDB part alone (the stand-in is a Python server: most of the figure).
+                from leadflow_ui.ledger_stats import day_stats
+
+                mongo_seconds = []
+                for _ in range(args.repeat):
+                    started = time.perf_counter()
+                    day_stats(mongo.leadflow, now, {})
+                    mongo_seconds.append(time.perf_counter() - started)
+                print(
+                    f"{'ledger reads (MongoDB)':24s} ledger {count:>7,} docs: median"
+                    f" {statistics.median(mongo_seconds):.3f} s, slowest {max(mongo_seconds):.3f} s",
+                    flush=True,
                 )
                 for path in ("/leadflow/api/overview", "/leadflow/"):
                     seconds = timed(client, path, headers, args.repeat)

@@ -37,10 +37,17 @@ def _database() -> Any:
     return get_database()
 
 
+@functools.cache
+def _sqs() -> Any:
+    # Building the hook's boto3 client costs ~0.25 s: once per api-server process, not per view.
+    from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+    return SqsHook(aws_conn_id=AWS_CONN_ID).conn
+
+
 def dlq_depths() -> list[dict[str, Any]]:
     """Each DLQ's depth as SQS reports it (GetQueueAttributes: reads, never receives)."""
     from airflow.exceptions import AirflowNotFoundException
-    from airflow.providers.amazon.aws.hooks.sqs import SqsHook
     from botocore.exceptions import BotoCoreError, ClientError
 
     depths = []
@@ -51,9 +58,7 @@ def dlq_depths() -> list[dict[str, Any]]:
             row["error"] = "queue URL Variable not set"
         else:
             try:
-                attributes = SqsHook(aws_conn_id=AWS_CONN_ID).conn.get_queue_attributes(
-                    QueueUrl=url, AttributeNames=DEPTH_ATTRIBUTES
-                )["Attributes"]
+                attributes = _sqs().get_queue_attributes(QueueUrl=url, AttributeNames=DEPTH_ATTRIBUTES)["Attributes"]
                 row["visible"] = int(attributes["ApproximateNumberOfMessages"])
                 row["in_flight"] = int(attributes["ApproximateNumberOfMessagesNotVisible"])
             except (BotoCoreError, ClientError, AirflowNotFoundException) as error:  # the rest still shows
