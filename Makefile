@@ -62,6 +62,7 @@ bench: install
 	$(PY) -m bench.reports
 	$(PY) -m bench.followups
 	$(PY) -m bench.parse_time
+	$(PY) -m bench.plugin_page
 
 # Recompute the "leadflow additions" section of constraints.txt after editing requirements*.txt.
 lock: install

@@ -110,6 +110,7 @@ def banner(stack: Stack, state: Path, port: int) -> str:
     return f"""
   leadflow is running.
     Airflow UI ........ http://localhost:{port}   (login {LOCAL_USER} / {LOCAL_PASSWORD})
+    Leadflow page ..... http://localhost:{port}/plugin/leadflow   (and a Summary tab on every run)
     Sheets produced ... make sheets     (stand-in data in {state / "stack" / "sheets"})
     Sheets as HTML .... make sheets, then open {state / "stack" / "sheets" / "index.html"}
     WhatsApp outbox ... make outbox     (stand-in data in {state / "stack" / "whatsapp"})
