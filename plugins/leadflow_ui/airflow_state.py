@@ -58,7 +58,7 @@ class ReportHour:
     state: str  # landed / late / missing / running / due
     landed_at: str | None = None
     late_minutes: int | None = None
-    reruns: int = 0  # clears of the scheduled run plus other runs of the same hour
+    reruns: int = 0  # times the scheduled run was cleared (re-run, or reprocessed by a backfill)
 
 
 def report_hours(session: Session, day: date, now: datetime, freshness: timedelta) -> list[ReportHour]:
@@ -83,8 +83,8 @@ def report_hours(session: Session, day: date, now: datetime, freshness: timedelt
         due = hour + freshness
         row = ReportHour(hour=hour.astimezone(IST).strftime("%H:%M"), due_by=ist(due), run_id=run_id, state="due")
         scheduled = by_id.get(run_id)
-        same_hour = [r for r in runs if r.run_id != run_id and r.data_interval_end == hour]
-        row.reruns = len(same_hour) + (scheduled.clear_number if scheduled else 0)
+        # One run per logical date: a backfill or a re-run of the hour is a clear of this run.
+        row.reruns = scheduled.clear_number if scheduled else 0
         if scheduled is not None and str(getattr(scheduled.state, "value", scheduled.state)) == "success":
             landed = scheduled.end_date
             row.landed_at = _when(landed)
