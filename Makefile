@@ -63,6 +63,7 @@ bench: install
 	$(PY) -m bench.followups
 	$(PY) -m bench.reminders
 	$(PY) -m bench.parse_time
+	$(PY) -m bench.plugin_page
 
 # Recompute the "leadflow additions" section of constraints.txt after editing requirements*.txt.
 lock: install

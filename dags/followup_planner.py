@@ -70,7 +70,7 @@ from leadflow.dag_defaults import default_args
     doc_md=__doc__,
 )
 def followup_planner() -> None:
-    @task(task_display_name="Plan reminders and nudges, enqueue")
+    @task(multiple_outputs=False, task_display_name="Plan reminders and nudges, enqueue")
     def plan_followups(**context: Any) -> dict[str, Any]:
         from leadflow.planner.run import plan_step
 

@@ -49,7 +49,7 @@ from leadflow.dag_defaults import default_args
     doc_md=__doc__,
 )
 def followups_redrive():
-    @task(task_display_name="Move DLQ messages back to the main queue")
+    @task(multiple_outputs=False, task_display_name="Move DLQ messages back to the main queue")
     def redrive(params: dict | None = None) -> dict:
         from leadflow.followups.redrive import redrive_from_airflow
 

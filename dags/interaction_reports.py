@@ -80,7 +80,7 @@ def interaction_reports() -> None:
 
         return create(get_database())
 
-    @task(task_display_name="Extract touched sessions and users")
+    @task(multiple_outputs=False, task_display_name="Extract touched sessions and users")
     def extract(**context: Any) -> dict[str, Any]:
         from leadflow.reports.pipeline import extract_step, lookback_minutes
         from leadflow.reports.window import report_window
@@ -98,25 +98,35 @@ def interaction_reports() -> None:
             return "nothing_touched"
         return ["transform_sessions", "transform_consolidated"]
 
-    @task(task_display_name="Transform: session-wise")
+    @task(multiple_outputs=False, task_display_name="Transform: session-wise")
     def transform_sessions(extracted: dict[str, Any]) -> dict[str, Any]:
         from leadflow.reports.pipeline import transform_step
 
         return transform_step("sessions", extracted)
 
-    @task(task_display_name="Transform: consolidated")
+    @task(multiple_outputs=False, task_display_name="Transform: consolidated")
     def transform_consolidated(extracted: dict[str, Any]) -> dict[str, Any]:
         from leadflow.reports.pipeline import transform_step
 
         return transform_step("consolidated", extracted)
 
-    @task(pool=GOOGLE_SHEETS_POOL, outlets=[SESSION_SHEET], task_display_name="Write session-wise sheet")
+    @task(
+        multiple_outputs=False,
+        pool=GOOGLE_SHEETS_POOL,
+        outlets=[SESSION_SHEET],
+        task_display_name="Write session-wise sheet",
+    )
     def write_sessions(transformed: dict[str, Any], **context: Any) -> dict[str, Any]:
         from leadflow.reports.pipeline import load_step
 
         return load_step("sessions", transformed, context["params"]["rebuild_dashboard"])
 
-    @task(pool=GOOGLE_SHEETS_POOL, outlets=[CONSOLIDATED_SHEET], task_display_name="Write consolidated sheet")
+    @task(
+        multiple_outputs=False,
+        pool=GOOGLE_SHEETS_POOL,
+        outlets=[CONSOLIDATED_SHEET],
+        task_display_name="Write consolidated sheet",
+    )
     def write_consolidated(transformed: dict[str, Any], **context: Any) -> dict[str, Any]:
         from leadflow.reports.pipeline import load_step
 
@@ -124,7 +134,7 @@ def interaction_reports() -> None:
 
     # none_failed: runs after a skip (nothing touched) but not after a failure, so a cleared
     # failed task still finds its inputs in the run folder.
-    @task(trigger_rule="none_failed", task_display_name="Summarise and clean up")
+    @task(multiple_outputs=False, trigger_rule="none_failed", task_display_name="Summarise and clean up")
     def finish(
         extracted: dict[str, Any],
         sessions: dict[str, Any] | None,

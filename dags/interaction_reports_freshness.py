@@ -38,7 +38,7 @@ from leadflow.reports.freshness import WATCHDOG_CRON
     doc_md=__doc__,
 )
 def interaction_reports_freshness() -> None:
-    @task(task_display_name="Alert on late report hours")
+    @task(multiple_outputs=False, task_display_name="Alert on late report hours")
     def check(**context: Any) -> dict[str, Any]:
         from datetime import UTC, timedelta
 

@@ -42,6 +42,21 @@ def seed_demo(stack: Stack, interactions: int = 3_000) -> dict[str, int]:
     return seed_database(stack.mongo_uri, SeedSpec(interactions=interactions, end=demo_end() + timedelta(hours=1)))
 
 
+def sync_dags() -> None:
+    """Every DAG of dags/ into the metadata DB (tags included), as the dag-processor writes them:
+    for tests and benchmarks that serve the UI or the plugin without running a dag-processor."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    from devstack.airflow_home import REPO
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
 def load_settings(stack: Stack, env: dict[str, str]) -> None:
     subprocess.run(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "devstack.airflow_settings", "--state-dir", stack.state_dir], env=env, check=True
@@ -95,6 +110,7 @@ def banner(stack: Stack, state: Path, port: int) -> str:
     return f"""
   leadflow is running.
     Airflow UI ........ http://localhost:{port}   (login {LOCAL_USER} / {LOCAL_PASSWORD})
+    Leadflow page ..... http://localhost:{port}/plugin/leadflow   (and a Summary tab on every run)
     Sheets produced ... make sheets     (stand-in data in {state / "stack" / "sheets"})
     Sheets as HTML .... make sheets, then open {state / "stack" / "sheets" / "index.html"}
     WhatsApp outbox ... make outbox     (stand-in data in {state / "stack" / "whatsapp"})

@@ -13,8 +13,10 @@ Layout of ``--out``::
       constraints.txt        official Airflow 3.3.1 constraints + leadflow's *runtime* additions
     requirements.txt         -> s3://<mwaa-bucket>/requirements.txt; first line points pip at
                              the constraints above; lists only what MWAA does not preinstall
-    plugins.zip              real plugins from plugins/ (none today) and, with --slim-google or
-                             --offline, the wheels requirements.txt installs (scripts/mwaa_wheels.py)
+    plugins.zip              plugins/ (the Leadflow UI plugin: leadflow_plugin.py, leadflow_ui/ and
+                             the .airflowignore that keeps Airflow from importing leadflow_ui/*.py
+                             as plugins) and, with --slim-google or --offline, the wheels
+                             requirements.txt installs (scripts/mwaa_wheels.py)
     README.txt               the upload commands
 
 No startup.sh: every dependency is a wheel pip installs from requirements.txt, nothing needs an OS
@@ -327,6 +329,12 @@ def readme(out: Path, has_plugins: bool, plan: Plan) -> str:
     plugins_flag = (
         ' \\\n      --plugins-s3-path plugins.zip --plugins-s3-object-version "$PLUGINS_VERSION"' if has_plugins else ""
     )
+    plugins_note = (
+        "Plugin changes need the plugins.zip upload and the update-environment call (the web server\n"
+        "restarts). Then: Airflow UI > Leadflow in the nav, and a Summary tab on every run.\n"
+        if has_plugins
+        else ""
+    )
     stripped = ", ".join(PIN.match(line)[1] for line in plan.stripped_additions) or "none"
     return f"""\
 leadflow: Amazon MWAA (Airflow 3.3.1, Python 3.12) bundle, built by `make mwaa-bundle`.
@@ -355,6 +363,7 @@ Then point the environment at the new requirements.txt version (this restarts it
       --requirements-s3-path requirements.txt --requirements-s3-object-version "$REQUIREMENTS_VERSION"{plugins_flag}
 
 DAG-only changes need just the `aws s3 sync` line; MWAA picks them up without an update.
+{plugins_note}
 See "Deploy to MWAA" in README.md for the connections, Variables, Secrets Manager, SQS and IAM set-up.
 """
 

@@ -9,7 +9,8 @@
    pip cache and no site pip configuration (so nothing faster than a fresh worker is used); the
    bundle's absolute MWAA paths (``/usr/local/airflow/dags``, ``/usr/local/airflow/plugins``)
    are mapped to the bundle's folders (``plugins.zip`` unzipped, as MWAA does).
-3. Import both DAGs from the bundle's dags folder, the code the tasks import (Sheets/Drive
+3. Load the Leadflow UI plugin from the unzipped ``plugins.zip`` (only the bundle's dags folder on
+   ``PYTHONPATH``, as on MWAA). Import both DAGs from the bundle's dags folder, the code the tasks import (Sheets/Drive
    client, the Google connection's hook and its UI form, pandas, pymongo, openai, s3fs), and
    print the wall time and the packages added (``pip freeze`` before/after).
 4. ``--tests``: install the dev-only lines of ``requirements-dev.txt`` (stand-ins, pytest, the
@@ -114,6 +115,34 @@ def freeze(venv: Path) -> dict[str, str]:
     return {line.split("==")[0].lower(): line.split("==")[1] for line in out.splitlines() if "==" in line}
 
 
+# The Leadflow UI plugin as MWAA's web server loads it: plugins.zip unzipped as the plugins folder,
+# only the bundle's dags folder (with the leadflow package) on PYTHONPATH.
+PLUGIN_PROBE = r"""
+from airflow import plugins_manager
+info = {plugin["name"]: plugin for plugin in plugins_manager.get_plugin_info()}
+errors = plugins_manager.get_import_errors()
+assert not errors, errors
+leadflow = info["leadflow"]
+assert [app["url_prefix"] for app in leadflow["fastapi_apps"]] == ["/leadflow"], leadflow
+views = {view["name"]: view["destination"] for view in leadflow["external_views"]}
+assert views == {"Leadflow": "nav", "Summary": "dag_run"}, views
+import leadflow_ui.overview, leadflow_ui.access  # what the routes import when they answer
+print("plugin ok:", views)
+"""
+
+
+def plugin_probe(python: str, bundle: Path, plugins: Path) -> None:
+    # Nothing of this machine's Airflow configuration: MWAA's own, the bundle and plugins.zip only.
+    env = {k: v for k, v in pip_env().items() if not k.startswith("AIRFLOW")}
+    env |= {
+        "PYTHONPATH": str(bundle / "dags"),
+        "AIRFLOW_HOME": tempfile.mkdtemp(prefix="leadflow-mwaa-home-"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    run([python, "-c", PLUGIN_PROBE], env=env)
+
+
 def localised_requirements(bundle: Path, scratch: Path) -> Path:
     """requirements.txt with MWAA's absolute paths pointing into the bundle (plugins.zip unzipped)."""
     text = (bundle / "requirements.txt").read_text().replace(MWAA_DAGS_DIR, str(bundle / "dags"))
@@ -136,6 +165,8 @@ def check(bundle: Path, name: str, tests: bool) -> dict:
         started = time.monotonic()
         run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(requirements)], env=pip_env())
         seconds = time.monotonic() - started
+        if (Path(tmp) / "plugins").is_dir():
+            plugin_probe(str(venv / "bin" / "python"), bundle, Path(tmp) / "plugins")
     after = freeze(venv)
     added = sorted(set(after) - set(before))
     changed = sorted(n for n in before if n in after and before[n] != after[n])

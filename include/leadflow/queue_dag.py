@@ -87,6 +87,7 @@ def batch_tasks(
     from airflow.sdk import TriggerRule, task
 
     @task(
+        multiple_outputs=False,
         task_id=process_task_id,
         task_display_name=process_display_name,
         retries=settings.PROCESS_RETRIES,

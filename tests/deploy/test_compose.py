@@ -303,3 +303,10 @@ def test_whatsapp_standin_posts_receipts_to_the_statuses_queue_with_the_connecti
     dockerfile = (REPO / service["build"]["dockerfile"]).read_text()
     assert any(line.startswith("RUN pip install") and "boto3" in line and "-c " in line
                for line in dockerfile.splitlines())  # fmt: skip
+
+
+def test_every_airflow_service_loads_the_leadflow_plugin(services: dict[str, dict[str, Any]]) -> None:
+    """The official image reads plugins from /opt/airflow/plugins (its AIRFLOW_HOME/plugins)."""
+    for name in AIRFLOW_SERVICES:
+        assert "./plugins:/opt/airflow/plugins:ro" in services[name]["volumes"], name
+    assert (REPO / "plugins" / "leadflow_plugin.py").is_file()

@@ -87,8 +87,8 @@ def bundle_requirements(bundle: Path) -> list[str]:
 
 def test_bundle_layout(bundle: Path) -> None:
     top = {p.name for p in bundle.iterdir()}
-    # No plugins/ content today, so no plugins.zip; nothing needs a startup script.
-    assert top == {"dags", "requirements.txt", "README.txt"}
+    # plugins.zip: the Leadflow UI plugin (tests/plugins/test_mwaa_plugin.py); no startup script.
+    assert top == {"dags", "requirements.txt", "README.txt", "plugins.zip"}
     dags = bundle / "dags"
     assert (dags / ".airflowignore").is_file()
     assert (dags / "constraints.txt").is_file()

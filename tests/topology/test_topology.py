@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pymongo
 import pytest
@@ -182,6 +183,7 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
                 wait_for("the raced backfill", lambda: backfill_ended(topology, first), deadline)
                 wait_for("the scheduled run", lambda: run_state(topology, REPORT, scheduled_id) == "success", deadline)
                 raced = race_outcome(topology, raced_id, scheduled_id)
+                summary_tab = summary_tab_and_xcom(topology, scheduled_id)
                 live_rows = live_session_rows(all_spreadsheets(stack))
                 # The scheduled hour has landed: the next watchdog runs send its "recovered" note,
                 # while the second backfill runs (accepted once a scheduler marks the first complete).
@@ -207,6 +209,8 @@ def test_the_mwaa_topology_runs_reports_backfills_followups_and_alerts_once(clea
     assert raced["order"] == [(raced_id, "write_sessions"), (scheduled_id, "write_sessions")], raced
     assert raced["kept_newer"] == {"write_sessions": 1, "write_consolidated": 1}, raced
     assert live_rows == {"session_messages": [3], "lead_messages": [3]}, live_rows
+    # The Leadflow plugin, loaded by this api-server from plugins/, shows the run's return values.
+    assert summary_tab["tab"] == summary_tab["xcom"], summary_tab
 
     # The raced backfill (its overlap with the scheduled hour not redone) + the three-hour
     # backfill: four runs, every task once.
@@ -275,6 +279,16 @@ def race_outcome(topology: Topology, raced_id: str, scheduled_id: str) -> dict[s
         REPORT, scheduled_id,
     )  # fmt: skip
     return {"order": [tuple(row) for row in order], "kept_newer": {t: v["rows_kept_newer"] for t, v in kept}}
+
+
+def summary_tab_and_xcom(topology: Topology, run_id: str) -> dict[str, Any]:
+    """The run's Summary tab (the plugin's JSON, as the admin) and its XCom in Postgres."""
+    answer = topology.http.get(f"{topology.api_url}/leadflow/api/runs/{REPORT}/{quote(run_id, safe='')}", timeout=60)
+    answer.raise_for_status()
+    xcom = topology.query(
+        "SELECT task_id, value FROM xcom WHERE dag_id = %s AND run_id = %s AND key = 'return_value'", REPORT, run_id
+    )
+    return {"tab": answer.json()["tasks"], "xcom": dict(xcom)}
 
 
 def live_session_rows(sheets: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
