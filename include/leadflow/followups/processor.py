@@ -32,7 +32,15 @@ from pymongo.database import Database
 
 from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES
 from leadflow.followups.contract import EventType, FollowupEvent, ValidationFailure, parse_body
-from leadflow.followups.ledger import REOPENABLE_STATES, UNKNOWN_OUTCOME, Ledger, State, aware, message_key
+from leadflow.followups.ledger import (
+    REOPENABLE_STATES,
+    UNKNOWN_OUTCOME,
+    Ledger,
+    State,
+    aware,
+    has_evidence,
+    message_key,
+)
 from leadflow.followups.outcomes import BatchSummary, Outcome
 from leadflow.followups.pacing import TokenBucket, UserPacer
 from leadflow.followups.personalise import Personaliser, QuotaExhausted, prompt_data
@@ -363,12 +371,16 @@ class FollowupProcessor:
     def _on_arrival(self, message: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any] | Outcome:
         """What a new copy of an already known event does: the pending document to go on with, or an outcome.
 
-        ``sent`` is final; ``unknown_outcome`` waits out its grace period, then allows one resend;
-        every other state is re-evaluated from scratch (redrive, or the cause was fixed).
+        ``sent`` is final, and so is any event a receipt proved delivered, whatever its state says;
+        ``unknown_outcome`` waits out its grace period, then allows one resend; every other state
+        is re-evaluated from scratch (redrive, or the cause was fixed).
         """
         key = doc["_id"]
         for _ in range(3):  # each pass follows one state change made by someone else
             state = doc.get("state")
+            if state != State.SENT and has_evidence(doc):
+                self.ledger.settle_by_evidence(key)
+                state = State.SENT
             if state == State.PENDING:
                 return doc
             if state == State.SENT:
@@ -416,7 +428,11 @@ class FollowupProcessor:
         return self._summary.count(Outcome.LEFT)
 
     def _settle(self, message: dict[str, Any], doc: dict[str, Any] | None) -> Outcome:
-        """Another copy of the event changed it under us: a duplicate if sent, else try again later."""
+        """Another copy of the event (or a receipt) changed it under us: a duplicate if sent or proved
+        delivered, else try again later."""
+        if doc is not None and doc.get("state") != State.SENT and has_evidence(doc):
+            self.ledger.settle_by_evidence(str(doc["_id"]))
+            doc = {**doc, "state": State.SENT}
         if doc is not None and doc.get("state") == State.SENT:
             self.queue.delete(message)
             return self._summary.count(Outcome.DUPLICATE)
