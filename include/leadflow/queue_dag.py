@@ -80,10 +80,11 @@ def batch_tasks(
     settings: Any,
 ) -> None:
     """Inside a ``@dag`` function: ``receive`` → process → ``alert_on_problems``, and ``cleanup_batch``
-    once processing is over, whatever its outcome. ``tasks_module`` names the module holding
-    ``process_batch(batch)`` and ``alert_on_problems(summary, run_id)``, imported inside the task
-    (by name, so parsing the DAG file imports none of it); ``settings`` is the DAG's
-    ``dag_settings`` module (``PROCESS_*``)."""
+    once processing is over, whatever its outcome (also after a quiet run: a trigger whose event
+    was discarded may have written a batch); it deletes the run's objects by prefix.
+    ``tasks_module`` names the module holding ``process_batch(batch)`` and
+    ``alert_on_problems(summary, run_id)``, imported inside the task (by name, so parsing the DAG
+    file imports none of it); ``settings`` is the DAG's ``dag_settings`` module (``PROCESS_*``)."""
     from airflow.sdk import TriggerRule, task
 
     @task(
@@ -109,7 +110,7 @@ def batch_tasks(
     def cleanup_batch(ti=None) -> bool:
         from leadflow.followups.tasks import cleanup_batch as cleanup
 
-        return cleanup(ti.xcom_pull(task_ids=receive.task_id))
+        return cleanup(ti.xcom_pull(task_ids=receive.task_id), ti.run_id, receive.batch_prefix)
 
     summary = process(receive.output)
     alert_on_problems(summary)

@@ -65,12 +65,17 @@ def _object_path(url: str) -> ObjectStoragePath:
     return ObjectStoragePath(url, conn_id=conn_id)
 
 
-def batch_url(run_id: str, try_number: int, prefix: str = BATCH_PREFIX) -> str:
+def run_folder_url(run_id: str, prefix: str = BATCH_PREFIX) -> str:
+    """Where every batch object of one DAG run goes (one per try: a discarded trigger event's too)."""
     from airflow.sdk import Variable
 
     base = Variable.get(VAR_OBJECT_STORE_BASE, default=None) or DEFAULT_OBJECT_STORE_BASE
     safe_run_id = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-    return f"{base.rstrip('/')}/{prefix}/{safe_run_id}/batch-{try_number}.json"
+    return f"{base.rstrip('/')}/{prefix}/{safe_run_id}"
+
+
+def batch_url(run_id: str, try_number: int, prefix: str = BATCH_PREFIX) -> str:
+    return f"{run_folder_url(run_id, prefix)}/batch-{try_number}.json"
 
 
 def write_batch(url: str, messages: Sequence[dict[str, Any]]) -> None:
@@ -95,6 +100,24 @@ def delete_batch(url: str) -> bool:
         return False
     path.unlink()
     return True
+
+
+def delete_run_batches(run_id: str, prefix: str = BATCH_PREFIX) -> int:
+    """Delete every batch object of the run (by prefix), whichever try or trigger wrote it; return how many.
+
+    The XCom names only the batch the run processed; a trigger whose event was discarded (its
+    sensor try timed out, was cleared or failed) wrote another under the same prefix.
+    """
+    folder = _object_path(run_folder_url(run_id, prefix))
+    if not folder.exists():
+        return 0
+    deleted = 0
+    for child in list(folder.iterdir()):
+        child.unlink()
+        deleted += 1
+    if folder.protocol in ("file", "local", "") and folder.exists():
+        folder.rmdir()  # object stores have no folders; a local one would stay behind empty
+    return deleted
 
 
 # --------------------------------------------------------------------------------------------

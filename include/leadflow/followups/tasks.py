@@ -104,10 +104,12 @@ def alert_on_problems(summary: dict[str, Any], run_id: str) -> bool:
     return publish_alert(subject, lines)
 
 
-def cleanup_batch(batch: dict[str, Any] | None) -> bool:
-    """Delete the batch object (it holds message bodies); nothing to do on a quiet run."""
-    from leadflow.followups.sensor import delete_batch
+def cleanup_batch(batch: dict[str, Any] | None, run_id: str | None = None, prefix: str | None = None) -> bool:
+    """Delete the run's batch objects (they hold message bodies): every try's, by the run's prefix,
+    and the one the XCom names; True if anything was deleted."""
+    from leadflow.followups.sensor import delete_batch, delete_run_batches
 
-    if not batch or not batch.get("batch_path"):
-        return False
-    return delete_batch(batch["batch_path"])
+    deleted = delete_run_batches(run_id, prefix) if run_id and prefix else 0
+    if batch and batch.get("batch_path"):
+        deleted += int(delete_batch(batch["batch_path"]))
+    return deleted > 0
