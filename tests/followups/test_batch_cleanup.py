@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from leadflow.followups.batch_store import batch_reference, batch_url, write_batch
 from leadflow.followups.dag_settings import BATCH_PREFIX
-from leadflow.followups.sensor import batch_reference, batch_url, write_batch
 from leadflow.followups.tasks import cleanup_batch
 from tests.followups.support import run_dag
 

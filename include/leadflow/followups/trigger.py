@@ -1,7 +1,9 @@
 """The follow-ups SQS trigger (runs in the triggerer; see :mod:`leadflow.followups.sensor`).
 
 A module of its own so that parsing the DAG, which needs only the sensor, does not import the
-amazon provider's hooks and boto3: the sensor imports this module when it defers.
+amazon provider's hooks and boto3: the sensor imports this module when it defers or pokes. It
+imports only the batch store, never the sensor (no import cycle). :meth:`FollowupsSqsTrigger.drain`
+is the one drain-early receive; the sensor's non-deferrable poke runs it too.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
 from airflow.triggers.base import TriggerEvent
 
+from leadflow.followups.batch_store import SYSTEM_ATTRIBUTES, batch_reference, write_batch
 from leadflow.followups.dag_settings import SENSOR_DRAIN_WAIT_SECONDS, SENSOR_MAX_WAIT_SECONDS
-from leadflow.followups.sensor import SYSTEM_ATTRIBUTES, batch_reference, write_batch
 
 
 class FollowupsSqsTrigger(SqsSensorTrigger):

@@ -72,7 +72,7 @@ def build_processor() -> Any:
 
 def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """Apply the stored batch of webhooks; return the summary (counts and ids only)."""
-    from leadflow.followups.sensor import read_batch
+    from leadflow.followups.batch_store import read_batch
 
     messages = read_batch(batch["batch_path"])
     processor = build_processor()
