@@ -48,7 +48,9 @@ def batch_sensor(
 ) -> Any:
     """The deferred receive (nothing deleted on reception; batch to object storage). ``settings``
     is a ``dag_settings`` module with the ``SENSOR_*`` and ``VISIBILITY_TIMEOUT_S`` names."""
-    from leadflow.followups.sensor import FollowupsSqsSensor
+    from leadflow.messaging.sensor import FollowupsSqsSensor
+
+    extra.setdefault("batch_prefix", settings.BATCH_PREFIX)
 
     return FollowupsSqsSensor(
         task_id=task_id,

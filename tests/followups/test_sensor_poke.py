@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from leadflow.followups.batch_store import read_batch
+from leadflow.messaging.batch_store import read_batch
 from tests.followups.support import event
 from tests.helpers import REPO
 
@@ -20,12 +20,12 @@ def test_a_poke_drains_the_queue_into_a_batch_object(env: Any, tmp_path: Path, m
         "extra": {"region_name": "us-east-1", "endpoint_url": env.stack.sqs_url},
     }))  # fmt: skip
     monkeypatch.setenv("AIRFLOW_VAR_LEADFLOW_OBJECT_STORE_BASE", f"file://{tmp_path}")
-    from leadflow.followups.sensor import FollowupsSqsSensor
+    from leadflow.messaging.sensor import FollowupsSqsSensor
 
     ids = [env.enqueue(event("inquiry_followup", env.add_user(f"Buyer {n}")[0])) for n in range(12)]
     sensor = FollowupsSqsSensor(
         task_id="receive", sqs_queue=env.stack.queue_url, max_messages=10, num_batches=3, wait_time_seconds=1,
-        visibility_timeout=60, deferrable=False,
+        visibility_timeout=60, deferrable=False, batch_prefix="whatsapp_followups",
     )  # fmt: skip
 
     done = sensor.poke({"ti": SimpleNamespace(run_id="manual__poke", try_number=1)})
@@ -38,7 +38,7 @@ def test_a_poke_drains_the_queue_into_a_batch_object(env: Any, tmp_path: Path, m
 
 
 def test_the_trigger_does_not_import_the_sensor() -> None:
-    probe = "import sys, leadflow.followups.trigger; print('leadflow.followups.sensor' in sys.modules)"
+    probe = "import sys, leadflow.messaging.trigger; print('leadflow.messaging.sensor' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True,
         env={"PYTHONPATH": f"{REPO / 'include'}:{REPO}", "PATH": "/usr/bin:/bin"},

@@ -14,7 +14,7 @@ dead-letters or leaves each SQS message, :mod:`.outcomes` counts what happened, 
 
 Every message ends in exactly one outcome (see :mod:`.outcomes`). The SQS message is deleted
 (or moved to the DLQ) only after the ledger records its outcome; see
-:mod:`leadflow.followups.ledger` for the ordering that gives at most one send per event.
+:mod:`leadflow.messaging.ledger` for the ordering that gives at most one send per event.
 """
 
 from __future__ import annotations
@@ -32,19 +32,9 @@ from pymongo.database import Database
 
 from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES
 from leadflow.followups.contract import EventType, FollowupEvent, ValidationFailure, parse_body
-from leadflow.followups.ledger import (
-    REOPENABLE_STATES,
-    UNKNOWN_OUTCOME,
-    Ledger,
-    State,
-    aware,
-    has_evidence,
-    message_key,
-)
 from leadflow.followups.outcomes import BatchSummary, Outcome
 from leadflow.followups.pacing import TokenBucket, UserPacer
 from leadflow.followups.personalise import Personaliser, QuotaExhausted, prompt_data
-from leadflow.followups.queue_actions import MAX_REDELIVERY_DELAY_S, QueueActions
 from leadflow.followups.settings import ProcessorSettings, load_settings
 from leadflow.followups.snapshot import BatchSnapshot
 from leadflow.followups.whatsapp import (
@@ -56,6 +46,16 @@ from leadflow.followups.whatsapp import (
     template_payload,
     text_payload,
 )
+from leadflow.messaging.ledger import (
+    REOPENABLE_STATES,
+    UNKNOWN_OUTCOME,
+    Ledger,
+    State,
+    aware,
+    has_evidence,
+    message_key,
+)
+from leadflow.messaging.queue_actions import MAX_REDELIVERY_DELAY_S, QueueActions
 from leadflow.phones import mask, to_e164
 
 log = logging.getLogger(__name__)

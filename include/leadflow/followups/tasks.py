@@ -55,8 +55,8 @@ ACCOUNT_ERROR_MEANINGS = {
 
 def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """Process the stored batch; return the summary (counts and ids only)."""
-    from leadflow.followups.batch_store import read_batch
     from leadflow.followups.processor import build_processor
+    from leadflow.messaging.batch_store import read_batch
 
     messages = read_batch(batch["batch_path"])
     processor = build_processor()
@@ -107,7 +107,7 @@ def alert_on_problems(summary: dict[str, Any], run_id: str) -> bool:
 def cleanup_batch(batch: dict[str, Any] | None, run_id: str | None = None, prefix: str | None = None) -> bool:
     """Delete the run's batch objects (they hold message bodies): every try's, by the run's prefix,
     and the one the XCom names; True if anything was deleted."""
-    from leadflow.followups.batch_store import delete_batch, delete_run_batches
+    from leadflow.messaging.batch_store import delete_batch, delete_run_batches
 
     deleted = delete_run_batches(run_id, prefix) if run_id and prefix else 0
     if batch and batch.get("batch_path"):

@@ -12,7 +12,7 @@ failure says. ``read`` without ``delivered`` is normal (Meta skips it when the c
 
 **Every attempt.** An event may have been sent more than once (an ambiguous send, then its one
 resend after the grace period). Each receipt is also recorded on the event's ``sends`` entry for
-its wamid (:func:`leadflow.followups.ledger.record_attempt`), so receipts of *any* attempt are
+its wamid (:func:`leadflow.messaging.ledger.record_attempt`), so receipts of *any* attempt are
 tied to the event, by callback data or by any attempt's wamid.
 
 Besides ``delivery`` this module writes ``state`` only as the contract allows:
@@ -41,7 +41,7 @@ from typing import Any
 from pymongo import IndexModel, ReturnDocument
 from pymongo.collection import Collection
 
-from leadflow.followups.ledger import EVIDENCE_STATUSES, HAS_EVIDENCE, State, record_attempt
+from leadflow.messaging.ledger import EVIDENCE_STATUSES, HAS_EVIDENCE, State, record_attempt
 from leadflow.statuses.webhook import Receipt
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ receipt handle (they name users, carry media URLs, and a handle lets anyone dele
 The triggerer needs write access to ``leadflow_object_store_base`` for that (the IAM policy grants
 it to the MWAA execution role, which every component uses).
 
-:class:`~leadflow.followups.trigger.FollowupsSqsTrigger` changes two things about the stock trigger:
+:class:`~leadflow.messaging.trigger.FollowupsSqsTrigger` changes two things about the stock trigger:
 
 * a *drain-early* poke: the first receive long-polls (``wait_time_seconds``); once messages
   arrived, further receives in the same poke wait only ``drain_wait_seconds`` (1 s) and the poke
@@ -34,19 +34,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator
 
 from leadflow.config import AWS_CONN_ID
-from leadflow.followups.batch_store import batch_reference, batch_url, write_batch
-from leadflow.followups.dag_settings import (
-    BATCH_PREFIX,
-    SENSOR_DRAIN_WAIT_SECONDS,
-    SENSOR_MAX_WAIT_SECONDS,
-    SENSOR_TIMEOUT_GRACE_SECONDS,
-)
+from leadflow.messaging.batch_store import batch_reference, batch_url, write_batch
+from leadflow.messaging.defaults import DRAIN_WAIT_SECONDS, MAX_WAIT_SECONDS, TIMEOUT_GRACE_SECONDS
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.sqs import SqsHook
     from airflow.sdk import Context
 
-    from leadflow.followups.trigger import FollowupsSqsTrigger
+    from leadflow.messaging.trigger import FollowupsSqsTrigger
 
 
 
@@ -85,10 +80,10 @@ class FollowupsSqsSensor(BaseSensorOperator):
         delete_message_on_reception: bool = False,
         message_filtering: str | None = None,
         deferrable: bool = True,
-        max_wait_seconds: int | str = SENSOR_MAX_WAIT_SECONDS,
-        drain_wait_seconds: int = SENSOR_DRAIN_WAIT_SECONDS,
+        max_wait_seconds: int | str = MAX_WAIT_SECONDS,
+        drain_wait_seconds: int = DRAIN_WAIT_SECONDS,
         message_attribute_names: Sequence[str] = (),
-        batch_prefix: str = BATCH_PREFIX,
+        batch_prefix: str,
         **kwargs: Any,
     ) -> None:
         if delete_message_on_reception:
@@ -133,7 +128,7 @@ class FollowupsSqsSensor(BaseSensorOperator):
         self.defer(
             trigger=self._trigger(wait, batch_url(ti.run_id, ti.try_number, self.batch_prefix)),
             method_name="execute_complete",
-            timeout=timedelta(seconds=wait + SENSOR_TIMEOUT_GRACE_SECONDS),
+            timeout=timedelta(seconds=wait + TIMEOUT_GRACE_SECONDS),
         )
         return None
 
@@ -152,7 +147,7 @@ class FollowupsSqsSensor(BaseSensorOperator):
 
     def _trigger(self, max_wait_seconds: int, url: str | None) -> FollowupsSqsTrigger:
         # Imported here: parsing the DAG must not import the provider's hooks and boto3.
-        from leadflow.followups.trigger import FollowupsSqsTrigger
+        from leadflow.messaging.trigger import FollowupsSqsTrigger
 
         return FollowupsSqsTrigger(
             sqs_queue=self.sqs_queue,
@@ -200,7 +195,7 @@ class FollowupsSqsSensor(BaseSensorOperator):
 def __getattr__(name: str) -> Any:
     # Triggers deferred before the trigger moved to its own module are stored under this path.
     if name == "FollowupsSqsTrigger":
-        from leadflow.followups.trigger import FollowupsSqsTrigger
+        from leadflow.messaging.trigger import FollowupsSqsTrigger
 
         return FollowupsSqsTrigger
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

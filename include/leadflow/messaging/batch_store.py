@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from leadflow.config import AWS_CONN_ID, DEFAULT_OBJECT_STORE_BASE, VAR_OBJECT_STORE_BASE
-from leadflow.followups.dag_settings import BATCH_PREFIX
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -29,7 +28,7 @@ def _object_path(url: str) -> ObjectStoragePath:
     return ObjectStoragePath(url, conn_id=conn_id)
 
 
-def run_folder_url(run_id: str, prefix: str = BATCH_PREFIX) -> str:
+def run_folder_url(run_id: str, prefix: str) -> str:
     """Where every batch object of one DAG run goes (one per try: a discarded trigger event's too)."""
     from airflow.sdk import Variable
 
@@ -38,7 +37,7 @@ def run_folder_url(run_id: str, prefix: str = BATCH_PREFIX) -> str:
     return f"{base.rstrip('/')}/{prefix}/{safe_run_id}"
 
 
-def batch_url(run_id: str, try_number: int, prefix: str = BATCH_PREFIX) -> str:
+def batch_url(run_id: str, try_number: int, prefix: str) -> str:
     return f"{run_folder_url(run_id, prefix)}/batch-{try_number}.json"
 
 
@@ -66,7 +65,7 @@ def delete_batch(url: str) -> bool:
     return True
 
 
-def delete_run_batches(run_id: str, prefix: str = BATCH_PREFIX) -> int:
+def delete_run_batches(run_id: str, prefix: str) -> int:
     """Delete every batch object of the run (by prefix), whichever try or trigger wrote it; return how many.
 
     The XCom names only the batch the run processed; a trigger whose event was discarded (its

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from leadflow.followups.queue_actions import carried_attributes
+from leadflow.messaging.queue_actions import carried_attributes
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,7 @@ def redrive(
 
 def queue_variables(queue: str) -> tuple[str, str]:
     """(main queue Variable, DLQ Variable) of the ``queue`` param: ``followups`` or ``statuses``."""
-    from leadflow.config import VAR_DLQ_URL, VAR_QUEUE_URL
-    from leadflow.statuses.dag_settings import VAR_STATUSES_DLQ_URL, VAR_STATUSES_QUEUE_URL
+    from leadflow.config import VAR_DLQ_URL, VAR_QUEUE_URL, VAR_STATUSES_DLQ_URL, VAR_STATUSES_QUEUE_URL
 
     pairs = {"followups": (VAR_QUEUE_URL, VAR_DLQ_URL), "statuses": (VAR_STATUSES_QUEUE_URL, VAR_STATUSES_DLQ_URL)}
     if queue not in pairs:
