@@ -56,7 +56,7 @@ def ledger_docs(count: int, days: int, now: datetime, rng: random.Random, start:
 
 
 def seed(db, count: int, days: int, now: datetime) -> None:
-    from leadflow.followups.ledger import INDEXES as LEDGER_INDEXES
+    from leadflow.messaging.ledger import INDEXES as LEDGER_INDEXES
     from leadflow.mongo_indexes import ensure_indexes
 
     rng = random.Random(7)

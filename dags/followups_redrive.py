@@ -51,7 +51,7 @@ from leadflow.dag_defaults import default_args
 def followups_redrive():
     @task(multiple_outputs=False, task_display_name="Move DLQ messages back to the main queue")
     def redrive(params: dict | None = None) -> dict:
-        from leadflow.followups.redrive import redrive_from_airflow
+        from leadflow.messaging.redrive import redrive_from_airflow
 
         params = params or {}
         return redrive_from_airflow(

@@ -54,7 +54,7 @@ assert not bag.import_errors, bag.import_errors
 # Every DAG file of the bundle, each dag_id being its file's stem (the project's rule).
 shipped = sorted(p.stem for p in Path(sys.argv[1]).glob("*.py"))
 assert sorted(bag.dag_ids) == shipped, (bag.dag_ids, shipped)
-import leadflow.reports.pipeline, leadflow.reports.sheets, leadflow.followups.tasks, leadflow.followups.trigger
+import leadflow.reports.pipeline, leadflow.reports.sheets, leadflow.followups.tasks, leadflow.messaging.trigger
 import pandas, pymongo, openai, phonenumbers, s3fs
 from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
 from airflow.providers.mongo.hooks.mongo import MongoHook

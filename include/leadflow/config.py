@@ -27,6 +27,8 @@ VAR_DLQ_URL = "leadflow_followups_dlq_url"
 # (whatsapp_reminders), so they never wait behind a backlog of nudges.
 VAR_REMINDERS_QUEUE_URL = "leadflow_reminders_queue_url"
 VAR_REMINDERS_DLQ_URL = "leadflow_reminders_dlq_url"
+VAR_STATUSES_QUEUE_URL = "leadflow_whatsapp_statuses_queue_url"
+VAR_STATUSES_DLQ_URL = "leadflow_whatsapp_statuses_dlq_url"
 VAR_OPENAI_MODEL = "leadflow_openai_model"
 VAR_WHATSAPP_TEMPLATES = "leadflow_whatsapp_templates"
 VAR_FOLLOWUP_CONCURRENCY = "leadflow_followup_concurrency"

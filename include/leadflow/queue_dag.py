@@ -48,7 +48,9 @@ def batch_sensor(
 ) -> Any:
     """The deferred receive (nothing deleted on reception; batch to object storage). ``settings``
     is a ``dag_settings`` module with the ``SENSOR_*`` and ``VISIBILITY_TIMEOUT_S`` names."""
-    from leadflow.followups.sensor import FollowupsSqsSensor
+    from leadflow.messaging.sensor import FollowupsSqsSensor
+
+    extra.setdefault("batch_prefix", settings.BATCH_PREFIX)
 
     return FollowupsSqsSensor(
         task_id=task_id,
@@ -80,10 +82,11 @@ def batch_tasks(
     settings: Any,
 ) -> None:
     """Inside a ``@dag`` function: ``receive`` → process → ``alert_on_problems``, and ``cleanup_batch``
-    once processing is over, whatever its outcome. ``tasks_module`` names the module holding
-    ``process_batch(batch)`` and ``alert_on_problems(summary, run_id)``, imported inside the task
-    (by name, so parsing the DAG file imports none of it); ``settings`` is the DAG's
-    ``dag_settings`` module (``PROCESS_*``)."""
+    once processing is over, whatever its outcome (also after a quiet run: a trigger whose event
+    was discarded may have written a batch); it deletes the run's objects by prefix.
+    ``tasks_module`` names the module holding ``process_batch(batch)`` and
+    ``alert_on_problems(summary, run_id)``, imported inside the task (by name, so parsing the DAG
+    file imports none of it); ``settings`` is the DAG's ``dag_settings`` module (``PROCESS_*``)."""
     from airflow.sdk import TriggerRule, task
 
     @task(
@@ -110,7 +113,7 @@ def batch_tasks(
     def cleanup_batch(ti=None) -> bool:
         from leadflow.followups.tasks import cleanup_batch as cleanup
 
-        return cleanup(ti.xcom_pull(task_ids=receive.task_id))
+        return cleanup(ti.xcom_pull(task_ids=receive.task_id), ti.run_id, receive.batch_prefix)
 
     summary = process(receive.output)
     alert_on_problems(summary)

@@ -26,8 +26,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from leadflow.config import DELIVERIES, REPORT_TIMEZONE
-from leadflow.followups.ledger import State
 from leadflow.followups.openai_usage import BUDGET_COLLECTION, _price_for
+from leadflow.messaging.ledger import State
 from leadflow.mongo_indexes import PLANS
 
 IST = ZoneInfo(REPORT_TIMEZONE)

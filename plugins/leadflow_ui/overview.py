@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.config import AWS_CONN_ID
 from leadflow.followups.openai_usage import VAR_DAILY_TOKEN_BUDGET, VAR_PRICES, parse_budget, parse_prices
-from leadflow.followups.redrive import queue_variables
+from leadflow.messaging.redrive import queue_variables
 from leadflow.reports.freshness import DEFAULT_FRESHNESS_MINUTES, VAR_FRESHNESS_MINUTES
 from leadflow.timefmt import ist
 from leadflow_ui import airflow_state, ledger_stats

@@ -414,16 +414,18 @@ def test_the_pacer_counts_a_send_recorded_by_an_earlier_run() -> None:
 def test_the_sensor_skips_a_quiet_wait_but_fails_on_an_sqs_error() -> None:
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from leadflow.followups.sensor import FollowupsSqsSensor, SqsReceiveError
+    from leadflow.messaging.sensor import FollowupsSqsSensor, SqsReceiveError
 
-    sensor = FollowupsSqsSensor(task_id="receive", sqs_queue="https://sqs/q", max_wait_seconds="5", soft_fail=True)
+    sensor = FollowupsSqsSensor(
+        task_id="receive", sqs_queue="https://sqs/q", max_wait_seconds="5", soft_fail=True, batch_prefix="p"
+    )
     with pytest.raises(AirflowSkipException, match="No follow-up messages within 5 s"):
         sensor.execute_complete({}, {"status": "empty"})
     # An AirflowException would be turned into "skipped" by soft_fail; this one is not.
     with pytest.raises(SqsReceiveError, match="AccessDenied"):
         sensor.execute_complete({}, {"status": "error", "error": "ClientError: AccessDenied"})
     with pytest.raises(ValueError, match="deleted only after"):
-        FollowupsSqsSensor(task_id="bad", sqs_queue="q", delete_message_on_reception=True)
+        FollowupsSqsSensor(task_id="bad", sqs_queue="q", delete_message_on_reception=True, batch_prefix="p")
 
 
 # -- the visibility-timeout budget ------------------------------------------------------------

@@ -205,7 +205,7 @@ def test_the_trigger_event_carries_a_reference_and_the_trigger_writes_the_bodies
         "extra": {"region_name": "us-east-1", "endpoint_url": env.stack.sqs_url},
     }))  # fmt: skip
 
-    from leadflow.followups.trigger import FollowupsSqsTrigger
+    from leadflow.messaging.trigger import FollowupsSqsTrigger
 
     uid, _ = env.add_user("Farah Ali")
     marker = "https://cdn.example.com/secret-floor-plan-91c2.pdf"

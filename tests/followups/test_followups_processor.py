@@ -12,11 +12,11 @@ from bson import ObjectId
 from openai import OpenAI
 
 from devstack import clients
-from leadflow.followups.ledger import Ledger, State
 from leadflow.followups.personalise import Personaliser
 from leadflow.followups.processor import FollowupProcessor
 from leadflow.followups.settings import ProcessorSettings, TemplateConfig
 from leadflow.followups.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
+from leadflow.messaging.ledger import Ledger, State
 from tests.followups.support import TEMPLATES, VISIT_AT, VISIT_TEXT, Env, event, template_params
 
 TOKEN = "local-whatsapp-token"

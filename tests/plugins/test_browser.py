@@ -116,7 +116,7 @@ def _ledger_docs() -> list[dict[str, Any]]:
 def served(stack, airflow_settings) -> Iterator[dict[str, Any]]:
     from airflow.models import Variable
 
-    from leadflow.followups.ledger import INDEXES as LEDGER_INDEXES
+    from leadflow.messaging.ledger import INDEXES as LEDGER_INDEXES
     from leadflow.mongo_indexes import ensure_indexes
 
     with pymongo.MongoClient(stack.mongo_uri, tz_aware=True) as client:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadflow.followups.ledger import INDEXES as LEDGER_INDEXES
+from leadflow.messaging.ledger import INDEXES as LEDGER_INDEXES
 from leadflow.mongo_indexes import ensure_indexes
 
 KOLKATA = ZoneInfo("Asia/Kolkata")

@@ -23,6 +23,11 @@ def followups_dag(airflow_settings: Any) -> Any:
     return load_dag("whatsapp_followups")
 
 
+@pytest.fixture(scope="module")
+def redrive_dag(airflow_settings: Any) -> Any:
+    return load_dag("followups_redrive")
+
+
 @pytest.fixture
 def env(clean_stack: Any) -> Iterator[ReceiptsEnv]:
     # As strict as Meta: the reset stand-in accepts only our approved templates, with the

@@ -82,8 +82,28 @@ def summary_of(run: Any, task_id: str = "apply_receipts") -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def whatsapp_connection_with(app_secret: str) -> str:
+    """The ``whatsapp_default`` connection as it is, but holding ``app_secret`` (as JSON)."""
+    from airflow.models import Connection
+
+    conn = Connection.get_connection_from_secrets("whatsapp_default")
+    extra = {**conn.extra_dejson, "app_secret": app_secret}
+    return Connection(
+        conn_id=conn.conn_id, conn_type=conn.conn_type, host=conn.host, password=conn.password, extra=json.dumps(extra)
+    ).as_json()
+
+
+def rotate_app_secret(env: ReceiptsEnv, app_secret: str) -> None:
+    """Meta signs webhooks with ``app_secret`` from now on (the stand-in's webhook wiring)."""
+    wiring = requests.get(f"{env.whatsapp}/_control/webhook", timeout=5).json()
+    body = {"queue_url": wiring["queue_url"], "sqs_endpoint": wiring["sqs_endpoint"], "app_secret": app_secret}
+    requests.post(f"{env.whatsapp}/_control/webhook", json=body, timeout=5).raise_for_status()
+
+
 def digits(e164: str) -> str:
     return e164.lstrip("+")
 
 
-__all__ = ["ReceiptsEnv", "clients", "digits", "run", "status", "summary_of"]
+__all__ = [
+    "ReceiptsEnv", "clients", "digits", "rotate_app_secret", "run", "status", "summary_of", "whatsapp_connection_with",
+]  # fmt: skip

@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 from unittest import mock
 
-import pytest
-
-from tests.helpers import load_dag, xcom_value
-from tests.statuses.support import ReceiptsEnv, run, status, summary_of
+from tests.helpers import xcom_value
+from tests.statuses.support import ReceiptsEnv, run, status, summary_of, whatsapp_connection_with
 
 ROTATED_SECRET = "the-app-secret-after-rotation"
-
-
-@pytest.fixture(scope="module")
-def redrive_dag(airflow_settings: Any) -> Any:
-    return load_dag("followups_redrive")
-
-
-def whatsapp_connection_with(app_secret: str) -> str:
-    """The ``whatsapp_default`` connection as it is, but holding ``app_secret`` (as JSON)."""
-    from airflow.models import Connection
-
-    conn = Connection.get_connection_from_secrets("whatsapp_default")
-    extra = {**conn.extra_dejson, "app_secret": app_secret}
-    return Connection(
-        conn_id=conn.conn_id, conn_type=conn.conn_type, host=conn.host, password=conn.password, extra=json.dumps(extra)
-    ).as_json()
 
 
 def peek(env: ReceiptsEnv, queue_url: str) -> list[dict[str, str]]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from leadflow.messaging.defaults import DRAIN_WAIT_SECONDS, MAX_WAIT_SECONDS, TIMEOUT_GRACE_SECONDS
+
 DAG_ID = "whatsapp_followups"
 # Site-visit reminders have their own queue and their own consumer, the same tasks on another
 # queue pair: a reminder never waits behind nudges, not even behind a run busy with 200 of them.
@@ -28,14 +30,10 @@ SENSOR_MAX_MESSAGES = 10
 # trigger writes the batch to the object store itself; its event holds only the ids.)
 SENSOR_NUM_BATCHES = 20
 SENSOR_WAIT_TIME_SECONDS = 20  # long polling, the SQS maximum: an empty queue costs 3 calls/min
-SENSOR_MAX_WAIT_SECONDS = 600  # a run waits this long for its first message, then ends skipped
+SENSOR_MAX_WAIT_SECONDS = MAX_WAIT_SECONDS  # a run waits this long for its first message, then ends skipped
 SENSOR_POKE_INTERVAL_SECONDS = 1  # pause between long polls (the long poll itself is the wait)
-# Once a run has messages, further receives in the same poke wait only 1 s: an empty answer then
-# means the backlog is drained and processing should start. (Not 0: a short poll samples only
-# some SQS servers and can come back empty while messages are waiting.)
-SENSOR_DRAIN_WAIT_SECONDS = 1
-# The deferral's hard timeout, a backstop behind the trigger's own deadline.
-SENSOR_TIMEOUT_GRACE_SECONDS = 120
+SENSOR_DRAIN_WAIT_SECONDS = DRAIN_WAIT_SECONDS  # see leadflow.messaging.defaults
+SENSOR_TIMEOUT_GRACE_SECONDS = TIMEOUT_GRACE_SECONDS
 
 PROCESS_BUDGET_SECONDS = 600
 VISIBILITY_TIMEOUT_S = 1200

@@ -14,7 +14,7 @@ dead-letters or leaves each SQS message, :mod:`.outcomes` counts what happened, 
 
 Every message ends in exactly one outcome (see :mod:`.outcomes`). The SQS message is deleted
 (or moved to the DLQ) only after the ledger records its outcome; see
-:mod:`leadflow.followups.ledger` for the ordering that gives at most one send per event.
+:mod:`leadflow.messaging.ledger` for the ordering that gives at most one send per event.
 """
 
 from __future__ import annotations
@@ -33,11 +33,9 @@ from pymongo.database import Database
 from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES, USERS
 from leadflow.followups.contract import EventType, FollowupEvent, ValidationFailure, parse_body
 from leadflow.followups.deadlines import deadline_of, is_late, late_seconds, record_deadline, record_lateness
-from leadflow.followups.ledger import REOPENABLE_STATES, UNKNOWN_OUTCOME, Ledger, State, aware, message_key
 from leadflow.followups.outcomes import BatchSummary, Outcome
 from leadflow.followups.pacing import TokenBucket, UserPacer
 from leadflow.followups.personalise import Personaliser, prompt_data
-from leadflow.followups.queue_actions import QueueActions
 from leadflow.followups.requeue import requeue_copy
 from leadflow.followups.settings import ProcessorSettings, load_settings
 from leadflow.followups.snapshot import BatchSnapshot
@@ -53,6 +51,16 @@ from leadflow.followups.whatsapp import (
 )
 from leadflow.marketing import MARKETING, hold_for_code, marketing_hold, record_refusal
 from leadflow.marketing import USER_FIELDS as MARKETING_FIELDS
+from leadflow.messaging.ledger import (
+    REOPENABLE_STATES,
+    UNKNOWN_OUTCOME,
+    Ledger,
+    State,
+    aware,
+    has_evidence,
+    message_key,
+)
+from leadflow.messaging.queue_actions import QueueActions
 from leadflow.phones import mask, to_e164
 
 log = logging.getLogger(__name__)
@@ -434,12 +442,16 @@ class FollowupProcessor:
     def _on_arrival(self, message: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any] | Outcome:
         """What a new copy of an already known event does: the pending document to go on with, or an outcome.
 
-        ``sent`` is final; ``unknown_outcome`` waits out its grace period, then allows one resend;
-        every other state is re-evaluated from scratch (redrive, or the cause was fixed).
+        ``sent`` is final, and so is any event a receipt proved delivered, whatever its state says;
+        ``unknown_outcome`` waits out its grace period, then allows one resend; every other state
+        is re-evaluated from scratch (redrive, or the cause was fixed).
         """
         key = doc["_id"]
         for _ in range(3):  # each pass follows one state change made by someone else
             state = doc.get("state")
+            if state != State.SENT and has_evidence(doc):
+                self.ledger.settle_by_evidence(key)
+                state = State.SENT
             if state == State.PENDING:
                 return doc
             if state == State.SENT:
@@ -487,7 +499,11 @@ class FollowupProcessor:
         return self._summary.count(Outcome.LEFT)
 
     def _settle(self, message: dict[str, Any], doc: dict[str, Any] | None) -> Outcome:
-        """Another copy of the event changed it under us: a duplicate if sent, else try again later."""
+        """Another copy of the event (or a receipt) changed it under us: a duplicate if sent or proved
+        delivered, else try again later."""
+        if doc is not None and doc.get("state") != State.SENT and has_evidence(doc):
+            self.ledger.settle_by_evidence(str(doc["_id"]))
+            doc = {**doc, "state": State.SENT}
         if doc is not None and doc.get("state") == State.SENT:
             self.queue.delete(message)
             return self._summary.count(Outcome.DUPLICATE)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from leadflow.followups.queue_actions import MAX_MESSAGE_ATTRIBUTES, MAX_REDELIVERY_DELAY_S, carried_attributes
+from leadflow.messaging.queue_actions import MAX_MESSAGE_ATTRIBUTES, MAX_REDELIVERY_DELAY_S, carried_attributes
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from pymongo.database import Database
 
 from leadflow.config import INTERACTIONS, USERS
 from leadflow.followups.contract import FollowupEvent
-from leadflow.followups.ledger import Ledger
 from leadflow.marketing import USER_FIELDS as MARKETING_FIELDS
+from leadflow.messaging.ledger import Ledger
 
 # The customer-service window is 24 h from the user's last message; our copy of that message is
 # written a moment after Meta received it, so stay a little on the safe side.

@@ -67,8 +67,8 @@ def process_batch(batch: dict[str, Any], *, reminders: bool = False, dag_id: str
     """Process the stored batch; return the summary (counts and ids only). ``reminders``: the
     batch came from the reminders' queue (its settings, see :func:`.settings.load_settings`)."""
     from leadflow.followups.processor import build_processor
-    from leadflow.followups.sensor import read_batch
     from leadflow.followups.settings import load_settings
+    from leadflow.messaging.batch_store import read_batch
 
     messages = read_batch(batch["batch_path"])
     processor = build_processor(load_settings(reminders=reminders))
@@ -162,10 +162,12 @@ def alert_on_problems(summary: dict[str, Any], run_id: str, dag_id: str = DAG_ID
     return publish_alert(subject, lines)
 
 
-def cleanup_batch(batch: dict[str, Any] | None) -> bool:
-    """Delete the batch object (it holds message bodies); nothing to do on a quiet run."""
-    from leadflow.followups.sensor import delete_batch
+def cleanup_batch(batch: dict[str, Any] | None, run_id: str | None = None, prefix: str | None = None) -> bool:
+    """Delete the run's batch objects (they hold message bodies): every try's, by the run's prefix,
+    and the one the XCom names; True if anything was deleted."""
+    from leadflow.messaging.batch_store import delete_batch, delete_run_batches
 
-    if not batch or not batch.get("batch_path"):
-        return False
-    return delete_batch(batch["batch_path"])
+    deleted = delete_run_batches(run_id, prefix) if run_id and prefix else 0
+    if batch and batch.get("batch_path"):
+        deleted += int(delete_batch(batch["batch_path"]))
+    return deleted > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from leadflow.planner.candidates import (
     hot_lead_nudges,
     site_visit_reminders,
 )
+from leadflow.planner.claims import HELD_REASON, claim_nudges
 from leadflow.planner.enqueue import EnqueueError, enqueue
 from leadflow.planner.rules import PlanningClock, Rules
 
@@ -30,6 +32,27 @@ log = logging.getLogger(__name__)
 
 RULE_NAMES = [e.value for e in EventType]
 MAX_IDS = 50
+
+
+@dataclass
+class Evaluation:
+    """What the rules want as of the planning point (read only; nothing written yet)."""
+
+    clock: PlanningClock
+    rules: Rules
+    nudges_allowed: bool
+    results: dict[str, RuleResult]
+
+
+def evaluate(db: Database, clock: PlanningClock, rules: Rules) -> Evaluation:
+    results: dict[str, RuleResult] = {EventType.SITE_VISIT_REMINDER.value: site_visit_reminders(db, clock, rules)}
+    nudges_allowed = clock.nudges_allowed(rules.nudge_hours_ist)
+    if nudges_allowed:
+        cost = cost_sheet_followups(db, clock, rules)
+        results[EventType.COST_SHEET_FOLLOWUP.value] = cost
+        busy = {c.user_id for c in cost.candidates}
+        results[EventType.INQUIRY_FOLLOWUP.value] = hot_lead_nudges(db, clock, rules, busy)
+    return Evaluation(clock, rules, nudges_allowed, results)
 
 
 def plan(
@@ -44,15 +67,25 @@ def plan(
     """Evaluate the rules, enqueue new events (reminders on ``reminders_queue_url``, nudges on
     ``queue_url``); return the run summary. Raises :class:`EnqueueError` after recording what did
     go out if SQS refused any message (so the task retries)."""
-    results: dict[str, RuleResult] = {EventType.SITE_VISIT_REMINDER.value: site_visit_reminders(db, clock, rules)}
-    nudges_allowed = clock.nudges_allowed(rules.nudge_hours_ist)
-    if nudges_allowed:
-        cost = cost_sheet_followups(db, clock, rules)
-        results[EventType.COST_SHEET_FOLLOWUP.value] = cost
-        busy = {c.user_id for c in cost.candidates}
-        results[EventType.INQUIRY_FOLLOWUP.value] = hot_lead_nudges(db, clock, rules, busy)
+    return commit(db, sqs, queue_url, evaluate(db, clock, rules), run_id, reminders_queue_url)
+
+
+def commit(
+    db: Database, sqs: Any, queue_url: str, evaluation: Evaluation, run_id: str, reminders_queue_url: str
+) -> dict[str, Any]:
+    """Claim the nudges, enqueue what is new, summarise (a run evaluated by :func:`evaluate`).
+
+    Apart so that a test can let two runs evaluate before either commits, as overlapping runs do.
+    """
+    clock, rules, nudges_allowed, results = (
+        evaluation.clock, evaluation.rules, evaluation.nudges_allowed, evaluation.results,
+    )  # fmt: skip
+    now = datetime.now(UTC)
     candidates: list[Candidate] = [c for r in results.values() for c in r.candidates]
-    outcome = enqueue(sqs, queue_url, db[PLANS], candidates, clock, run_id, datetime.now(UTC), reminders_queue_url)
+    candidates, claimed_elsewhere = claim_nudges(db, candidates, clock, rules, now)
+    if claimed_elsewhere:
+        results[EventType.INQUIRY_FOLLOWUP.value].held[HELD_REASON] += claimed_elsewhere
+    outcome = enqueue(sqs, queue_url, db[PLANS], candidates, clock, run_id, now, reminders_queue_url)
 
     def per_rule(items: list[Candidate]) -> dict[str, int]:
         return {name: sum(1 for c in items if c.event_type == name) for name in RULE_NAMES}

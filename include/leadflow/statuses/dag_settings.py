@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+# The queue URL Variables' names live in leadflow.config (the shared redrive reads them too).
+from leadflow.config import VAR_STATUSES_DLQ_URL, VAR_STATUSES_QUEUE_URL  # noqa: F401
+
 DAG_ID = "whatsapp_statuses"
 BATCH_PREFIX = DAG_ID
 
 STATUSES_QUEUE = "leadflow-whatsapp-statuses"
 STATUSES_DLQ = "leadflow-whatsapp-statuses-dlq"
-VAR_STATUSES_QUEUE_URL = "leadflow_whatsapp_statuses_queue_url"
-VAR_STATUSES_DLQ_URL = "leadflow_whatsapp_statuses_dlq_url"
 # The SQS message attribute API Gateway fills from Meta's X-Hub-Signature-256 header.
 SIGNATURE_ATTRIBUTE = "signature"
 # The whatsapp_default connection extra key holding the Meta app secret (receipt signatures).

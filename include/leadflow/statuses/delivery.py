@@ -10,11 +10,22 @@ a status is taken only over a lower rank (a repeated or late ``sent`` never over
 over nothing or ``sent``: a message already delivered or read reached the buyer, whatever a later
 failure says. ``read`` without ``delivered`` is normal (Meta skips it when the chat is open).
 
-Besides ``delivery`` this module writes ``state`` only as the contract allows: a receipt for an
-event in ``unknown_outcome``/``sending`` proves the send reached WhatsApp (``state: sent``,
-``confirmed_by: receipt``); a ``failed`` receipt marks the event ``failed`` (``reason:
-delivery_failed``, ``failed_async: true``), except 131047, which claims the one template resend
-(``resend``, see :mod:`leadflow.statuses.resend`).
+**Every attempt.** An event may have been sent more than once (an ambiguous send, then its one
+resend after the grace period). Each receipt is also recorded on the event's ``sends`` entry for
+its wamid (:func:`leadflow.messaging.ledger.record_attempt`), so receipts of *any* attempt are
+tied to the event, by callback data or by any attempt's wamid.
+
+Besides ``delivery`` this module writes ``state`` only as the contract allows:
+
+* a ``sent``/``delivered``/``read`` receipt of any attempt is evidence the buyer has the message:
+  the event becomes ``sent`` (``confirmed_by: receipt``) from **any** other state (``failed``,
+  ``unknown_outcome``, ``dead_lettered``, ``pending``, ...), the previous outcome kept in
+  ``history``, so no redrive or copy can send it again;
+* a ``failed`` receipt marks the event ``failed`` (``reason: delivery_failed``, ``failed_async:
+  true``) only when it is about the event's latest attempt and no attempt has evidence: a late
+  ``failed`` for an older wamid never fails an event a newer attempt delivered (it is recorded
+  on its ``sends`` entry only). 131047 claims the one template resend instead (``resend``, see
+  :mod:`leadflow.statuses.resend`).
 
 After a resend the event's ``delivery`` tracks the *resent* message (the one the buyer should
 have); the original's is kept in ``resend.replaced_delivery`` and its late receipts are ignored.
@@ -30,7 +41,7 @@ from typing import Any
 from pymongo import IndexModel, ReturnDocument
 from pymongo.collection import Collection
 
-from leadflow.followups.ledger import State
+from leadflow.messaging.ledger import EVIDENCE_STATUSES, HAS_EVIDENCE, State, record_attempt
 from leadflow.statuses.webhook import Receipt
 
 log = logging.getLogger(__name__)
@@ -44,7 +55,10 @@ UNCONFIRMED = (State.UNKNOWN_OUTCOME.value, State.SENDING.value)
 # already closed another way (skipped, dead_lettered).
 FAILABLE = (SENT, *UNCONFIRMED)
 
-INDEXES = [IndexModel([("wamid", 1)], name="wamid", sparse=True)]
+INDEXES = [
+    IndexModel([("wamid", 1)], name="wamid", sparse=True),
+    IndexModel([("sends.wamid", 1)], name="sends_wamid", sparse=True),
+]
 
 
 class Applied(StrEnum):
@@ -75,7 +89,9 @@ class DeliveryLedger:
             doc = self.collection.find_one({"_id": receipt.callback_data})
             if doc is not None:
                 return doc
-        return self.collection.find_one({"$or": [{"wamid": receipt.wamid}, {"resend.wamid": receipt.wamid}]})
+        return self.collection.find_one(
+            {"$or": [{"wamid": receipt.wamid}, {"sends.wamid": receipt.wamid}, {"resend.wamid": receipt.wamid}]}
+        )
 
     @staticmethod
     def is_replaced(doc: dict[str, Any], receipt: Receipt) -> bool:
@@ -88,31 +104,57 @@ class DeliveryLedger:
         # Without the resend's wamid (in flight, answer lost) only the original's wamid is known.
         return receipt.wamid in (doc.get("wamid"), resend.get("replaced_wamid"))
 
+    @staticmethod
+    def is_older_attempt(doc: dict[str, Any], receipt: Receipt) -> bool:
+        """Whether the receipt is about an attempt older than the event's latest known one."""
+        resend = doc.get("resend")
+        latest = resend.get("wamid") if resend else doc.get("wamid")
+        return latest is not None and latest != receipt.wamid
+
     def apply(self, doc: dict[str, Any], receipt: Receipt) -> Applied:
         """Record ``receipt`` on ``doc``'s event (idempotent; see the module docstring)."""
         if self.is_replaced(doc, receipt):
             return Applied.STALE
         key = doc["_id"]
-        moved = self._move(key, receipt)
+        record_attempt(self.collection, key, receipt.wamid, receipt.status, RANK[receipt.status])
         if receipt.status == "failed":
-            if not moved:
+            if self.is_older_attempt(doc, receipt):
+                return Applied.STALE
+            if not self._move(key, receipt):
                 return Applied.STALE
             if receipt.error_code == 131047 and doc.get("send_mode") != "template" and not doc.get("resend"):
                 return Applied.RESEND
             return Applied.FAILED if self.fail_event(key, receipt) else Applied.STALE
+        moved = self._move(key, receipt)
         # The filter decides; the state read with the document only spares the common case a write.
-        confirmed = doc.get("state") in UNCONFIRMED and self._confirm_sent(
-            key, receipt, is_resend=bool(doc.get("resend"))
-        )
+        confirmed = doc.get("state") != SENT and self._confirm_sent(key, receipt, is_resend=bool(doc.get("resend")))
         if confirmed:
             return Applied.CONFIRMED
         return Applied.RECORDED if moved else Applied.STALE
 
     def _move(self, key: str, receipt: Receipt) -> bool:
-        """Rank-guarded ``delivery`` update; False if a receipt of equal or higher rank was there."""
+        """Rank-guarded ``delivery`` update; False if a receipt of equal or higher rank was there.
+
+        A ``failed`` is taken over nothing or ``sent``, and never while another attempt has
+        evidence; any good news is taken over a ``failed`` of another attempt.
+        """
         rank = RANK[receipt.status]
-        ceiling = 2 if receipt.status == "failed" else rank
-        guard = {"_id": key, "$or": [{"delivery.rank": {"$exists": False}}, {"delivery.rank": {"$lt": ceiling}}]}
+        if receipt.status == "failed":
+            other_attempt_delivered = {"wamid": {"$ne": receipt.wamid}, "status": {"$in": list(EVIDENCE_STATUSES)}}
+            guard: dict[str, Any] = {
+                "_id": key,
+                "$or": [{"delivery.rank": {"$exists": False}}, {"delivery.rank": {"$lt": 2}}],
+                "sends": {"$not": {"$elemMatch": other_attempt_delivered}},
+            }
+        else:
+            guard = {
+                "_id": key,
+                "$or": [
+                    {"delivery.rank": {"$exists": False}},
+                    {"delivery.rank": {"$lt": rank}},
+                    {"delivery.status": "failed", "delivery.wamid": {"$ne": receipt.wamid}},
+                ],
+            }
         values: dict[str, Any] = {
             "delivery.status": receipt.status,
             "delivery.rank": rank,
@@ -130,13 +172,29 @@ class DeliveryLedger:
         return moved
 
     def _confirm_sent(self, key: str, receipt: Receipt, *, is_resend: bool) -> bool:
-        values: dict[str, Any] = {"state": SENT, "sent_at": receipt.at, "confirmed_by": "receipt", "updated_at": _now()}
+        """``any state -> sent``: the receipt is evidence the buyer has the message."""
+        doc = self.collection.find_one({"_id": key}, projection={"state": 1, "reason": 1, "error_code": 1})
+        if doc is None or doc.get("state") == SENT:
+            return False
+        previous = {k: doc[k] for k in ("state", "reason", "error_code") if doc.get(k) is not None}
+        values: dict[str, Any] = {"state": SENT, "confirmed_by": "receipt", "updated_at": _now()}
+        result = self.collection.update_one(
+            {"_id": key, "state": doc.get("state"), **HAS_EVIDENCE},
+            {
+                "$set": {**values, "sent_at": receipt.at},
+                "$unset": {"reason": "", "error_code": "", "failed_async": ""},
+                "$push": {"history": {**previous, "updated_at": _now()}},
+            },
+        )
+        if not result.modified_count:
+            return False
         if not is_resend:
-            values["wamid"] = receipt.wamid
-        result = self.collection.update_one({"_id": key, "state": {"$in": list(UNCONFIRMED)}}, {"$set": values})
-        if result.modified_count:
-            log.info("Event %s: receipt '%s' confirms the send (wamid %s)", key, receipt.status, receipt.wamid)
-        return result.modified_count == 1
+            # The attempt that reached the buyer, unless the answer of another one named it first.
+            self.collection.update_one({"_id": key, "wamid": None}, {"$set": {"wamid": receipt.wamid}})
+        level = logging.WARNING if previous.get("state") not in UNCONFIRMED else logging.INFO
+        log.log(level, "Event %s (%s): receipt '%s' proves the send (wamid %s)", key, previous.get("state"),
+                receipt.status, receipt.wamid)  # fmt: skip
+        return True
 
     def fail_event(self, key: str, receipt: Receipt, reason: str = "delivery_failed") -> bool:
         code = str(receipt.error_code) if receipt.error_code is not None else "unknown"

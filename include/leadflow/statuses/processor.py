@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from leadflow.followups.queue_actions import QueueActions
+from leadflow.messaging.queue_actions import QueueActions
 from leadflow.statuses.delivery import Applied, DeliveryLedger
 from leadflow.statuses.meta_events import MetaEvents
 from leadflow.statuses.resend import Resender, ResendResult

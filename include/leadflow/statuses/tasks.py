@@ -36,9 +36,9 @@ def build_processor() -> Any:
     from airflow.sdk import Variable
 
     from leadflow.config import AWS_CONN_ID, DELIVERIES, VAR_WHATSAPP_TEMPLATES
-    from leadflow.followups.queue_actions import QueueActions
     from leadflow.followups.settings import TemplateConfig
     from leadflow.followups.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
+    from leadflow.messaging.queue_actions import QueueActions
     from leadflow.mongo import get_database
     from leadflow.statuses.dag_settings import (
         PROCESS_BUDGET_SECONDS,
@@ -75,7 +75,7 @@ def build_processor() -> Any:
 
 def process_batch(batch: dict[str, Any]) -> dict[str, Any]:
     """Apply the stored batch of webhooks; return the summary (counts and ids only)."""
-    from leadflow.followups.sensor import read_batch
+    from leadflow.messaging.batch_store import read_batch
 
     messages = read_batch(batch["batch_path"])
     processor = build_processor()

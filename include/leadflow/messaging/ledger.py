@@ -40,6 +40,16 @@ turns it into ``unknown_outcome`` (from ``sending_at``), so the grace period app
 A message that is not even valid enough to name its event is recorded under
 ``sqs-message:<SQS MessageId>``, never under the event id it may carry, so a malformed copy can
 never block a valid copy of the same event.
+
+**Delivery evidence.** ``sends`` keeps every attempt's wamid (``{"wamid", "status", "rank"}``;
+``status`` is ``accepted`` from the send's answer, then the receipts' best), so a receipt of any
+attempt is tied to the event. A ``sent``/``delivered``/``read`` receipt of any attempt (or the
+receipts' ``delivery.status``) is *evidence*: the buyer has the message. An event with evidence
+is never sent again whatever its state says: ``mark_sending`` (the one gate before every send),
+``reopen`` and ``reclaim_unknown`` refuse it, and a copy arriving for it settles it as ``sent``
+(:meth:`Ledger.settle_by_evidence`). Receipts make such an event ``sent`` themselves
+(:mod:`leadflow.statuses.delivery`); the gate covers a receipt that lands between a read and a
+write, and documents written before ``sends`` existed.
 """
 
 from __future__ import annotations
@@ -71,11 +81,51 @@ REOPENABLE_STATES = frozenset({State.SKIPPED, State.DEAD_LETTERED, State.FAILED}
 UNKNOWN_OUTCOME = State.UNKNOWN_OUTCOME.value
 MAX_UNKNOWN_RESENDS = 1
 
+# Receipts that prove WhatsApp took a message: the buyer has it (or will), so the event is done.
+EVIDENCE_STATUSES = ("sent", "delivered", "read")
+_EVIDENCE = [
+    {"sends": {"$elemMatch": {"status": {"$in": list(EVIDENCE_STATUSES)}}}},
+    {"delivery.status": {"$in": list(EVIDENCE_STATUSES)}},
+]
+HAS_EVIDENCE: dict[str, Any] = {"$or": _EVIDENCE}
+NO_EVIDENCE: dict[str, Any] = {"$nor": _EVIDENCE}
+# What a send's 200 says before any receipt: accepted, not yet evidence (a failed receipt may follow).
+ACCEPTED = "accepted"
+
 INDEXES = [
     # Per-user pacing across runs: the latest send to a user.
     IndexModel([("user_id", 1), ("sent_at", DESCENDING)], name="user_sent_at"),
     IndexModel([("state", 1), ("updated_at", DESCENDING)], name="state_updated_at"),
 ]
+
+
+def has_evidence(doc: dict[str, Any] | None) -> bool:
+    """Whether a receipt of any attempt proved the event's message reached WhatsApp (see the module doc)."""
+    if not doc:
+        return False
+    sends = doc.get("sends") or []
+    if any(isinstance(s, dict) and s.get("status") in EVIDENCE_STATUSES for s in sends):
+        return True
+    return (doc.get("delivery") or {}).get("status") in EVIDENCE_STATUSES
+
+
+def record_attempt(collection: Collection, key: str, wamid: str, status: str = ACCEPTED, rank: int = 0) -> bool:
+    """Tie ``wamid`` to the event and move its status forward (rank-guarded); False if it had that or more.
+
+    Shared by the send's answer (``accepted``, rank 0) and the receipts (rank 1-4). Two updates,
+    each atomic: add the attempt if the event does not have it yet, else raise its rank.
+    """
+    added = collection.update_one(
+        {"_id": key, "sends.wamid": {"$ne": wamid}},
+        {"$push": {"sends": {"wamid": wamid, "status": status, "rank": rank}}},
+    )
+    if added.modified_count:
+        return True
+    raised = collection.update_one(
+        {"_id": key, "sends": {"$elemMatch": {"wamid": wamid, "rank": {"$lt": rank}}}},
+        {"$set": {"sends.$.status": status, "sends.$.rank": rank}},
+    )
+    return raised.modified_count == 1
 
 
 def aware(value: Any) -> datetime | None:
@@ -161,7 +211,7 @@ class Ledger:
         """
         now = _now()
         result = self.collection.update_one(
-            {"_id": key, "state": State.PENDING.value},
+            {"_id": key, "state": State.PENDING.value, **NO_EVIDENCE},
             {
                 "$set": {"state": State.SENDING.value, "sending_at": now, "updated_at": now, "media": media},
                 "$inc": {"attempts": 1},
@@ -187,6 +237,9 @@ class Ledger:
                 }
             },
         )
+        # Whatever the state says by now (a receipt of an earlier attempt may have settled it),
+        # this wamid is one of the event's attempts: its receipts must find the event.
+        record_attempt(self.collection, key, wamid)
         if result.matched_count != 1:
             log.error("Ledger: event %s was sent (wamid %s) but is no longer in 'sending'", key, wamid)
         return result.matched_count == 1
@@ -229,6 +282,7 @@ class Ledger:
                 "state": State.UNKNOWN_OUTCOME.value,
                 "unknown_outcome_at": {"$lte": not_after},
                 "unknown_resends": {"$not": {"$gte": MAX_UNKNOWN_RESENDS}},
+                **NO_EVIDENCE,
             },
             {
                 "$set": {"state": State.PENDING.value, "updated_at": _now()},
@@ -248,7 +302,7 @@ class Ledger:
             return None
         previous = {k: doc.get(k) for k in ("state", "reason", "error_code", "updated_at") if doc.get(k) is not None}
         return self.collection.find_one_and_update(
-            {"_id": key, "state": doc["state"], "updated_at": doc.get("updated_at")},
+            {"_id": key, "state": doc["state"], "updated_at": doc.get("updated_at"), **NO_EVIDENCE},
             {
                 "$set": {"state": State.PENDING.value, "updated_at": _now(), "reopened_at": _now()},
                 "$unset": {"reason": "", "error_code": "", "dlq_message_id": "", "failed_async": ""},
@@ -257,6 +311,25 @@ class Ledger:
             },
             return_document=ReturnDocument.AFTER,
         )
+
+    def settle_by_evidence(self, key: str) -> bool:
+        """``any state -> sent`` for an event a receipt proved delivered (a document that says otherwise
+        was written before the receipt, or before receipts settled events themselves)."""
+        doc = self.get(key)
+        if doc is None or doc.get("state") == State.SENT:
+            return False
+        previous = {k: doc.get(k) for k in ("state", "reason", "error_code", "updated_at") if doc.get(k) is not None}
+        result = self.collection.update_one(
+            {"_id": key, "state": {"$ne": State.SENT.value}, **HAS_EVIDENCE},
+            {
+                "$set": {"state": State.SENT.value, "confirmed_by": "receipt", "updated_at": _now()},
+                "$unset": {"reason": "", "error_code": "", "failed_async": ""},
+                "$push": {"history": previous},
+            },
+        )
+        if result.modified_count:
+            log.warning("Event %s was %s but a receipt proves it was delivered: now sent", key, doc.get("state"))
+        return result.modified_count == 1
 
     def fail_send(self, key: str, *, error_code: str, reason: str, from_state: State = State.SENDING) -> bool:
         """``sending -> failed`` (a permanent error), or ``unknown_outcome -> failed`` (resends used up)."""

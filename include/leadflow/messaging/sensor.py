@@ -12,7 +12,7 @@ receipt handle (they name users, carry media URLs, and a handle lets anyone dele
 The triggerer needs write access to ``leadflow_object_store_base`` for that (the IAM policy grants
 it to the MWAA execution role, which every component uses).
 
-:class:`~leadflow.followups.trigger.FollowupsSqsTrigger` changes two things about the stock trigger:
+:class:`~leadflow.messaging.trigger.FollowupsSqsTrigger` changes two things about the stock trigger:
 
 * a *drain-early* poke: the first receive long-polls (``wait_time_seconds``); once messages
   arrived, further receives in the same poke wait only ``drain_wait_seconds`` (1 s) and the poke
@@ -26,8 +26,6 @@ it to the MWAA execution role, which every component uses).
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -35,66 +33,20 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
 
-from leadflow.config import AWS_CONN_ID, DEFAULT_OBJECT_STORE_BASE, VAR_OBJECT_STORE_BASE
-from leadflow.followups.dag_settings import (
-    BATCH_PREFIX,
-    SENSOR_DRAIN_WAIT_SECONDS,
-    SENSOR_MAX_WAIT_SECONDS,
-    SENSOR_TIMEOUT_GRACE_SECONDS,
-)
+from leadflow.config import AWS_CONN_ID
+from leadflow.messaging.batch_store import batch_reference, batch_url, write_batch
+from leadflow.messaging.defaults import DRAIN_WAIT_SECONDS, MAX_WAIT_SECONDS, TIMEOUT_GRACE_SECONDS
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.sqs import SqsHook
-    from airflow.sdk import Context, ObjectStoragePath
+    from airflow.sdk import Context
 
-SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp"]
+    from leadflow.messaging.trigger import FollowupsSqsTrigger
+
 
 
 class SqsReceiveError(RuntimeError):
     """Receiving failed. Deliberately not an AirflowException, so ``soft_fail`` cannot hide it."""
-
-
-# --------------------------------------------------------------------------------------------
-# Batch objects
-
-
-def _object_path(url: str) -> ObjectStoragePath:
-    from airflow.sdk import ObjectStoragePath
-
-    conn_id = AWS_CONN_ID if url.startswith(("s3://", "s3a://")) else None
-    return ObjectStoragePath(url, conn_id=conn_id)
-
-
-def batch_url(run_id: str, try_number: int, prefix: str = BATCH_PREFIX) -> str:
-    from airflow.sdk import Variable
-
-    base = Variable.get(VAR_OBJECT_STORE_BASE, default=None) or DEFAULT_OBJECT_STORE_BASE
-    safe_run_id = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-    return f"{base.rstrip('/')}/{prefix}/{safe_run_id}/batch-{try_number}.json"
-
-
-def write_batch(url: str, messages: Sequence[dict[str, Any]]) -> None:
-    path = _object_path(url)
-    if path.protocol in ("file", "local", ""):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(list(messages), ensure_ascii=False))
-
-
-def read_batch(url: str) -> list[dict[str, Any]]:
-    return list(json.loads(_object_path(url).read_text()))
-
-
-def batch_reference(url: str, messages: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What travels in the trigger event and XCom: no body, no receipt handle."""
-    return {"batch_path": url, "count": len(messages), "message_ids": [str(m.get("MessageId")) for m in messages]}
-
-
-def delete_batch(url: str) -> bool:
-    path = _object_path(url)
-    if not path.exists():
-        return False
-    path.unlink()
-    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,10 +80,10 @@ class FollowupsSqsSensor(BaseSensorOperator):
         delete_message_on_reception: bool = False,
         message_filtering: str | None = None,
         deferrable: bool = True,
-        max_wait_seconds: int | str = SENSOR_MAX_WAIT_SECONDS,
-        drain_wait_seconds: int = SENSOR_DRAIN_WAIT_SECONDS,
+        max_wait_seconds: int | str = MAX_WAIT_SECONDS,
+        drain_wait_seconds: int = DRAIN_WAIT_SECONDS,
         message_attribute_names: Sequence[str] = (),
-        batch_prefix: str = BATCH_PREFIX,
+        batch_prefix: str,
         **kwargs: Any,
     ) -> None:
         if delete_message_on_reception:
@@ -172,29 +124,11 @@ class FollowupsSqsSensor(BaseSensorOperator):
         if not self.deferrable:
             self.timeout = wait
             return super().execute(context)
-        from leadflow.followups.trigger import FollowupsSqsTrigger
-
         ti = context["ti"]
         self.defer(
-            trigger=FollowupsSqsTrigger(
-                sqs_queue=self.sqs_queue,
-                aws_conn_id=self.aws_conn_id,
-                max_messages=self.max_messages,
-                num_batches=self.num_batches,
-                wait_time_seconds=self.wait_time_seconds,
-                visibility_timeout=self.visibility_timeout,
-                delete_message_on_reception=False,
-                waiter_delay=int(self.poke_interval),
-                region_name=self.region_name,
-                verify=self.verify,
-                botocore_config=self.botocore_config,
-                max_wait_seconds=wait,
-                drain_wait_seconds=self.drain_wait_seconds,
-                message_attribute_names=self.message_attribute_names,
-                batch_url=batch_url(ti.run_id, ti.try_number, self.batch_prefix),
-            ),
+            trigger=self._trigger(wait, batch_url(ti.run_id, ti.try_number, self.batch_prefix)),
             method_name="execute_complete",
-            timeout=timedelta(seconds=wait + SENSOR_TIMEOUT_GRACE_SECONDS),
+            timeout=timedelta(seconds=wait + TIMEOUT_GRACE_SECONDS),
         )
         return None
 
@@ -211,26 +145,41 @@ class FollowupsSqsSensor(BaseSensorOperator):
         # A trigger deferred by an older version still carries the batch itself.
         return self.store_batch(context, event["message_batch"])
 
+    def _trigger(self, max_wait_seconds: int, url: str | None) -> FollowupsSqsTrigger:
+        # Imported here: parsing the DAG must not import the provider's hooks and boto3.
+        from leadflow.messaging.trigger import FollowupsSqsTrigger
+
+        return FollowupsSqsTrigger(
+            sqs_queue=self.sqs_queue,
+            aws_conn_id=self.aws_conn_id,
+            max_messages=self.max_messages,
+            num_batches=self.num_batches,
+            wait_time_seconds=self.wait_time_seconds,
+            visibility_timeout=self.visibility_timeout,
+            delete_message_on_reception=False,
+            waiter_delay=int(self.poke_interval),
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+            max_wait_seconds=max_wait_seconds,
+            drain_wait_seconds=self.drain_wait_seconds,
+            message_attribute_names=self.message_attribute_names,
+            batch_url=url,
+        )
+
     def poke(self, context: Context) -> Any:
-        """The non-deferrable path: the same drain-early receive, synchronously."""
+        """The non-deferrable path: the trigger's own drain-early receive, run here once."""
+        import asyncio
+
         from airflow.sdk import PokeReturnValue
 
-        batch: list[dict[str, Any]] = []
-        for _ in range(self.num_batches):
-            kwargs: dict[str, Any] = {
-                "QueueUrl": self.sqs_queue,
-                "MaxNumberOfMessages": self.max_messages,
-                "WaitTimeSeconds": self.wait_time_seconds if not batch else self.drain_wait_seconds,
-                "MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
-            }
-            if self.visibility_timeout is not None:
-                kwargs["VisibilityTimeout"] = self.visibility_timeout
-            if self.message_attribute_names:
-                kwargs["MessageAttributeNames"] = self.message_attribute_names
-            messages = self.hook.conn.receive_message(**kwargs).get("Messages") or []
-            if not messages:
-                break
-            batch.extend(messages)
+        trigger = self._trigger(self._max_wait(), None)
+
+        async def drain() -> list[dict[str, Any]]:
+            async with await trigger.hook.get_async_conn() as client:
+                return await trigger.drain(client, self.wait_time_seconds)
+
+        batch = asyncio.run(drain())
         if not batch:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self.store_batch(context, batch))
@@ -246,7 +195,7 @@ class FollowupsSqsSensor(BaseSensorOperator):
 def __getattr__(name: str) -> Any:
     # Triggers deferred before the trigger moved to its own module are stored under this path.
     if name == "FollowupsSqsTrigger":
-        from leadflow.followups.trigger import FollowupsSqsTrigger
+        from leadflow.messaging.trigger import FollowupsSqsTrigger
 
         return FollowupsSqsTrigger
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

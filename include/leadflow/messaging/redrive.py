@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from leadflow.followups.queue_actions import carried_attributes
+from leadflow.messaging.queue_actions import carried_attributes
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,14 @@ def redrive(
 
 def queue_variables(queue: str) -> tuple[str, str]:
     """(main queue Variable, DLQ Variable) of the ``queue`` param: ``followups``, ``reminders`` or ``statuses``."""
-    from leadflow.config import VAR_DLQ_URL, VAR_QUEUE_URL, VAR_REMINDERS_DLQ_URL, VAR_REMINDERS_QUEUE_URL
-    from leadflow.statuses.dag_settings import VAR_STATUSES_DLQ_URL, VAR_STATUSES_QUEUE_URL
+    from leadflow.config import (
+        VAR_DLQ_URL,
+        VAR_QUEUE_URL,
+        VAR_REMINDERS_DLQ_URL,
+        VAR_REMINDERS_QUEUE_URL,
+        VAR_STATUSES_DLQ_URL,
+        VAR_STATUSES_QUEUE_URL,
+    )
 
     pairs = {
         "followups": (VAR_QUEUE_URL, VAR_DLQ_URL),

@@ -1,0 +1,3 @@
+"""What the follow-ups and the receipts share: the SQS batch sensor, trigger and batch store, the
+queue actions and redrive, and the delivery ledger. Neither :mod:`leadflow.followups` nor
+:mod:`leadflow.statuses` imports the other; both import this."""
