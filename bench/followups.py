@@ -191,8 +191,9 @@ def build_processor(
 
     from leadflow.followups.personalise import Personaliser
     from leadflow.followups.processor import FollowupProcessor
-    from leadflow.followups.settings import ProcessorSettings, TemplateConfig
-    from leadflow.followups.whatsapp import WhatsAppClient, WhatsAppConfig
+    from leadflow.followups.settings import ProcessorSettings
+    from leadflow.messaging.templates import TemplateConfig
+    from leadflow.messaging.whatsapp import WhatsAppClient, WhatsAppConfig
 
     pool = concurrency + 4
     sqs = boto3.client(

@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rng = random.Random(8)
 
-    from leadflow.followups.settings import TemplateConfig
-    from leadflow.followups.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
     from leadflow.messaging.queue_actions import QueueActions
+    from leadflow.messaging.templates import TemplateConfig
+    from leadflow.messaging.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
     from leadflow.statuses.delivery import DeliveryLedger
     from leadflow.statuses.processor import StatusesProcessor
     from leadflow.statuses.resend import Resender

@@ -21,8 +21,8 @@ from leadflow.followups.personalise import (
     unsafe_content,
     validate_output,
 )
-from leadflow.followups.settings import TemplateConfig
-from leadflow.followups.whatsapp import (
+from leadflow.messaging.templates import TemplateConfig
+from leadflow.messaging.whatsapp import (
     Template,
     WhatsAppConfig,
     classify,

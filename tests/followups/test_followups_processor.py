@@ -14,9 +14,10 @@ from openai import OpenAI
 from devstack import clients
 from leadflow.followups.personalise import Personaliser
 from leadflow.followups.processor import FollowupProcessor
-from leadflow.followups.settings import ProcessorSettings, TemplateConfig
-from leadflow.followups.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
+from leadflow.followups.settings import ProcessorSettings
 from leadflow.messaging.ledger import Ledger, State
+from leadflow.messaging.templates import TemplateConfig
+from leadflow.messaging.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
 from tests.followups.support import TEMPLATES, VISIT_AT, VISIT_TEXT, Env, event, template_params
 
 TOKEN = "local-whatsapp-token"

@@ -37,9 +37,10 @@ from devstack.services import free_port
 from leadflow.alerts import FailureAlert
 from leadflow.followups.personalise import Personaliser
 from leadflow.followups.processor import FollowupProcessor
-from leadflow.followups.settings import ProcessorSettings, TemplateConfig
+from leadflow.followups.settings import ProcessorSettings
 from leadflow.followups.tasks import _account_level_error, alert_on_problems
-from leadflow.followups.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
+from leadflow.messaging.templates import TemplateConfig
+from leadflow.messaging.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
 from tests.followups.support import TEMPLATES, Env
 
 START = datetime(2031, 3, 4, 3, 30, tzinfo=UTC)  # 09:00 IST

@@ -17,8 +17,8 @@ from devstack.airflow_settings import read_settings
 from devstack.whatsapp_server import WhatsAppServer, validate_message
 from devstack.whatsapp_templates import load_templates
 from leadflow.config import VAR_WHATSAPP_TEMPLATES
-from leadflow.followups.settings import TemplateConfig
-from leadflow.followups.whatsapp import template_payload
+from leadflow.messaging.templates import TemplateConfig
+from leadflow.messaging.whatsapp import template_payload
 
 TOKEN = {"Authorization": "Bearer local-whatsapp-token"}
 BROCHURE = "https://cdn.example.com/cost-sheet.pdf"

@@ -36,10 +36,10 @@ from hypothesis import strategies as st
 
 from devstack import clients
 from devstack.services import WHATSAPP_APP_SECRET, recreate_queues
-from leadflow.followups.settings import TemplateConfig
-from leadflow.followups.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
 from leadflow.messaging.queue_actions import QueueActions
 from leadflow.messaging.redrive import redrive
+from leadflow.messaging.templates import TemplateConfig
+from leadflow.messaging.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
 from leadflow.statuses.delivery import DeliveryLedger
 from leadflow.statuses.processor import StatusesProcessor
 from leadflow.statuses.resend import Resender

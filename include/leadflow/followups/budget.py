@@ -31,8 +31,8 @@ from __future__ import annotations
 from leadflow.followups.dag_settings import MAX_SEND_RATE, PROCESS_BUDGET_SECONDS, VISIBILITY_TIMEOUT_S
 from leadflow.followups.pacing import PAIR_PACING_SECONDS
 from leadflow.followups.personalise import DEFAULT_TIMEOUT_S as OPENAI_TIMEOUT_S
-from leadflow.followups.whatsapp import CONNECT_TIMEOUT_S, RetryPolicy
-from leadflow.followups.whatsapp import DEFAULT_TIMEOUT_S as WHATSAPP_READ_TIMEOUT_S
+from leadflow.messaging.whatsapp import CONNECT_TIMEOUT_S, RetryPolicy
+from leadflow.messaging.whatsapp import DEFAULT_TIMEOUT_S as WHATSAPP_READ_TIMEOUT_S
 
 OPENAI_MAX_RETRIES = 2  # the openai_default connection's openai_client_kwargs
 OPENAI_MAX_BACKOFF_S = 8.0  # the openai client's MAX_RETRY_DELAY

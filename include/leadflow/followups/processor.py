@@ -39,16 +39,6 @@ from leadflow.followups.personalise import Personaliser, prompt_data
 from leadflow.followups.requeue import requeue_copy
 from leadflow.followups.settings import ProcessorSettings, load_settings
 from leadflow.followups.snapshot import BatchSnapshot
-from leadflow.followups.whatsapp import (
-    WINDOW_CLOSED,
-    SendMode,
-    TemplateMediaMissing,
-    WhatsAppClient,
-    WhatsAppError,
-    media_payload,
-    template_payload,
-    text_payload,
-)
 from leadflow.marketing import MARKETING, hold_for_code, marketing_hold, record_refusal
 from leadflow.marketing import USER_FIELDS as MARKETING_FIELDS
 from leadflow.messaging.ledger import (
@@ -61,6 +51,16 @@ from leadflow.messaging.ledger import (
     message_key,
 )
 from leadflow.messaging.queue_actions import QueueActions
+from leadflow.messaging.whatsapp import (
+    WINDOW_CLOSED,
+    SendMode,
+    TemplateMediaMissing,
+    WhatsAppClient,
+    WhatsAppError,
+    media_payload,
+    template_payload,
+    text_payload,
+)
 from leadflow.phones import mask, to_e164
 
 log = logging.getLogger(__name__)
@@ -604,7 +604,7 @@ def build_processor(settings: ProcessorSettings | None = None) -> FollowupProces
 
     from leadflow.config import AWS_CONN_ID, VAR_OPENAI_MODEL
     from leadflow.followups.personalise import openai_client
-    from leadflow.followups.whatsapp import WhatsAppConfig
+    from leadflow.messaging.whatsapp import WhatsAppConfig
     from leadflow.mongo import get_database
 
     settings = settings or load_settings()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -18,44 +17,12 @@ from leadflow.followups.dag_settings import (
     REMINDER_SEND_RATE,
 )
 from leadflow.followups.pacing import PAIR_PACING_SECONDS
-from leadflow.followups.whatsapp import Template
-from leadflow.marketing import CATEGORIES, DEFAULT_CATEGORIES, MARKETING
+from leadflow.messaging.templates import TemplateConfig
 
 log = logging.getLogger(__name__)
 
 VAR_UNKNOWN_OUTCOME_GRACE = "leadflow_followup_unknown_outcome_grace_minutes"
 DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES = 15
-
-
-@dataclass(frozen=True)
-class TemplateConfig:
-    templates: dict[str, Template]
-
-    @classmethod
-    def parse(cls, raw: str | dict[str, Any] | None) -> TemplateConfig:
-        """``{"language": "en", "templates": {event_type: name | {"name", "language", "media_header",
-        "category"}}}``. ``category`` is the one the template is approved in; by default UTILITY for
-        reminders and MARKETING for nudges (:data:`leadflow.marketing.DEFAULT_CATEGORIES`)."""
-        data = json.loads(raw) if isinstance(raw, str) else (raw or {})
-        language = str(data.get("language") or "en")
-        templates: dict[str, Template] = {}
-        for event_type, spec in (data.get("templates") or {}).items():
-            default_category = DEFAULT_CATEGORIES.get(event_type, MARKETING)
-            if isinstance(spec, str):
-                templates[event_type] = Template(spec, language, category=default_category)
-            elif isinstance(spec, dict) and spec.get("name"):
-                category = str(spec.get("category") or default_category).upper()
-                if category not in CATEGORIES:
-                    raise ValueError(f"template of {event_type}: category must be one of {CATEGORIES}")
-                templates[event_type] = Template(
-                    str(spec["name"]), str(spec.get("language") or language), bool(spec.get("media_header")), category
-                )
-        return cls(templates)
-
-    def category(self, event_type: str) -> str:
-        """The Meta category an event type's messages count as (its template's; MARKETING if unknown)."""
-        template = self.templates.get(event_type)
-        return template.category if template is not None else DEFAULT_CATEGORIES.get(event_type, MARKETING)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from leadflow.followups.settings import TemplateConfig
-from leadflow.followups.whatsapp import TemplateMediaMissing, WhatsAppClient, WhatsAppError, template_payload
+from leadflow.messaging.templates import TemplateConfig
+from leadflow.messaging.whatsapp import TemplateMediaMissing, WhatsAppClient, WhatsAppError, template_payload
 from leadflow.phones import mask
 from leadflow.statuses.delivery import DeliveryLedger
 from leadflow.statuses.webhook import Receipt
@@ -46,7 +46,7 @@ class ResendAttempt:
 
 
 def classify(error: WhatsAppError) -> ResendResult:
-    """What a failed resend means, from what the answer proves (see leadflow.followups.whatsapp)."""
+    """What a failed resend means, from what the answer proves (see leadflow.messaging.whatsapp)."""
     if error.ambiguous:
         return ResendResult.UNKNOWN  # the request may have reached WhatsApp
     if error.account_level:

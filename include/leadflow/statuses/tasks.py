@@ -36,9 +36,9 @@ def build_processor() -> Any:
     from airflow.sdk import Variable
 
     from leadflow.config import AWS_CONN_ID, DELIVERIES, VAR_WHATSAPP_TEMPLATES
-    from leadflow.followups.settings import TemplateConfig
-    from leadflow.followups.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
     from leadflow.messaging.queue_actions import QueueActions
+    from leadflow.messaging.templates import TemplateConfig
+    from leadflow.messaging.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
     from leadflow.mongo import get_database
     from leadflow.statuses.dag_settings import (
         PROCESS_BUDGET_SECONDS,
