@@ -10,8 +10,8 @@ At its check time T (the watchdog run's data interval end), the watchdog looks a
 report is scheduled for with ``T - 24 h < H <= T - freshness`` (Variable
 ``leadflow_report_freshness_minutes``, default 20). It asks about the **data**, not a run's state
 (see :mod:`leadflow.reports.watermark`): H has landed when a successful run (scheduled, backfill or
-manual with that logical date) covered H's interval, or when the change watermark has passed H with
-the recording begun before H's interval started (a later run read everything written in it). So
+manual with that logical date) covered H's interval, or when the change watermark has passed H and
+the change scans had begun before H's interval started (a later run read everything written in it). So
 clearing or reprocessing an hour that landed raises nothing, and an hour with no run at all (a
 scheduler outage, a paused DAG) that the next run covers counts as landed then. An hour that has not
 landed is late if it has a scheduled run (``scheduled__<H in UTC>``) or if it comes after the first
@@ -216,6 +216,8 @@ def _landed_test(mark: Landed | None, landed_hours: set[datetime]) -> Callable[[
             return True
         # Every write before the watermark is in the sheets, if the change scans had begun by
         # the time the hour's interval started.
-        return mark is not None and mark.first_read_at <= interval_start(hour) and mark.read_at >= hour
+        if mark is None or mark.covered_from is None:
+            return False
+        return mark.covered_from <= interval_start(hour) and mark.read_at >= hour
 
     return has_landed

@@ -6,8 +6,10 @@ One document (``report_watermarks``, ``_id`` = the DAG id) holds
   (writes that become visible late: a driver's retry, a clock a little behind, a write in flight
   while we read), so a failed run moves nothing and its changes are read again by the next one.
   ``$max``: a backfill that finishes after an on-time run cannot move it back.
-* ``first_read_at``: when the runs started to record it. Changes before it were never scanned:
-  the first run covers its window only, and the freshness watchdog does not expect hours before it.
+* ``first_read_at``: when the runs started to record it (the freshness watchdog does not expect
+  hours before it), and ``covered_from``: where the earliest successful change scan began. The
+  first run has no watermark and covers its window only; from the second on, every write since
+  ``covered_from`` is in the sheets once ``read_at`` passes it.
 
 and one document per scheduled hour a successful run covered (``report_landed_hours``), so that
 clearing or reprocessing an hour that landed raises no freshness alert.
@@ -34,13 +36,19 @@ REPORT_DAG_ID = "interaction_reports"
 class Landed:
     first_read_at: datetime
     read_at: datetime
+    covered_from: datetime | None  # None until a run with a change scan has landed
 
 
 def landed(db: Database, dag_id: str = REPORT_DAG_ID) -> Landed | None:
     doc = db[WATERMARKS].find_one({"_id": dag_id})
     if not doc:
         return None
-    return Landed(first_read_at=_utc(doc["first_read_at"]), read_at=_utc(doc["read_at"]))
+    covered_from = doc.get("covered_from")
+    return Landed(
+        first_read_at=_utc(doc["first_read_at"]),
+        read_at=_utc(doc["read_at"]),
+        covered_from=_utc(covered_from) if covered_from else None,
+    )
 
 
 def changes_since(db: Database, overlap: timedelta, dag_id: str = REPORT_DAG_ID) -> datetime | None:
@@ -49,13 +57,15 @@ def changes_since(db: Database, overlap: timedelta, dag_id: str = REPORT_DAG_ID)
     return None if mark is None else mark.read_at - overlap
 
 
-def record_landed(db: Database, read_at: datetime, hour: datetime | None, dag_id: str = REPORT_DAG_ID) -> Landed:
-    """After a run's writes succeeded: its read time, and the scheduled hour its window ends at."""
+def record_landed(
+    db: Database, read_at: datetime, hour: datetime | None, since: datetime | None, dag_id: str = REPORT_DAG_ID
+) -> Landed:
+    """After a run's writes succeeded: its read time, the scheduled hour its window ends at, and
+    where its change scan began (None: it had none)."""
     now = datetime.now(UTC)
+    earliest = {"first_read_at": read_at} | ({"covered_from": since} if since is not None else {})
     db[WATERMARKS].update_one(
-        {"_id": dag_id},
-        {"$max": {"read_at": read_at}, "$min": {"first_read_at": read_at}, "$set": {"recorded_at": now}},
-        upsert=True,
+        {"_id": dag_id}, {"$max": {"read_at": read_at}, "$min": earliest, "$set": {"recorded_at": now}}, upsert=True
     )
     if hour is not None:
         db[LANDED_HOURS].update_one(
@@ -77,7 +87,13 @@ def record_step(extracted: dict[str, Any]) -> dict[str, Any]:
     # A manual run without a logical date covers a clock hour, not a scheduled interval (the
     # 09:00 run's is the night): it advances the watermark but lands no scheduled hour.
     hour = None if window["manual"] else datetime.fromisoformat(window["end"])
-    mark = record_landed(get_database(), datetime.fromisoformat(extracted["read_at"]), hour)
+    since = extracted.get("changed_since")
+    mark = record_landed(
+        get_database(),
+        datetime.fromisoformat(extracted["read_at"]),
+        hour,
+        datetime.fromisoformat(since) if since else None,
+    )
     return {"read_at": extracted["read_at"], "watermark": mark.read_at.isoformat(), "hour": window["end"]}
 
 
