@@ -41,8 +41,9 @@ tables and charts Sheets keeps up to date itself); later runs leave it alone. Tr
 `rebuild_dashboard` = true to delete and rebuild it.
 
 **Run summary.** The `finish` task's return value (XCom tab) holds the window (IST, lookback
-included), touched sessions/users, rows updated/added per report, Sheets calls and the
-data-quality counts; the same is in its log.
+included), touched sessions/users, what changed since the last successful run (`landed`:
+interactions and profiles, the new watermark), rows updated/added per report, Sheets calls and
+the data-quality counts; the same is in its log.
 """
 
 from __future__ import annotations
@@ -144,12 +145,14 @@ def interaction_reports() -> None:
         consolidated: dict[str, Any] | None,
         session_frame: dict[str, Any] | None,
         consolidated_frame: dict[str, Any] | None,
+        landed: dict[str, Any] | None,
     ) -> dict[str, Any]:
         from leadflow.reports.summary import finish_step
 
         return finish_step(
             extracted,
             {
+                "landed": landed,
                 "session_report": sessions,
                 "consolidated_report": consolidated,
                 "session_data_quality": (session_frame or {}).get("data_quality"),
@@ -169,8 +172,7 @@ def interaction_reports() -> None:
     written_consolidated = write_consolidated(consolidated_frame)
     landed = record_landed(extracted)
     [written_sessions, written_consolidated, nothing_touched] >> landed
-    done = finish(extracted, written_sessions, written_consolidated, session_frame, consolidated_frame)
-    landed >> done
+    finish(extracted, written_sessions, written_consolidated, session_frame, consolidated_frame, landed)
 
 
 interaction_reports()

@@ -13,7 +13,7 @@ import pymongo
 import pytest
 
 from devstack import clients
-from tests.helpers import all_spreadsheets, load_dag, task_states
+from tests.helpers import all_spreadsheets, load_dag, task_states, xcom_value
 from tests.reports import fixture
 from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE, run_hours
 
@@ -57,6 +57,8 @@ def test_a_profile_change_of_a_lead_who_does_not_chat_reaches_leads_and_sessions
     )
     run = dag.test(logical_date=QUIET_HOUR)
     assert run.state == "success", task_states(run)
+    landed = xcom_value(run, "finish")["landed"]  # the run summary counts what changed
+    assert (landed["changed_users"], landed["changed_interactions"]) == (1, 0)
 
     lead = rows_by_key(seeded, LEADS_TITLE, "Leads")[str(fixture.U1)]
     assert (lead["Visit Status"], lead["Rank"], lead["Visit Scheduled"], lead["Name"]) == (

@@ -94,7 +94,13 @@ def record_step(extracted: dict[str, Any]) -> dict[str, Any]:
         hour,
         datetime.fromisoformat(since) if since else None,
     )
-    return {"read_at": extracted["read_at"], "watermark": mark.read_at.isoformat(), "hour": window["end"]}
+    return {
+        "changed_since": since,
+        "changed_interactions": extracted.get("changed_interactions", 0),
+        "changed_users": extracted.get("changed_users", 0),
+        "watermark": mark.read_at.isoformat(),
+        "hour": None if hour is None else hour.isoformat(),
+    }
 
 
 def hours_landed(db: Database, hours: list[datetime], dag_id: str = REPORT_DAG_ID) -> set[datetime]:
