@@ -99,8 +99,9 @@ def interaction_reports() -> None:
     @task.branch(task_display_name="Anything to report?")
     def anything_touched(extracted: dict[str, Any], **context: Any) -> list[str] | str:
         # A rebuild of the dashboard is asked for by hand, often at a quiet hour: it still writes.
-        nothing = extracted["touched_sessions"] == 0 and extracted["touched_users"] == 0
-        if nothing and not context["params"]["rebuild_dashboard"]:
+        # Touched users without a touched session changed nothing a row shows: a changed profile
+        # touches its sessions, and a message without a session is not counted on its lead.
+        if extracted["touched_sessions"] == 0 and not context["params"]["rebuild_dashboard"]:
             return "nothing_touched"
         return ["transform_sessions", "transform_consolidated"]
 

@@ -148,7 +148,7 @@ class Driver:
         start, end = interval_of_run_at(hour)
         extracted = extract_step(REPORT, f"invariant__{uuid.uuid4().hex}", report_window(start, end, end, 15))
         landed = True
-        if extracted["touched_sessions"] or extracted["touched_users"]:  # the anything_touched branch
+        if extracted["touched_sessions"]:  # the anything_touched branch
             for kind in ("sessions", "consolidated"):  # parallel tasks: one failing leaves the other
                 try:
                     load_step(kind, transform_step(kind, extracted))
