@@ -6,12 +6,15 @@ Turns the chatbot's conversations in MongoDB into the two Google Sheets the sale
 * **Session-wise report** — one row per chat session (tab per IST month, `YYYY-MM`).
 * **Consolidated report** — one row per lead (tab `Leads`), newest activity first.
 
-**Window.** Each run covers its data interval: the 09:00 run covers 21:00 the previous evening
-to 09:00 (the night), every other run the hour before it. The window reaches back a further
-`leadflow_report_lookback_minutes` (default 15) to catch late writes. A session or lead that had
-any message in the window is recomputed from *all* its messages and upserted by key, so re-running
-or backfilling any hour, in any order, leaves the sheets exactly as the on-time runs would.
-A manual run without a logical date covers the last completed IST clock hour.
+**Window and changes.** Each run covers its data interval: the 09:00 run covers 21:00 the previous
+evening to 09:00 (the night), every other run the hour before it (reaching back a further
+`leadflow_report_lookback_minutes`, default 15). It also covers everything *written* since the
+last successful run (interactions by `_id` time, profiles by `updated_at`, with the same minutes
+of overlap): a late message however late, a visit marked completed, a rank or name change, an
+hour with no run at all. A touched session or lead is recomputed from *all* its data and
+upserted by key, so re-running or backfilling any hour, in any order, leaves the sheets exactly
+as the on-time runs would. A manual run without a logical date covers the last completed IST
+clock hour. `record_landed` moves the change watermark only when the writes succeeded.
 
 **Re-run / backfill.** Clear a run (or a task) in the UI, or backfill a range from the UI
 (*Trigger ▸ Backfill*) or the CLI:
@@ -29,16 +32,18 @@ on MWAA, the S3 intermediates). Variables `leadflow_session_report_spreadsheet_i
 `leadflow_report_lookback_minutes`, `leadflow_alerts_sns_topic_arn`.
 
 **Freshness.** The `interaction_reports_freshness` watchdog raises one "report is late" alert
-when a *scheduled* run has not succeeded 20 minutes (`leadflow_report_freshness_minutes`) after
-its scheduled time, and one "recovered" note when it lands; backfills and manual runs never alert.
+when a scheduled hour's data has not landed 20 minutes (`leadflow_report_freshness_minutes`) after
+its scheduled time (whether or not it has a run), and one "recovered" note when it lands; clearing
+or reprocessing an hour that landed raises nothing.
 
 **Dashboard.** The first run that finds no `Dashboard` tab builds one in each spreadsheet (pivot
 tables and charts Sheets keeps up to date itself); later runs leave it alone. Trigger a run with
 `rebuild_dashboard` = true to delete and rebuild it.
 
 **Run summary.** The `finish` task's return value (XCom tab) holds the window (IST, lookback
-included), touched sessions/users, rows updated/added per report, Sheets calls and the
-data-quality counts; the same is in its log.
+included), touched sessions/users, what changed since the last successful run (`landed`:
+interactions and profiles, the new watermark), rows updated/added per report, Sheets calls and
+the data-quality counts; the same is in its log.
 """
 
 from __future__ import annotations
@@ -94,6 +99,8 @@ def interaction_reports() -> None:
     @task.branch(task_display_name="Anything to report?")
     def anything_touched(extracted: dict[str, Any], **context: Any) -> list[str] | str:
         # A rebuild of the dashboard is asked for by hand, often at a quiet hour: it still writes.
+        # Touched users without a touched session changed nothing a row shows: a changed profile
+        # touches its sessions, and a message without a session is not counted on its lead.
         if extracted["touched_sessions"] == 0 and not context["params"]["rebuild_dashboard"]:
             return "nothing_touched"
         return ["transform_sessions", "transform_consolidated"]
@@ -132,6 +139,14 @@ def interaction_reports() -> None:
 
         return load_step("consolidated", transformed, context["params"]["rebuild_dashboard"])
 
+    # none_failed: only when every write succeeded (or none was needed). The next run's change
+    # scan starts from this run's read, so a failed run's changes are read again.
+    @task(trigger_rule="none_failed", task_display_name="Record what landed")
+    def record_landed(extracted: dict[str, Any]) -> dict[str, Any]:
+        from leadflow.reports.watermark import record_step
+
+        return record_step(extracted)
+
     # none_failed: runs after a skip (nothing touched) but not after a failure, so a cleared
     # failed task still finds its inputs in the run folder.
     @task(multiple_outputs=False, trigger_rule="none_failed", task_display_name="Summarise and clean up")
@@ -141,12 +156,14 @@ def interaction_reports() -> None:
         consolidated: dict[str, Any] | None,
         session_frame: dict[str, Any] | None,
         consolidated_frame: dict[str, Any] | None,
+        landed: dict[str, Any] | None,
     ) -> dict[str, Any]:
         from leadflow.reports.summary import finish_step
 
         return finish_step(
             extracted,
             {
+                "landed": landed,
                 "session_report": sessions,
                 "consolidated_report": consolidated,
                 "session_data_quality": (session_frame or {}).get("data_quality"),
@@ -164,8 +181,9 @@ def interaction_reports() -> None:
     branch >> nothing_touched
     written_sessions = write_sessions(session_frame)
     written_consolidated = write_consolidated(consolidated_frame)
-    done = finish(extracted, written_sessions, written_consolidated, session_frame, consolidated_frame)
-    nothing_touched >> done
+    landed = record_landed(extracted)
+    [written_sessions, written_consolidated, nothing_touched] >> landed
+    finish(extracted, written_sessions, written_consolidated, session_frame, consolidated_frame, landed)
 
 
 interaction_reports()

@@ -1,12 +1,15 @@
 """
 ### Interaction reports: freshness watchdog (every 5 minutes, 09:00–22:55 IST)
 
-Raises **one** "report is late" alert on the alerts topic for each hour whose *scheduled*
-`interaction_reports` run has not succeeded `leadflow_report_freshness_minutes` (default 20)
-after its scheduled time, and **one** "recovered" note when that run later succeeds. Backfill and
-manual runs never alert. Hours are checked over the last 24 hours, so a late hour is caught even
-if this watchdog was itself paused for a while; an hour with no scheduled run at all (the report
-DAG paused) is not alerted.
+Raises **one** "report is late" alert on the alerts topic for each scheduled hour whose data has
+not landed in the sheets `leadflow_report_freshness_minutes` (default 20) after its scheduled time,
+and **one** "recovered" note when it lands. It asks about the data, not a run's state: an hour has
+landed when a successful run covered its interval, or when a later successful run read everything
+written since (the report's change watermark). So clearing or reprocessing an hour that landed
+raises nothing, and an hour with **no run at all** (scheduler outage, paused DAG) alerts, then
+recovers when the next run covers it. Hours are checked over the last 24 hours, so a late hour is
+caught even if this watchdog was itself paused for a while; hours before the report's first
+successful run are not expected.
 
 Alerts are de-duplicated in MongoDB (collection `report_freshness`, one document per alerted
 run), so two schedulers, a re-run of this DAG or a manual trigger never alert twice. A manual

@@ -124,6 +124,15 @@ def _session_start(rng: random.Random, spec: SeedSpec) -> datetime:
     return datetime(day.year, day.month, day.day, hour, rng.randrange(60), rng.randrange(60), tzinfo=IST)
 
 
+
+def written_at(when: datetime) -> ObjectId:
+    """A unique ObjectId whose time is ``when`` (at the latest now): the demo's messages were
+    written by the chatbot as they were sent, so the reports' change scan (which reads what was
+    written since the last successful run, by ``_id`` time) does not take the seed for new data."""
+    seconds = int(min(when.timestamp(), datetime.now(UTC).timestamp()))
+    return ObjectId(seconds.to_bytes(4, "big") + ObjectId().binary[4:])
+
+
 def iter_interactions(spec: SeedSpec, users: list[dict]) -> Iterator[dict]:
     """Yield interaction documents, session by session (lazy: memory stays flat)."""
     rng = random.Random(spec.seed + 1)
@@ -141,7 +150,7 @@ def iter_interactions(spec: SeedSpec, users: list[dict]) -> Iterator[dict]:
             lines = USER_LINES if role == "user" else ASSISTANT_LINES
             intent = rng.choice(INTENTS) if role == "user" and rng.random() < 0.6 else None
             yield {
-                "_id": ObjectId(),
+                "_id": written_at(ts),
                 "user_id": user_id,
                 "session_id": sid,
                 "role": role,

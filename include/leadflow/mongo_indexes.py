@@ -32,6 +32,15 @@ INDEXES: dict[str, list[IndexModel]] = {
     # followup_deliveries is keyed by _id = event_id, which MongoDB always indexes uniquely.
 }
 
+# -- interaction_reports' change scan (leadflow.reports.extract.scan_changes); additive ---------
+INDEXES[INTERACTIONS].append(
+    # Interactions written since the last successful run, by the ObjectId's time. MongoDB's own
+    # _id index would bound the range too; this one also covers the keys the scan projects (no
+    # document fetch), and the secantus stand-in serves _id ranges only from a secondary index.
+    IndexModel([("_id", ASCENDING), ("session_id", ASCENDING), ("user_id", ASCENDING)], name="id_session_user")
+)
+USERS_CHANGED = IndexModel([("updated_at", ASCENDING)], name="updated_at_1")  # profiles changed since
+
 # -- followup_planner (leadflow.planner.candidates); additive ------------------------------------
 INDEXES[INTERACTIONS].append(
     # Cost-sheet rule: who wrote to us between 7 days and 2 hours before the planning point.
@@ -42,6 +51,7 @@ INDEXES[USERS] = [
     IndexModel([("site_visit.status", ASCENDING), ("site_visit.scheduled_at", ASCENDING)], name="site_visit_status_at"),
     # Hot-lead nudges: the users of one ranking.
     IndexModel([("ranking", ASCENDING)], name="ranking_1"),
+    USERS_CHANGED,
 ]
 INDEXES.setdefault(DELIVERIES, []).append(
     # "Was this user followed up since ...": by user and event type, any producer.

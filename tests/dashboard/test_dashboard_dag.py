@@ -20,10 +20,9 @@ from typing import Any
 
 import pymongo
 import pytest
-from bson import ObjectId
 
 from devstack import clients
-from devstack.seed import IST, SeedSpec, seed_database
+from devstack.seed import IST, SeedSpec, seed_database, written_at
 from tests.helpers import load_dag, sheets_service, task_states
 
 SESSION_TITLE = "Leadflow — Session-wise report"
@@ -43,7 +42,7 @@ def _old_month_docs(users: list[dict]) -> list[dict]:
         start = datetime(OLD_DAY.year, OLD_DAY.month, OLD_DAY.day, 11, 5 + 5 * n, tzinfo=IST)
         for k in range(3):
             docs.append({
-                "_id": ObjectId(), "user_id": user["_id"], "session_id": f"old-{n}", "role": "user",
+                "_id": written_at(start), "user_id": user["_id"], "session_id": f"old-{n}", "role": "user",
                 "text": "hello", "timestamp": (start + timedelta(minutes=k)).astimezone(UTC), "intent": "Pricing",
             })  # fmt: skip
     return docs

@@ -109,3 +109,36 @@ def test_a_named_session_s_unnamed_message_outside_the_window_is_still_read(clea
         str(doc["_id"]) for doc in [*fixture.INTERACTIONS, unnamed] if doc.get("session_id") == "S1"
     )
     assert extracted.interactions["_id"].is_unique
+
+
+def test_the_change_scans_use_an_index_and_find_what_changed_outside_the_window(clean_stack) -> None:
+    """Interactions written since the last run (by ``_id`` time) and profiles updated since (by
+    ``updated_at``): both range reads are index scans, and they touch what no window would."""
+    from datetime import datetime, timedelta
+
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    listener = FindCommands()
+    with pymongo.MongoClient(clean_stack.mongo_uri, tz_aware=True, event_listeners=[listener]) as client:
+        db = client.leadflow
+        ensure_indexes(db)
+        db.users.insert_many(fixture.USERS)
+        db.interactions.insert_many(fixture.INTERACTIONS)  # their _ids date from 2024: not changes
+        # Written now into S7 (a session of the 19th), and Ananya's visit completed without a chat.
+        db.interactions.insert_one({"user_id": fixture.U2, "session_id": "S7", "role": "user", "text": "late",
+                                    "timestamp": fixture.ist(19, 18, 10).astimezone(UTC), "intent": None})  # fmt: skip
+        db.users.update_one({"_id": fixture.U1}, {"$set": {"site_visit.status": "completed", "updated_at": since}})
+        listener.finds.clear()
+        window = (fixture.ist(20, 16, 45).astimezone(UTC), fixture.ist(20, 18, 0).astimezone(UTC))  # no chats
+        extracted = extract(db, *window, changed_since=since)
+        assert (extracted.changed_interactions, extracted.changed_users) == (1, 1)
+        assert extracted.touched_users == sorted([str(fixture.U1), str(fixture.U2)])
+        # Ananya's sessions (her name is on their rows) and the one the late message went into.
+        assert extracted.touched_sessions == ["S1", "S2", "S7"]
+        plans = {}
+        for find in listener.finds:
+            command = {k: find[k] for k in ("find", "filter", "projection") if k in find}
+            plans[str(find["filter"])] = _plan(db, command)
+    assert any("_id" in query and "$gte" in query for query in plans), plans
+    assert any("updated_at" in query for query in plans), plans
+    scans = {query: plan for query, plan in plans.items() if "COLLSCAN" in str(plan)}
+    assert not scans, scans

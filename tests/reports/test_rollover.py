@@ -55,9 +55,11 @@ def months(clean_stack):
         mongo.leadflow.users.insert_one({"_id": USER, "name": "Kavya Rao", "mobile": "9812345678"})
         mongo.leadflow.interactions.insert_many(
             [
-                {"user_id": USER, "session_id": session_id(m), "role": "user", "text": "hi",
+                # Written long ago (_id time 2024), as if on time: each month is reached by its run's window.
+                {"_id": ObjectId(f"660000000000000000aa{n:04d}"), "user_id": USER, "session_id": session_id(m),
+                 "role": "user", "text": "hi",
                  "timestamp": month_hour(m, 10).replace(minute=20).astimezone(UTC), "intent": "Pricing"}
-                for m in MONTHS
+                for n, m in enumerate(MONTHS)
             ]
         )  # fmt: skip
     Variable.set(VAR_CELL_BUDGET, str(BUDGET))

@@ -1,4 +1,5 @@
-"""Report freshness: one "late" alert per late scheduled hour, one "recovered" note when it lands.
+"""Report freshness: one "late" alert per scheduled hour whose data has not landed, one
+"recovered" note when it lands.
 
 Checked by the ``interaction_reports_freshness`` watchdog DAG (every 5 minutes, 09:00–22:55 IST),
 not by a DeadlineAlert on the report DAG: Airflow 3.3.1's ``dag.test()`` / ``airflow dags test``
@@ -7,15 +8,19 @@ queued, and a deadline callback may be picked up by more than one triggerer.
 
 At its check time T (the watchdog run's data interval end), the watchdog looks at every hour H the
 report is scheduled for with ``T - 24 h < H <= T - freshness`` (Variable
-``leadflow_report_freshness_minutes``, default 20). Only the **scheduled** run of H counts (its run
-id is ``scheduled__<H in UTC>``; backfill and manual runs have other ids and never alert). An hour
-with no scheduled run (the DAG paused, or not yet deployed then) is skipped; a scheduled run not
-in ``success`` at T is late. Each alert first claims a document with a fixed ``_id`` in the
-``report_freshness`` collection (``insert_one``, so of two watchdogs racing, two schedulers'
-duplicates or a re-run, exactly one wins) and only the winner publishes; if publishing fails the
-claim is released so the next check tries again. A late hour whose scheduled run later succeeds
-gets one "recovered" note the same way (a ``late`` → ``recovering`` state change only one caller
-can make).
+``leadflow_report_freshness_minutes``, default 20). It asks about the **data**, not a run's state
+(see :mod:`leadflow.reports.watermark`): H has landed when a successful run (scheduled, backfill or
+manual with that logical date) covered H's interval, or when the change watermark has passed H and
+the change scans had begun before H's interval started (a later run read everything written in it). So
+clearing or reprocessing an hour that landed raises nothing, and an hour with no run at all (a
+scheduler outage, a paused DAG) that the next run covers counts as landed then. An hour that has not
+landed is late if it has a scheduled run (``scheduled__<H in UTC>``) or if it comes after the first
+recorded landing (before that, the report was not running yet). Each alert first claims a
+document with a fixed ``_id`` in the ``report_freshness`` collection (``insert_one``, so of two
+watchdogs racing, two schedulers' duplicates or a re-run, exactly one wins) and only the winner
+publishes; if publishing fails the claim is released so the next check tries again. A late hour
+that later lands gets one "recovered" note the same way (a ``late`` → ``recovering`` state change
+only one caller can make).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from leadflow.alerts import publish_alert
+from leadflow.reports.watermark import REPORT_DAG_ID, Landed, hours_landed, landed
 from leadflow.reports.window import IST
 from leadflow.timefmt import ist
 
@@ -37,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REPORT_DAG_ID = "interaction_reports"
 FIRST_HOUR, LAST_HOUR = 9, 21  # IST clock hours the report's scheduled runs start at
 REPORT_CRON = f"0 {FIRST_HOUR}-{LAST_HOUR} * * *"
 WATCHDOG_CRON = f"*/5 {FIRST_HOUR}-{LAST_HOUR + 1} * * *"
@@ -133,12 +138,18 @@ def check_freshness(db: Database, runs: RunStates, now: datetime, freshness: tim
 
     store = db[COLLECTION]
     result = FreshnessResult(checked_at=ist(now))
-    for hour in scheduled_hours(now, freshness):
+    hours = scheduled_hours(now, freshness)
+    mark = landed(db)
+    has_landed = _landed_test(mark, hours_landed(db, hours))
+    for hour in hours:
         result.hours_checked += 1
         run_id = scheduled_run_id(hour)
-        state = runs.state(run_id)
-        if state is None or state == "success":
+        if has_landed(hour):
             continue
+        state = runs.state(run_id)
+        if state is None and (mark is None or hour <= mark.first_read_at):
+            continue  # no run, and the report was not running yet then
+        state = state or "no run"
         key = f"{REPORT_DAG_ID}|{run_id}"
         label = hour.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
         lines = {
@@ -165,9 +176,11 @@ def check_freshness(db: Database, runs: RunStates, now: datetime, freshness: tim
             log.warning("Report run %s is late (state %s): alerted", run_id, state)
         else:
             result.already_alerted.append(run_id)
-    for doc in store.find({"state": "late", "hour": {"$gt": now - RECOVERY_HORIZON}}):
+    late_docs = list(store.find({"state": "late", "hour": {"$gt": now - RECOVERY_HORIZON}}))
+    has_landed = _landed_test(mark, hours_landed(db, [doc["hour"] for doc in late_docs]))
+    for doc in late_docs:
         run_id = doc["run_id"]
-        if runs.state(run_id) != "success":
+        if not has_landed(doc["hour"]):
             continue
         label = doc["hour"].astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
 
@@ -179,7 +192,7 @@ def check_freshness(db: Database, runs: RunStates, now: datetime, freshness: tim
             claim_recovery,
             lambda label=label, run_id=run_id: publish_alert(
                 f"[leadflow] {REPORT_DAG_ID} {label} report recovered",
-                {"dag": REPORT_DAG_ID, "run": run_id, "hour": label, "state": "success", "run_url": _run_url(run_id)},
+                {"dag": REPORT_DAG_ID, "run": run_id, "hour": label, "state": "landed", "run_url": _run_url(run_id)},
             ),
             lambda key=doc["_id"]: store.update_one({"_id": key, "state": "recovering"}, {"$set": {"state": "late"}}),
         )
@@ -187,3 +200,24 @@ def check_freshness(db: Database, runs: RunStates, now: datetime, freshness: tim
             store.update_one({"_id": doc["_id"]}, {"$set": {"state": "recovered", "recovered_at": datetime.now(UTC)}})
             result.recovered.append(run_id)
     return result
+
+
+def interval_start(hour: datetime) -> datetime:
+    """Where the data interval of the run scheduled at ``hour`` starts (09:00 covers the night)."""
+    local = hour.astimezone(IST)
+    previous = timedelta(hours=24 - (LAST_HOUR - FIRST_HOUR)) if local.hour == FIRST_HOUR else timedelta(hours=1)
+    return (local - previous).astimezone(UTC)
+
+
+def _landed_test(mark: Landed | None, landed_hours: set[datetime]) -> Callable[[datetime], bool]:
+    def has_landed(hour: datetime) -> bool:
+        hour = hour.astimezone(UTC)
+        if hour in landed_hours:
+            return True
+        # Every write before the watermark is in the sheets, if the change scans had begun by
+        # the time the hour's interval started.
+        if mark is None or mark.covered_from is None:
+            return False
+        return mark.covered_from <= interval_start(hour) and mark.read_at >= hour
+
+    return has_landed

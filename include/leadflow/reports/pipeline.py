@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pandas as pd
@@ -37,6 +37,7 @@ from leadflow.reports.transform import (
     session_report,
     stamped,
 )
+from leadflow.reports.watermark import changes_since
 from leadflow.reports.window import IST, ReportWindow
 from leadflow.timefmt import ist
 
@@ -92,9 +93,13 @@ def extract_step(dag_id: str, run_id: str, window: ReportWindow) -> dict[str, An
     from leadflow.mongo import get_database
 
     db = get_database()
-    # Taken before the first query: every row is at least as fresh as this (see UPDATED).
+    # The overlap that lets a late write into a report window be seen also covers the writes
+    # that become visible a little after their _id / updated_at time (see leadflow.reports.watermark).
+    since = changes_since(db, timedelta(minutes=lookback_minutes()))
+    # Taken before the first query: every row is at least as fresh as this (see UPDATED), and the
+    # next run's change scan starts from it once this run has landed.
     read_at = datetime.now(UTC)
-    extracted = extract(db, window.start, window.end)
+    extracted = extract(db, window.start, window.end, changed_since=since)
     folder = run_folder(dag_id, run_id)
     touched = pd.DataFrame({"session_id": pd.Series(extracted.touched_sessions, dtype="object")})
     touched_users = pd.DataFrame({"user_id": pd.Series(extracted.touched_users, dtype="object")})
@@ -107,14 +112,19 @@ def extract_step(dag_id: str, run_id: str, window: ReportWindow) -> dict[str, An
         "window": window.as_dict(),
         "read_at": read_at.isoformat(),
         "window_interactions": extracted.window_interactions,
+        "changed_since": since.isoformat() if since else None,
+        "changed_interactions": extracted.changed_interactions,
+        "changed_users": extracted.changed_users,
         "touched_sessions": len(extracted.touched_sessions),
         "touched_users": len(extracted.touched_users),
         "interactions_read": len(extracted.interactions),
     }
     log.info(
-        "Window %s → %s: %d interactions, %d touched sessions, %d touched users",
+        "Window %s → %s: %d interactions; changed since %s: %d interactions, %d profiles; "
+        "%d touched sessions, %d touched users",
         ist(window.start), ist(window.end), extracted.window_interactions,
-        len(extracted.touched_sessions), len(extracted.touched_users),
+        ist(since) if since else "(first run: window only)", extracted.changed_interactions,
+        extracted.changed_users, len(extracted.touched_sessions), len(extracted.touched_users),
     )  # fmt: skip
     return result
 
