@@ -141,7 +141,7 @@ def interaction_reports() -> None:
 
     # none_failed: only when every write succeeded (or none was needed). The next run's change
     # scan starts from this run's read, so a failed run's changes are read again.
-    @task(trigger_rule="none_failed", task_display_name="Record what landed")
+    @task(multiple_outputs=False, trigger_rule="none_failed", task_display_name="Record what landed")
     def record_landed(extracted: dict[str, Any]) -> dict[str, Any]:
         from leadflow.reports.watermark import record_step
 
