@@ -122,6 +122,7 @@ class Tab:
     has_filter: bool = False
     protected: bool = False
     cells: int = 0  # rowCount x columnCount: what Google counts against the workbook's cell limit
+    row_count: int = NEW_TAB_ROWS
 
 
 def new_tab_properties(title: str, width: int) -> dict[str, Any]:
@@ -148,5 +149,6 @@ def list_tabs(client: SheetsClient, spreadsheet_id: str) -> dict[str, Tab]:
             has_filter="basicFilter" in s,
             protected=any(p.get("description") == PROTECTED_DESCRIPTION for p in s.get("protectedRanges", [])),
             cells=int(grid.get("rowCount", 0)) * int(grid.get("columnCount", 0)),
+            row_count=int(grid.get("rowCount", 0)),
         )
     return tabs
