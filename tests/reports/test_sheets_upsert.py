@@ -174,3 +174,12 @@ def test_a_backfilled_month_goes_before_the_later_ones_and_after_the_dashboard(c
     book = client.spreadsheets.get(spreadsheetId=spreadsheet, fields="sheets.properties").execute()
     titles = [s["properties"]["title"] for s in sorted(book["sheets"], key=lambda s: s["properties"]["index"])]
     assert titles == ["Dashboard", "2026-11", "2026-12"]
+
+
+def test_a_connection_without_the_drive_scope_is_refused_by_name() -> None:
+    extra = {"keyfile_dict": {}, "scope": "https://www.googleapis.com/auth/spreadsheets,"
+             "https://www.googleapis.com/auth/drive.file"}  # fmt: skip
+    conn = json.dumps({"conn_type": "google_cloud_platform", "extra": extra})
+    refused = pytest.raises(ValueError, match=r"must include https://www.googleapis.com/auth/drive \(")
+    with mock.patch.dict(os.environ, {"AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": conn}), refused:
+        sheets_api.SheetsClient()
