@@ -183,3 +183,18 @@ def test_a_connection_without_the_drive_scope_is_refused_by_name() -> None:
     refused = pytest.raises(ValueError, match=r"must include https://www.googleapis.com/auth/drive \(")
     with mock.patch.dict(os.environ, {"AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": conn}), refused:
         sheets_api.SheetsClient()
+
+
+def test_scattered_updates_and_appends_past_a_full_grid(client, clean_stack) -> None:
+    """A run touching rows spread over a tab whose grid is full: the re-check of hundreds of
+    ranges goes as googleapiclient's long-URL POST, and the rows to append lie past the grid's
+    edge (Google refuses to read there, so they are not re-checked, and the write grows it)."""
+    spreadsheet = client.create_spreadsheet("t", FOLDER)
+    sheets.upsert(client, spreadsheet, leads(1200), SPECS["consolidated"])  # the 1,000-row grid grows to 1,201
+    every_other = leads(1200, messages=7, read_at=READ_AT + pd.Timedelta(hours=1)).iloc[::2]
+    newcomer = leads(1201, read_at=READ_AT + pd.Timedelta(hours=1)).iloc[[1200]]
+    result = sheets.upsert(client, spreadsheet, pd.concat([every_other, newcomer]), SPECS["consolidated"])
+    assert (result.rows_updated, result.rows_added, result.replans) == (600, 1, 0), result
+    rows = all_spreadsheets(clean_stack)["t"]["Leads"]["rows"][1:]
+    assert sorted(r[0] for r in rows) == [f"u{i:05d}" for i in range(1201)]
+    assert sum(1 for r in rows if r[8] == 7) == 600

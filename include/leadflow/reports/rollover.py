@@ -256,6 +256,33 @@ def _drop_moved_tabs(
     client.execute(client.spreadsheets.batchUpdate(spreadsheetId=old, body={"requests": requests}), "writes")
 
 
+def earlier_homes(
+    client: SheetsClient, spec: ReportSpec, spreadsheet_id: str, tabs: Mapping[str, Tab], targets: Sequence[str]
+) -> dict[str, str]:
+    """Target tabs an earlier spreadsheet holds (a backfill after a rollover): tab -> its spreadsheet.
+
+    Each session is in exactly one spreadsheet: a month older than every month tab of the
+    current spreadsheet belongs to the newest earlier spreadsheet that holds it or starts at or
+    before it (the oldest one if none does), not to a new copy of the month in the current one.
+    Costs nothing on an ordinary run; a backfill of an old month reads the "Earlier
+    spreadsheets" list and the tab list of each earlier spreadsheet, newest first, until found.
+    """
+    months = sorted(t for t in tabs if spec.is_report_tab(t))
+    older = sorted({t for t in targets if t not in tabs and months and t < months[0]})
+    if not older or EARLIER_TAB not in tabs:
+        return {}
+    earlier = [str(row[1]) for row in _earlier_rows(client, spreadsheet_id, tabs) if len(row) > 1 and row[1]]
+    homes: dict[str, str] = {}
+    for candidate in reversed(earlier):  # the newest earlier spreadsheet first
+        theirs = sorted(t for t in list_tabs(client, candidate) if spec.is_report_tab(t))
+        for tab in older:
+            if tab not in homes and theirs and (tab in theirs or theirs[0] <= tab):
+                homes[tab] = candidate
+        if len(homes) == len(older):
+            break
+    return {**dict.fromkeys(older, earlier[0]), **homes} if earlier else {}
+
+
 def _earlier_rows(client: SheetsClient, spreadsheet_id: str, tabs: Mapping[str, Tab]) -> list[list[Any]]:
     if EARLIER_TAB not in tabs:
         return []

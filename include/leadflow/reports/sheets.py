@@ -166,7 +166,13 @@ def upsert(
     for _attempt in range(MAX_PLANS):
         where = _existing_rows(client, spreadsheet_id, read_tabs, spec)
         plan = _plan(frame, targets, rows, where, spec)
-        plan.expected = [e for e in plan.expected if e[0] in existing]  # a tab added by this write is empty
+        # A tab added by this write is empty, and so are rows past a grid's edge (Google refuses
+        # to read there: "exceeds grid limits").
+        plan.expected = [
+            (tab, first, keys[: tabs[tab].row_count - first + 1])
+            for tab, first, keys in plan.expected
+            if tab in existing and first <= tabs[tab].row_count
+        ]
         if _rows_still_in_place(client, spreadsheet_id, plan):
             break
         result.replans += 1
