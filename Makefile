@@ -61,6 +61,7 @@ outbox:
 bench: install
 	$(PY) -m bench.reports
 	$(PY) -m bench.followups
+	$(PY) -m bench.sheets
 	$(PY) -m bench.parse_time
 
 # Recompute the "leadflow additions" section of constraints.txt after editing requirements*.txt.
