@@ -23,9 +23,9 @@ from leadflow.config import (
 from leadflow.objectstore import read_frame, run_folder, write_frame
 from leadflow.reports.dashboard import ensure_dashboard
 from leadflow.reports.extract import extract
-from leadflow.reports.rollover import ROLLOVER_VARIABLES, Destination, earlier_homes, ensure_room
-from leadflow.reports.sheets import ReportSpec, upsert
-from leadflow.reports.sheets_api import SheetsClient, list_tabs
+from leadflow.reports.rollover import ROLLOVER_VARIABLES, Destination, write_report
+from leadflow.reports.sheets import ReportSpec
+from leadflow.reports.sheets_api import SheetsClient
 from leadflow.reports.transform import (
     CONSOLIDATED_COLUMNS,
     DATETIME_COLUMNS,
@@ -188,15 +188,7 @@ def load_step(kind: ReportKind, transformed: dict[str, Any], rebuild_dashboard: 
     client = SheetsClient()
     tabs = sorted(set(spec.tab_of(report))) if len(report) else []
     spreadsheet_id = ensure_spreadsheet(client, kind, tabs)
-    room = ensure_room(client, spec, destination(kind), spreadsheet_id, tabs, len(report))
-    # A backfill of a month an earlier spreadsheet holds (after a rollover) writes there.
-    current_tabs = room.tabs if room.tabs is not None else list_tabs(client, room.spreadsheet_id)
-    homes = earlier_homes(client, spec, room.spreadsheet_id, current_tabs, tabs)
-    home_of = spec.tab_of(report).map(homes) if homes else pd.Series(None, index=report.index, dtype="object")
-    earlier = {
-        home: upsert(client, home, report[home_of == home], spec).as_dict() for home in sorted(set(homes.values()))
-    }
-    result = upsert(client, room.spreadsheet_id, report[home_of.isna()], spec, tabs=current_tabs)
+    result, room, earlier = write_report(client, spec, destination(kind), spreadsheet_id, report)
     log.info("%s report upserted: %s; into earlier spreadsheets: %s", kind, result.as_dict(), earlier or "none")
     dashboard = ensure_dashboard(client, kind, result, spec, rebuild_dashboard)
     return {**result.as_dict(), "rollover": room.rollover, "dashboard": dashboard, "earlier_spreadsheets": earlier}

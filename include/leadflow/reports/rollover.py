@@ -47,8 +47,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
+
 from leadflow.reports import dashboard
-from leadflow.reports.sheets import ReportSpec, tabs_to_read
+from leadflow.reports.sheets import ReportSpec, UpsertResult, tabs_to_read, upsert
 from leadflow.reports.sheets_api import NEW_TAB_ROWS, PROTECTED_DESCRIPTION, SheetsClient, Tab, list_tabs, quote_tab
 from leadflow.reports.window import IST
 
@@ -254,6 +256,33 @@ def _drop_moved_tabs(
     if repoint.action == "repoint":  # the "newer month tab added" path: pivots onto the latest month left
         requests += repoint.requests
     client.execute(client.spreadsheets.batchUpdate(spreadsheetId=old, body={"requests": requests}), "writes")
+
+
+def write_report(
+    client: SheetsClient, spec: ReportSpec, where: Destination, spreadsheet_id: str, report: pd.DataFrame
+) -> tuple[UpsertResult, Room, dict[str, dict[str, Any]]]:
+    """Upsert ``report`` where each of its rows belongs: the current spreadsheet (rolled over first
+    if the write would pass the cell budget), or, for a backfill of a month an earlier spreadsheet
+    holds, that one. Returns the current spreadsheet's result, the room, and the earlier ones'.
+
+    Spreadsheets are written one after the other (Google has no atomic call across two): the
+    earlier ones first, then the current one, which clears any copy of the keys written there
+    (a session whose start moved into a month the old spreadsheet holds). A failure between the
+    two leaves a copy that the task's retry, rewriting the same frame, clears.
+    """
+    tabs = sorted(set(spec.tab_of(report))) if len(report) else []
+    room = ensure_room(client, spec, where, spreadsheet_id, tabs, len(report))
+    current_tabs = room.tabs if room.tabs is not None else list_tabs(client, room.spreadsheet_id)
+    homes = earlier_homes(client, spec, room.spreadsheet_id, current_tabs, tabs)
+    tab_of = spec.tab_of(report) if len(report) else pd.Series(dtype="object")
+    home_of = tab_of.map(homes) if homes else pd.Series(None, index=report.index, dtype="object")
+    earlier = {
+        home: upsert(client, home, report[home_of == home], spec).as_dict() for home in sorted(set(homes.values()))
+    }
+    away = home_of.notna()
+    gone = dict(zip(report.loc[away, spec.key].astype(str), tab_of[away], strict=True))
+    result = upsert(client, room.spreadsheet_id, report[~away], spec, tabs=current_tabs, elsewhere=gone)
+    return result, room, earlier
 
 
 def earlier_homes(

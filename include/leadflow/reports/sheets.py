@@ -25,7 +25,7 @@ import logging
 import math
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -135,9 +135,13 @@ def upsert(
     frame: pd.DataFrame,
     spec: ReportSpec,
     tabs: dict[str, Tab] | None = None,
+    elsewhere: Mapping[str, str] | None = None,
 ) -> UpsertResult:
     """``tabs``: the tab list if the caller read it for this write (the cell-budget check does: that
-    read is counted in the result's reads), else read here."""
+    read is counted in the result's reads), else read here. ``elsewhere``: key -> tab of the rows
+    this run wrote into another spreadsheet (a backfill after a rollover); any copy of those
+    keys here (in the tabs next to that tab) is cleared, counted in ``rows_moved``."""
+    elsewhere = elsewhere or {}
     result = UpsertResult(spreadsheet_id=spreadsheet_id)
     before = Counter(client.calls)
     frame = frame.reset_index(drop=True)
@@ -158,14 +162,14 @@ def upsert(
     result.tabs_added = missing
 
     report_tabs = sorted(t for t in tabs if spec.is_report_tab(t))
-    read_tabs = [t for t in tabs_to_read(report_tabs, set(targets)) if t in existing]
+    read_tabs = [t for t in tabs_to_read(report_tabs, set(targets) | set(elsewhere.values())) if t in existing]
     rows = frame_rows(frame, spec)
     # A sort or an inserted row between our read and our write would make a row number point at
     # another lead: check the rows the plan writes or clears still hold the planned keys (and
     # the rows it appends at are still empty) right before writing; plan again if they do not.
     for _attempt in range(MAX_PLANS):
         where = _existing_rows(client, spreadsheet_id, read_tabs, spec)
-        plan = _plan(frame, targets, rows, where, spec)
+        plan = _plan(frame, targets, rows, where, spec, set(elsewhere))
         # A tab added by this write is empty, and so are rows past a grid's edge (Google refuses
         # to read there: "exceeds grid limits").
         plan.expected = [
@@ -236,6 +240,7 @@ def _plan(
     rows: list[list[Any]],
     where: dict[str, list[_Location]],
     spec: ReportSpec,
+    gone: set[str],
 ) -> _Plan:
     plan = _Plan()
     version = spec.columns.index(spec.version_column)
@@ -265,7 +270,12 @@ def _plan(
         for loc in ranked:
             if loc is not keep:
                 _clear(plan, loc, str(key))
-    for key, locations in untouched.items():  # keys this run does not write: only repair duplicates
+    for key, locations in untouched.items():  # keys this run does not write here
+        if key in gone:  # written into another spreadsheet: no copy stays here
+            plan.rows_moved += 1
+            for loc in locations:
+                _clear(plan, loc, key)
+            continue
         ranked = sorted(locations, key=lambda loc: (-_version_number(loc.version), loc.tab, loc.row))
         plan.duplicates_repaired += len(ranked) - 1
         for loc in ranked[1:]:
