@@ -34,6 +34,7 @@ import pandas as pd
 
 from leadflow.config import REPORT_TIMEZONE
 from leadflow.reports.sheet_layout import layout_requests
+from leadflow.reports.sheet_plan import Location, Plan, consecutive, plan_write
 from leadflow.reports.sheets_api import SheetsClient, Tab, column_letter, list_tabs, new_tab_properties, quote_tab
 
 log = logging.getLogger(__name__)
@@ -107,28 +108,6 @@ def frame_rows(frame: pd.DataFrame, spec: ReportSpec) -> list[list[Any]]:
     ]
 
 
-@dataclass(frozen=True)
-class _Location:
-    tab: str
-    row: int  # 1-based sheet row
-    version: Any  # the row's ``Updated`` cell as read
-
-
-@dataclass
-class _Plan:
-    updates: dict[str, dict[int, list[Any]]] = field(default_factory=dict)  # tab -> row -> values, in place
-    appends: dict[str, list[list[Any]]] = field(default_factory=dict)  # rows of keys new to the sheet
-    move_appends: dict[str, list[list[Any]]] = field(default_factory=dict)  # rows whose key leaves another row
-    clears: dict[str, list[int]] = field(default_factory=dict)  # old rows of moved keys, duplicates
-    expected: list[tuple[str, int, list[str]]] = field(default_factory=list)  # (tab, first row, keys there now)
-    next_row: dict[str, int] = field(default_factory=dict)  # the first row below the tab's keyed rows
-    rows_updated: int = 0
-    rows_added: int = 0
-    rows_moved: int = 0
-    rows_kept_newer: int = 0
-    duplicates_repaired: int = 0
-
-
 def upsert(
     client: SheetsClient,
     spreadsheet_id: str,
@@ -169,7 +148,7 @@ def upsert(
     # the rows it appends at are still empty) right before writing; plan again if they do not.
     for _attempt in range(MAX_PLANS):
         where = _existing_rows(client, spreadsheet_id, read_tabs, spec)
-        plan = _plan(frame, targets, rows, where, spec, set(elsewhere))
+        plan = plan_write(frame, targets, rows, where, spec, set(elsewhere))
         # A tab added by this write is empty, and so are rows past a grid's edge (Google refuses
         # to read there: "exceeds grid limits").
         plan.expected = [
@@ -230,89 +209,7 @@ def _free_sheet_id(tabs: dict[str, Tab], title: str) -> int:
     return sheet_id
 
 
-def _version_number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else -math.inf
-
-
-def _plan(
-    frame: pd.DataFrame,
-    targets: pd.Series,
-    rows: list[list[Any]],
-    where: dict[str, list[_Location]],
-    spec: ReportSpec,
-    gone: set[str],
-) -> _Plan:
-    plan = _Plan()
-    version = spec.columns.index(spec.version_column)
-    last: dict[str, int] = {}
-    for locations in where.values():
-        for loc in locations:
-            last[loc.tab] = max(last.get(loc.tab, 1), loc.row)
-    untouched = dict(where)
-    for key, tab, row in zip(frame[spec.key], targets, rows, strict=True):
-        locations = untouched.pop(str(key), [])
-        # The newest copy wins (a tie goes to the earliest tab: a move only ever goes to an
-        # earlier month); every other copy of the key is cleared in the same batchUpdate.
-        ranked = sorted(locations, key=lambda loc: (-_version_number(loc.version), loc.tab, loc.row))
-        plan.duplicates_repaired += max(len(locations) - 1, 0)
-        if ranked and _is_newer(ranked[0].version, row[version]):
-            plan.rows_kept_newer += 1  # a later read already wrote this row: never go back
-            keep: _Location | None = ranked[0]
-        else:
-            keep = next((loc for loc in ranked if loc.tab == tab), None)
-            if keep:
-                plan.updates.setdefault(tab, {})[keep.row] = row
-                plan.rows_updated += 1
-            else:
-                plan.rows_moved += bool(locations)
-                plan.rows_added += 1
-                (plan.move_appends if locations else plan.appends).setdefault(tab, []).append(row)
-        for loc in ranked:
-            if loc is not keep:
-                _clear(plan, loc, str(key))
-    for key, locations in untouched.items():  # keys this run does not write here
-        if key in gone:  # written into another spreadsheet: no copy stays here
-            plan.rows_moved += 1
-            for loc in locations:
-                _clear(plan, loc, key)
-            continue
-        ranked = sorted(locations, key=lambda loc: (-_version_number(loc.version), loc.tab, loc.row))
-        plan.duplicates_repaired += len(ranked) - 1
-        for loc in ranked[1:]:
-            _clear(plan, loc, key)
-    for tab, by_row in plan.updates.items():
-        for first, block in _consecutive(by_row):
-            plan.expected.append((tab, first, [str(r[0]) for r in block]))
-    plan.next_row = {t: last.get(t, 1) + 1 for t in set(last) | set(plan.appends) | set(plan.move_appends)}
-    for tab in set(plan.appends) | set(plan.move_appends):
-        added = len(plan.appends.get(tab, [])) + len(plan.move_appends.get(tab, []))
-        plan.expected.append((tab, plan.next_row[tab], [""] * added))  # still empty
-    return plan
-
-
-def _consecutive(by_row: dict[int, list[Any]]) -> list[tuple[int, list[list[Any]]]]:
-    """Rows by number as runs of consecutive rows: (first row, rows)."""
-    numbers = sorted(by_row)
-    runs: list[tuple[int, list[list[Any]]]] = []
-    start = 0
-    for i in range(1, len(numbers) + 1):
-        if i == len(numbers) or numbers[i] != numbers[i - 1] + 1:
-            runs.append((numbers[start], [by_row[n] for n in numbers[start:i]]))
-            start = i
-    return runs
-
-
-def _clear(plan: _Plan, loc: _Location, key: str) -> None:
-    plan.clears.setdefault(loc.tab, []).append(loc.row)
-    plan.expected.append((loc.tab, loc.row, [key]))
-
-
-def _is_newer(existing: Any, ours: Any) -> bool:
-    """Whether the sheet's ``Updated`` serial is later than ours (a blank or text cell is not)."""
-    return _version_number(existing) > ours
-
-
-def _rows_still_in_place(client: SheetsClient, spreadsheet_id: str, plan: _Plan) -> bool:
+def _rows_still_in_place(client: SheetsClient, spreadsheet_id: str, plan: Plan) -> bool:
     """One read of the key cells the plan writes over or deletes: do they still hold what it saw?"""
     if not plan.expected:
         return True
@@ -334,7 +231,7 @@ def _rows_still_in_place(client: SheetsClient, spreadsheet_id: str, plan: _Plan)
 
 def _existing_rows(
     client: SheetsClient, spreadsheet_id: str, tabs: list[str], spec: ReportSpec
-) -> dict[str, list[_Location]]:
+) -> dict[str, list[Location]]:
     """key -> every row holding it, from one read of two columns per tab."""
     if not tabs:
         return {}
@@ -347,13 +244,13 @@ def _existing_rows(
         "reads",
     )
     value_ranges = answer.get("valueRanges", [])
-    where: dict[str, list[_Location]] = {}
+    where: dict[str, list[Location]] = {}
     for index, tab in enumerate(tabs):
         keys = (value_ranges[2 * index].get("values") or [[]])[0]
         versions = (value_ranges[2 * index + 1].get("values") or [[]])[0]
         for offset, key in enumerate(keys):
             if key not in ("", None):
-                found = _Location(tab, offset + 2, versions[offset] if offset < len(versions) else None)
+                found = Location(tab, offset + 2, versions[offset] if offset < len(versions) else None)
                 where.setdefault(str(key), []).append(found)
     return where
 
@@ -413,7 +310,7 @@ def _clear_row(tab: Tab, row: int) -> dict[str, Any]:
 
 
 def _value_batches(
-    add_tabs: list[dict[str, Any]], plan: _Plan, written: list[str], tabs: dict[str, Tab], spec: ReportSpec
+    add_tabs: list[dict[str, Any]], plan: Plan, written: list[str], tabs: dict[str, Tab], spec: ReportSpec
 ) -> list[list[dict[str, Any]]]:
     """The values of the write as few ``batchUpdate`` calls as the payload limit allows, usually one.
 
@@ -429,7 +326,7 @@ def _value_batches(
     for tab in written:
         head += _write_rows(tabs[tab], 1, [spec.columns])
     for tab, by_row in plan.updates.items():
-        for first, block in _consecutive(by_row):
+        for first, block in consecutive(by_row):
             head += _write_rows(tabs[tab], first, block)
     tail: list[dict[str, Any]] = []
     for tab in sorted(set(plan.appends) | set(plan.move_appends)):
