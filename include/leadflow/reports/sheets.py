@@ -2,16 +2,17 @@
 
 One key, one row, one place. The upsert of one report reads the spreadsheet's tabs (1, or the
 caller's read), the key and ``Updated`` columns of the tabs it writes and the tab before and
-after each (1), and the key cells of the rows it will overwrite or delete (1). Then it writes
-everything in one ``spreadsheets.batchUpdate`` (split only if the payload passes ~1.8 MB as
-sent): new tabs, every changed row in place (``updateCells``), rows new to a tab
-(``appendCells``), the old rows of keys that moved tab and any duplicate of a key
-(``deleteDimension``), then the layout (sort, freeze, filter, formats, sizes). Google applies a
-batchUpdate's requests all or none, so a session whose start moves into the previous month is
-in exactly one tab whether the call succeeds or fails, and a duplicate found on a read (left by
-hand, or by a write before this design) is deleted and counted in ``duplicates_repaired``.
-Rows of keys this run did not touch are left as they are; the server-side sort then puts every
-row where the on-time runs would have, which makes reruns and backfills in any order converge.
+after each (1), and the key cells of the rows it will overwrite, clear or append at (1). Then it
+writes all values in one ``spreadsheets.batchUpdate`` (split only if the payload passes ~1.8 MB
+as sent): new tabs, changed rows in place and new rows (``updateCells`` at named rows), and the
+clearing of the old rows of keys that moved tab and of every duplicate of a key. Google applies
+a batchUpdate's requests all or none, so a session whose start moves into the previous month
+is in exactly one tab whether the call succeeds or fails, and a duplicate found on a read (left
+by hand, or by a write before this design) is cleared and counted in ``duplicates_repaired``.
+A second call lays the tabs out (sort, freeze, filter, formats, sizes; see sheet_layout); the
+sort takes cleared rows to the bottom. Rows of keys this run did not touch are left as they
+are; the sort puts every row where the on-time runs would have, which makes reruns and
+backfills in any order converge. What to write is planned in ``sheet_plan``.
 
 Values are written RAW (``userEnteredValue.stringValue`` is never parsed: a name like
 ``=HYPERLINK(..)`` stays text), numbers stay numbers, and datetimes go as Sheets serial numbers
