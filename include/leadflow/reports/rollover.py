@@ -15,7 +15,7 @@ over:
    and the report's Variable the moment the create returns.
 3. Its default tab becomes "Earlier spreadsheets": every earlier spreadsheet (title, id, link),
    the list the old one had carried forward, plus the old one.
-4. The tabs this write reads (its target tabs and the one before each, see ``tabs_to_read``)
+4. The tabs this write reads (its target tabs and the one before and after each, see ``tabs_to_read``)
    are copied over with ``spreadsheets.sheets.copyTo`` (Google names a copy "Copy of <title>"),
    renamed, given back their filter and protection if the copy lost them, then deleted from the
    old spreadsheet, whose Dashboard is re-pointed at its latest remaining month in the same
