@@ -62,6 +62,7 @@ bench: install
 	$(PY) -m bench.reports
 	$(PY) -m bench.followups
 	$(PY) -m bench.reminders
+	$(PY) -m bench.sheets
 	$(PY) -m bench.parse_time
 	$(PY) -m bench.plugin_page
 

@@ -465,13 +465,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         body = self._read_body()
         split = urlsplit(self.path)
-        request = Request(
-            method=self.command,
-            path=split.path,
-            query=parse_qs(split.query, keep_blank_values=True),
-            headers=self.headers,
-            body=body,
-        )
+        method, query = self.command, parse_qs(split.query, keep_blank_values=True)
+        if method == "POST" and (self.headers.get("X-HTTP-Method-Override") or "").upper() == "GET":
+            # googleapiclient sends a GET whose URL passes 2,048 characters (a values.batchGet of
+            # many ranges) as a POST with the query in a form body; Google's front end takes it.
+            method = "GET"
+            for name, values in parse_qs(body.decode("ascii", "replace"), keep_blank_values=True).items():
+                query.setdefault(name, []).extend(values)
+        request = Request(method=method, path=split.path, query=query, headers=self.headers, body=body)
         if request.path.startswith(CONTROL_PREFIX):
             self._send(self.server.handle_control(request))
             return

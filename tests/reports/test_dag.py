@@ -152,11 +152,11 @@ def test_sheets_429_then_500_is_retried_and_the_sheets_are_still_right(dag, seed
     run_hours(dag, [fixture.ist(20, 11, 0)])
     clients.inject_faults(
         seeded.control_url("sheets"),
-        [{"count": 1, "status": 429, "path_contains": "values:batchUpdate"},
-         {"count": 1, "status": 500, "path_contains": "values:batchUpdate"}],
+        [{"count": 1, "status": 429, "path_contains": ":batchUpdate"},
+         {"count": 1, "status": 500, "path_contains": ":batchUpdate"}],
     )  # fmt: skip
     run_hours(dag, [fixture.ist(20, 15, 0)])
-    statuses = [c["status"] for c in clients.calls(seeded.control_url("sheets")) if "values:batchUpdate" in c["path"]]
+    statuses = [c["status"] for c in clients.calls(seeded.control_url("sheets")) if ":batchUpdate" in c["path"]]
     assert 429 in statuses
     assert 500 in statuses
     rows = all_spreadsheets(seeded)[SESSION_TITLE]["2026-11"]["rows"]

@@ -49,7 +49,7 @@ def test_a_late_write_of_an_older_extract_does_not_take_rows_back(dag, seeded) -
     """Extract H, add interactions to one of its sessions, run H+1 to completion, then let H's
     write run: the sheet stays as the on-time runs left it."""
     # H's writes fail (Sheets refuses them), so its run stops after extract and transform ...
-    faults = [{"count": 2, "status": 403, "path_contains": "values:batchUpdate"}]  # both write tasks
+    faults = [{"count": 2, "status": 403, "path_contains": ":batchUpdate"}]  # both write tasks (one batchUpdate each)
     clients.inject_faults(seeded.control_url("sheets"), faults)
     saved = {t.task_id: t.retries for t in dag.tasks}
     for t in dag.tasks:  # no retries: the failure is the point, not the backoff

@@ -295,3 +295,42 @@ def test_the_upsert_reads_stay_bounded_with_twelve_months_of_tabs(client, clean_
     assert figures[12]["response_bytes"] - figures[2]["response_bytes"] < 10 * 700
     default_tab = 1_000 * 26  # the test's spreadsheets.create keeps Google's default first tab
     assert figures[12]["cells"] == default_tab + 12 * 1_000 * len(spec.columns)
+
+
+def test_a_backfill_after_a_rollover_writes_into_the_spreadsheet_that_holds_the_month(dag, months) -> None:
+    for month in MONTHS:
+        run_ok(dag, month_hour(month))  # February's write rolled over; November stayed in the old one
+    old_id = next(sid for sid, b in books(months).items() if b["properties"]["title"] == SESSION_TITLE)
+    # A late message in November's session, then November's hour is backfilled.
+    with pymongo.MongoClient(months.mongo_uri) as mongo:
+        mongo.leadflow.interactions.insert_one(
+            {"user_id": USER, "session_id": "A202611", "role": "assistant", "text": "hello",
+             "timestamp": month_hour(MONTHS[0], 10).replace(minute=25).astimezone(UTC), "intent": None}
+        )  # fmt: skip
+    backfill = run_ok(dag, month_hour(MONTHS[0]))
+    new = assert_rolled_over(months, old_id)  # no November tab in the new one, every key once
+    assert "2026-11" not in tab_titles(new)
+    row = tab_rows(books(months)[old_id], "2026-11")[1]
+    assert (row[0], row[6]) == ("A202611", 2)  # updated where it is
+    written = transform_output(backfill, "write_sessions")
+    assert written["earlier_spreadsheets"][old_id]["rows_updated"] == 1
+
+
+def test_a_session_moving_into_a_month_of_the_old_spreadsheet_leaves_the_new_one(dag, months) -> None:
+    for month in MONTHS:
+        run_ok(dag, month_hour(month))  # January and February moved to the new spreadsheet
+    old_id = next(sid for sid, b in books(months).items() if b["properties"]["title"] == SESSION_TITLE)
+    # A late message, written on 31 December, belongs to January's session: it now starts in December.
+    late = datetime(2026, 12, 31, 20, 20, tzinfo=IST)
+    with pymongo.MongoClient(months.mongo_uri) as mongo:
+        mongo.leadflow.interactions.insert_one(
+            {"user_id": USER, "session_id": "A202701", "role": "user", "text": "earlier",
+             "timestamp": late.astimezone(UTC), "intent": None}
+        )  # fmt: skip
+    backfill = run_ok(dag, datetime(2026, 12, 31, 21, 0, tzinfo=IST))
+    all_books = books(months)
+    assert sorted(session_keys(all_books)) == [session_id(m) for m in MONTHS]  # every key exactly once
+    assert [r[0] for r in tab_rows(all_books[old_id], "2026-12")[1:]] == ["A202612", "A202701"]
+    written = transform_output(backfill, "write_sessions")
+    assert written["earlier_spreadsheets"][old_id]["rows_added"] == 1
+    assert written["rows_moved"] == 1  # cleared from January in the new spreadsheet

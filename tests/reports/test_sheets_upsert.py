@@ -49,16 +49,17 @@ def client(clean_stack):
 def test_updates_go_as_block_ranges_in_a_fixed_number_of_calls(client, clean_stack) -> None:
     spreadsheet = client.create_spreadsheet("t", FOLDER)
     first = sheets.upsert(client, spreadsheet, leads(300), SPECS["consolidated"])
-    # reads: tabs, keys + Updated, the planned rows' keys again; writes: values, layout
-    # (plus the new tab's addSheet on the first run).
-    assert (first.rows_added, first.reads, first.writes) == (300, 3, 3), first
+    # A new tab has no keys to read: the tab list; writes: the tab with its rows, then the layout.
+    assert (first.rows_added, first.reads, first.writes) == (300, 1, 2), first
 
     def calls_on_this_spreadsheet() -> list[dict]:
         return [c for c in clients.calls(clean_stack.control_url("sheets")) if spreadsheet in c["path"]]
 
     before = len(calls_on_this_spreadsheet())
     second = sheets.upsert(client, spreadsheet, leads(300, messages=4), SPECS["consolidated"])
-    assert (second.rows_updated, second.rows_added, second.writes, second.replans) == (300, 0, 2, 0), second
+    # reads: tabs, keys + Updated, the planned rows' keys again; writes: values, layout.
+    assert (second.rows_updated, second.rows_added, second.reads, second.writes, second.replans) == (
+        300, 0, 3, 2, 0), second  # fmt: skip
     assert second.request_bytes < first.request_bytes * 1.2, second  # not one range per row
     made = calls_on_this_spreadsheet()[before:]
     assert len(made) == 5, [(c["method"], c["path"], c["status"]) for c in made]
@@ -67,15 +68,20 @@ def test_updates_go_as_block_ranges_in_a_fixed_number_of_calls(client, clean_sta
     assert {row[8] for row in rows[1:]} == {4}
 
 
-def test_a_large_write_is_sliced_below_the_payload_limit(client, clean_stack) -> None:
+def test_a_large_write_is_sliced_below_the_payload_limit_as_sent(client, clean_stack) -> None:
     spreadsheet = client.create_spreadsheet("t", FOLDER)
+    frame = leads(600)
+    # googleapiclient sends \u escapes: a Devanagari letter is 6 bytes on the wire, 3 in UTF-8.
+    frame["Name"] = [f"खरीदार संजय कुमार शर्मा {i}" for i in range(600)]
     with mock.patch.object(sheets, "MAX_PAYLOAD_BYTES", 20_000):
-        result = sheets.upsert(client, spreadsheet, leads(600), SPECS["consolidated"])
-    value_writes = [c for c in clients.calls(clean_stack.control_url("sheets")) if "values:batchUpdate" in c["path"]]
-    assert len(value_writes) > 1
-    assert max(c["request_bytes"] for c in value_writes) < 25_000
+        result = sheets.upsert(client, spreadsheet, frame, SPECS["consolidated"])
+    writes = [c for c in clients.calls(clean_stack.control_url("sheets")) if c["path"].endswith(":batchUpdate")]
+    assert len(writes) > 1
+    assert max(c["request_bytes"] for c in writes) <= 20_000 * 1.02, [c["request_bytes"] for c in writes]
     assert result.rows_added == 600
-    assert len(all_spreadsheets(clean_stack)["t"]["Leads"]["rows"]) == 601
+    rows = all_spreadsheets(clean_stack)["t"]["Leads"]["rows"]
+    assert len(rows) == 601
+    assert {r[1] for r in rows[1:]} == set(frame["Name"])  # the text arrives as written
 
 
 def test_a_row_is_never_replaced_by_data_read_earlier(client, clean_stack) -> None:
@@ -168,3 +174,27 @@ def test_a_backfilled_month_goes_before_the_later_ones_and_after_the_dashboard(c
     book = client.spreadsheets.get(spreadsheetId=spreadsheet, fields="sheets.properties").execute()
     titles = [s["properties"]["title"] for s in sorted(book["sheets"], key=lambda s: s["properties"]["index"])]
     assert titles == ["Dashboard", "2026-11", "2026-12"]
+
+
+def test_a_connection_without_the_drive_scope_is_refused_by_name() -> None:
+    extra = {"keyfile_dict": {}, "scope": "https://www.googleapis.com/auth/spreadsheets,"
+             "https://www.googleapis.com/auth/drive.file"}  # fmt: skip
+    conn = json.dumps({"conn_type": "google_cloud_platform", "extra": extra})
+    refused = pytest.raises(ValueError, match=r"must include https://www.googleapis.com/auth/drive \(")
+    with mock.patch.dict(os.environ, {"AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": conn}), refused:
+        sheets_api.SheetsClient()
+
+
+def test_scattered_updates_and_appends_past_a_full_grid(client, clean_stack) -> None:
+    """A run touching rows spread over a tab whose grid is full: the re-check of hundreds of
+    ranges goes as googleapiclient's long-URL POST, and the rows to append lie past the grid's
+    edge (Google refuses to read there, so they are not re-checked, and the write grows it)."""
+    spreadsheet = client.create_spreadsheet("t", FOLDER)
+    sheets.upsert(client, spreadsheet, leads(1200), SPECS["consolidated"])  # the 1,000-row grid grows to 1,201
+    every_other = leads(1200, messages=7, read_at=READ_AT + pd.Timedelta(hours=1)).iloc[::2]
+    newcomer = leads(1201, read_at=READ_AT + pd.Timedelta(hours=1)).iloc[[1200]]
+    result = sheets.upsert(client, spreadsheet, pd.concat([every_other, newcomer]), SPECS["consolidated"])
+    assert (result.rows_updated, result.rows_added, result.replans) == (600, 1, 0), result
+    rows = all_spreadsheets(clean_stack)["t"]["Leads"]["rows"][1:]
+    assert sorted(r[0] for r in rows) == [f"u{i:05d}" for i in range(1201)]
+    assert sum(1 for r in rows if r[8] == 7) == 600

@@ -50,6 +50,15 @@ def update_cells(book: Spreadsheet, params: dict[str, Any]) -> None:
         raise ApiError(501, f"The stand-in does not write CellData fields {unknown}")
     sheet, row0, col0, end_row, end_col = _start(book, params)
     format_paths = [p for p in paths if p.split(".")[0] == "userEnteredFormat"]
+    if end_row is not None and "userEnteredValue" in paths:
+        # Google: "If the data in rows does not cover the entire requested range, the fields
+        # matching those set in fields will be cleared." (values here; formats stay as they are)
+        given = params.get("rows") or []
+        for row in range(row0, min(end_row, len(sheet.rows))):
+            cells = sheet.rows[row]
+            covered = len((given[row - row0] or {}).get("values") or []) if row - row0 < len(given) else 0
+            for col in range(col0 + covered, min(end_col if end_col is not None else len(cells), len(cells))):
+                cells[col] = None
     for r, row_data in enumerate(params.get("rows") or []):
         for c, cell in enumerate((row_data or {}).get("values") or []):
             row, col = row0 + r, col0 + c
@@ -75,3 +84,4 @@ def update_cells(book: Spreadsheet, params: dict[str, Any]) -> None:
             if "pivotTable" in paths:
                 _set_pivot(book, sheet, row, col, cell.get("pivotTable"))
     sheet.compact()
+

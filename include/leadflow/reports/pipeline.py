@@ -23,8 +23,8 @@ from leadflow.config import (
 from leadflow.objectstore import read_frame, run_folder, write_frame
 from leadflow.reports.dashboard import ensure_dashboard
 from leadflow.reports.extract import extract
-from leadflow.reports.rollover import ROLLOVER_VARIABLES, Destination, ensure_room
-from leadflow.reports.sheets import ReportSpec, upsert
+from leadflow.reports.rollover import ROLLOVER_VARIABLES, Destination, write_report
+from leadflow.reports.sheets import ReportSpec
 from leadflow.reports.sheets_api import SheetsClient
 from leadflow.reports.transform import (
     CONSOLIDATED_COLUMNS,
@@ -198,11 +198,10 @@ def load_step(kind: ReportKind, transformed: dict[str, Any], rebuild_dashboard: 
     client = SheetsClient()
     tabs = sorted(set(spec.tab_of(report))) if len(report) else []
     spreadsheet_id = ensure_spreadsheet(client, kind, tabs)
-    room = ensure_room(client, spec, destination(kind), spreadsheet_id, tabs, len(report))
-    result = upsert(client, room.spreadsheet_id, report, spec, tabs=room.tabs)
-    log.info("%s report upserted: %s", kind, result.as_dict())
+    result, room, earlier = write_report(client, spec, destination(kind), spreadsheet_id, report)
+    log.info("%s report upserted: %s; into earlier spreadsheets: %s", kind, result.as_dict(), earlier or "none")
     dashboard = ensure_dashboard(client, kind, result, spec, rebuild_dashboard)
-    return {**result.as_dict(), "rollover": room.rollover, "dashboard": dashboard}
+    return {**result.as_dict(), "rollover": room.rollover, "dashboard": dashboard, "earlier_spreadsheets": earlier}
 
 
 def destination(kind: ReportKind) -> Destination:

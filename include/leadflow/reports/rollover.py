@@ -15,7 +15,7 @@ over:
    and the report's Variable the moment the create returns.
 3. Its default tab becomes "Earlier spreadsheets": every earlier spreadsheet (title, id, link),
    the list the old one had carried forward, plus the old one.
-4. The tabs this write reads (its target tabs and the one before each, see ``tabs_to_read``)
+4. The tabs this write reads (its target tabs and the one before and after each, see ``tabs_to_read``)
    are copied over with ``spreadsheets.sheets.copyTo`` (Google names a copy "Copy of <title>"),
    renamed, given back their filter and protection if the copy lost them, then deleted from the
    old spreadsheet, whose Dashboard is re-pointed at its latest remaining month in the same
@@ -47,8 +47,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
+
 from leadflow.reports import dashboard
-from leadflow.reports.sheets import ReportSpec, tabs_to_read
+from leadflow.reports.sheets import ReportSpec, UpsertResult, tabs_to_read, upsert
 from leadflow.reports.sheets_api import NEW_TAB_ROWS, PROTECTED_DESCRIPTION, SheetsClient, Tab, list_tabs, quote_tab
 from leadflow.reports.window import IST
 
@@ -254,6 +256,60 @@ def _drop_moved_tabs(
     if repoint.action == "repoint":  # the "newer month tab added" path: pivots onto the latest month left
         requests += repoint.requests
     client.execute(client.spreadsheets.batchUpdate(spreadsheetId=old, body={"requests": requests}), "writes")
+
+
+def write_report(
+    client: SheetsClient, spec: ReportSpec, where: Destination, spreadsheet_id: str, report: pd.DataFrame
+) -> tuple[UpsertResult, Room, dict[str, dict[str, Any]]]:
+    """Upsert ``report`` where each of its rows belongs: the current spreadsheet (rolled over first
+    if the write would pass the cell budget), or, for a backfill of a month an earlier spreadsheet
+    holds, that one. Returns the current spreadsheet's result, the room, and the earlier ones'.
+
+    Spreadsheets are written one after the other (Google has no atomic call across two): the
+    earlier ones first, then the current one, which clears any copy of the keys written there
+    (a session whose start moved into a month the old spreadsheet holds). A failure between the
+    two leaves a copy that the task's retry, rewriting the same frame, clears.
+    """
+    tabs = sorted(set(spec.tab_of(report))) if len(report) else []
+    room = ensure_room(client, spec, where, spreadsheet_id, tabs, len(report))
+    current_tabs = room.tabs if room.tabs is not None else list_tabs(client, room.spreadsheet_id)
+    homes = earlier_homes(client, spec, room.spreadsheet_id, current_tabs, tabs)
+    tab_of = spec.tab_of(report) if len(report) else pd.Series(dtype="object")
+    home_of = tab_of.map(homes) if homes else pd.Series(None, index=report.index, dtype="object")
+    earlier = {
+        home: upsert(client, home, report[home_of == home], spec).as_dict() for home in sorted(set(homes.values()))
+    }
+    away = home_of.notna()
+    gone = dict(zip(report.loc[away, spec.key].astype(str), tab_of[away], strict=True))
+    result = upsert(client, room.spreadsheet_id, report[~away], spec, tabs=current_tabs, elsewhere=gone)
+    return result, room, earlier
+
+
+def earlier_homes(
+    client: SheetsClient, spec: ReportSpec, spreadsheet_id: str, tabs: Mapping[str, Tab], targets: Sequence[str]
+) -> dict[str, str]:
+    """Target tabs an earlier spreadsheet holds (a backfill after a rollover): tab -> its spreadsheet.
+
+    Each session is in exactly one spreadsheet: a month older than every month tab of the
+    current spreadsheet belongs to the newest earlier spreadsheet that holds it or starts at or
+    before it (the oldest one if none does), not to a new copy of the month in the current one.
+    Costs nothing on an ordinary run; a backfill of an old month reads the "Earlier
+    spreadsheets" list and the tab list of each earlier spreadsheet, newest first, until found.
+    """
+    months = sorted(t for t in tabs if spec.is_report_tab(t))
+    older = sorted({t for t in targets if t not in tabs and months and t < months[0]})
+    if not older or EARLIER_TAB not in tabs:
+        return {}
+    earlier = [str(row[1]) for row in _earlier_rows(client, spreadsheet_id, tabs) if len(row) > 1 and row[1]]
+    homes: dict[str, str] = {}
+    for candidate in reversed(earlier):  # the newest earlier spreadsheet first
+        theirs = sorted(t for t in list_tabs(client, candidate) if spec.is_report_tab(t))
+        for tab in older:
+            if tab not in homes and theirs and (tab in theirs or theirs[0] <= tab):
+                homes[tab] = candidate
+        if len(homes) == len(older):
+            break
+    return {**dict.fromkeys(older, earlier[0]), **homes} if earlier else {}
 
 
 def _earlier_rows(client: SheetsClient, spreadsheet_id: str, tabs: Mapping[str, Tab]) -> list[list[Any]]:

@@ -1,6 +1,7 @@
-"""How a report tab looks after each write, as one ``batchUpdate``: rows moved to another month's
-tab deleted, month tabs in calendar order, frozen bold header, date formats, a full-row sort, the
-filter (only if absent) and the warning-only protection (only if absent), columns sized to fit.
+"""How a report tab looks after each write, as one ``batchUpdate`` after the values: month tabs
+in calendar order, frozen bold header, date formats, a full-row sort (which also takes the rows
+the write cleared to the bottom), the filter (only if absent) and the warning-only protection
+(only if absent), columns sized to fit.
 """
 
 from __future__ import annotations
@@ -16,20 +17,11 @@ DATETIME_FORMAT = {"type": "DATE_TIME", "pattern": "yyyy-mm-dd hh:mm"}
 
 
 def layout_requests(
-    spec: ReportSpec,
-    tabs: dict[str, Tab],
-    written: list[str],
-    next_row: dict[str, int],
-    moved: dict[str, list[int]],
-    width: int,
+    spec: ReportSpec, tabs: dict[str, Tab], last_rows: dict[str, int], width: int
 ) -> list[dict[str, Any]]:
+    """``last_rows``: tab -> its last written row, for each tab the write changed. Every request
+    is idempotent: Google may apply a call twice when its answer is lost and it is resent."""
     requests: list[dict[str, Any]] = []
-    for tab, rows in moved.items():
-        for row in sorted(rows, reverse=True):  # bottom-up so earlier deletions do not shift later ones
-            requests.append(
-                {"deleteDimension": {"range": {"sheetId": tabs[tab].sheet_id, "dimension": "ROWS",
-                                               "startIndex": row - 1, "endIndex": row}}}
-            )  # fmt: skip
     # Month tabs in calendar order, whatever order runs created them in, from where the first of
     # them stands (``tabs`` is in sheet order): the Dashboard and any tab before them stay put.
     # Only when out of order, and each move is to the left, where Google's "index before the
@@ -42,9 +34,9 @@ def layout_requests(
             {"updateSheetProperties": {"properties": {"sheetId": tabs[tab].sheet_id, "index": first + offset},
                                        "fields": "index"}}
         )  # fmt: skip
-    for tab in sorted(set(written) | set(moved)):
+    for tab in sorted(last_rows):
         sheet_id = tabs[tab].sheet_id
-        end_row = next_row.get(tab, 2) - 1 - len(moved.get(tab, []))
+        end_row = last_rows[tab]
         grid = {"sheetId": sheet_id, "startColumnIndex": 0, "endColumnIndex": width}
         requests += [
             {"updateSheetProperties": {

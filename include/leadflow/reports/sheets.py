@@ -1,16 +1,22 @@
 """Write report frames to Google Sheets: upsert by key, a bounded number of API calls per run.
 
-The upsert of one report reads the spreadsheet's tabs and the key column of its report tabs
-(2 reads), then writes: new tabs if any (1), every changed and new row in one
-``values.batchUpdate`` (1, split only if the payload passes ~2 MB), and one ``batchUpdate``
-that sorts, freezes, bolds, filters, formats and sizes the tabs (1). So the call count does not
-grow with the number of rows. Rows of keys this run did not touch are left as they are; a key's
-row is overwritten in place; the server-side sort then puts every row where the on-time runs
-would have, which makes reruns and backfills in any order converge.
+One key, one row, one place. The upsert of one report reads the spreadsheet's tabs (1, or the
+caller's read), the key and ``Updated`` columns of the tabs it writes and the tab before and
+after each (1), and the key cells of the rows it will overwrite, clear or append at (1). Then it
+writes all values in one ``spreadsheets.batchUpdate`` (split only if the payload passes ~1.8 MB
+as sent): new tabs, changed rows in place and new rows (``updateCells`` at named rows), and the
+clearing of the old rows of keys that moved tab and of every duplicate of a key. Google applies
+a batchUpdate's requests all or none, so a session whose start moves into the previous month
+is in exactly one tab whether the call succeeds or fails, and a duplicate found on a read (left
+by hand, or by a write before this design) is cleared and counted in ``duplicates_repaired``.
+A second call lays the tabs out (sort, freeze, filter, formats, sizes; see sheet_layout); the
+sort takes cleared rows to the bottom. Rows of keys this run did not touch are left as they
+are; the sort puts every row where the on-time runs would have, which makes reruns and
+backfills in any order converge. What to write is planned in ``sheet_plan``.
 
-Values are written RAW: text is never parsed as a formula (a name like ``=HYPERLINK(..)``
-stays text), numbers stay numbers, and datetimes go as Sheets serial numbers in IST wall time
-with a ``yyyy-mm-dd hh:mm`` format, so the sales team can sort and filter them.
+Values are written RAW (``userEnteredValue.stringValue`` is never parsed: a name like
+``=HYPERLINK(..)`` stays text), numbers stay numbers, and datetimes go as Sheets serial numbers
+in IST wall time with a ``yyyy-mm-dd hh:mm`` format, so the sales team can sort and filter them.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,6 +35,7 @@ import pandas as pd
 
 from leadflow.config import REPORT_TIMEZONE
 from leadflow.reports.sheet_layout import layout_requests
+from leadflow.reports.sheet_plan import Location, Plan, consecutive, plan_write
 from leadflow.reports.sheets_api import SheetsClient, Tab, column_letter, list_tabs, new_tab_properties, quote_tab
 
 log = logging.getLogger(__name__)
@@ -59,6 +67,7 @@ class UpsertResult:
     rows_added: int = 0
     rows_moved: int = 0
     rows_kept_newer: int = 0  # rows the sheet already holds from a later read
+    duplicates_repaired: int = 0  # extra rows of one key (left by hand edits or an old failure), deleted
     replans: int = 0  # times rows moved under us (a sort, an inserted row) and the write was re-planned
     tabs_added: list[str] = field(default_factory=list)
     reads: int = 0
@@ -100,27 +109,19 @@ def frame_rows(frame: pd.DataFrame, spec: ReportSpec) -> list[list[Any]]:
     ]
 
 
-@dataclass
-class _Plan:
-    data: list[dict[str, Any]] = field(default_factory=list)  # value ranges to write
-    expected: list[tuple[str, int, list[str]]] = field(default_factory=list)  # (tab, first row, keys now there)
-    moved: dict[str, list[int]] = field(default_factory=dict)
-    next_row: dict[str, int] = field(default_factory=dict)
-    rows_updated: int = 0
-    rows_added: int = 0
-    rows_moved: int = 0
-    rows_kept_newer: int = 0
-
-
 def upsert(
     client: SheetsClient,
     spreadsheet_id: str,
     frame: pd.DataFrame,
     spec: ReportSpec,
     tabs: dict[str, Tab] | None = None,
+    elsewhere: Mapping[str, str] | None = None,
 ) -> UpsertResult:
     """``tabs``: the tab list if the caller read it for this write (the cell-budget check does: that
-    read is counted in the result's reads), else read here."""
+    read is counted in the result's reads), else read here. ``elsewhere``: key -> tab of the rows
+    this run wrote into another spreadsheet (a backfill after a rollover); any copy of those
+    keys here (in the tabs next to that tab) is cleared, counted in ``rows_moved``."""
+    elsewhere = elsewhere or {}
     result = UpsertResult(spreadsheet_id=spreadsheet_id)
     before = Counter(client.calls)
     frame = frame.reset_index(drop=True)
@@ -129,49 +130,54 @@ def upsert(
 
     pre_read = tabs is not None
     tabs = dict(tabs) if tabs is not None else list_tabs(client, spreadsheet_id)
-    missing = sorted(set(targets) - set(tabs))
-    if missing:
-        reply = client.execute(
-            client.spreadsheets.batchUpdate(
-                spreadsheetId=spreadsheet_id,
-                body={"requests": [{"addSheet": {"properties": new_tab_properties(t, width)}} for t in missing]},
-            ),
-            "writes",
-        )
-        for answer in reply.get("replies", []):
-            props = answer["addSheet"]["properties"]
-            tabs[props["title"]] = Tab(props["sheetId"])
-        result.tabs_added = missing
+    existing = set(tabs)
+    missing = sorted(set(targets) - existing)
+    # New tabs are added in the same batchUpdate as their rows, under ids chosen here (Google
+    # accepts any unused non-negative id), so a failed write leaves no empty tab behind.
+    add_tabs: list[dict[str, Any]] = []
+    for title in missing:
+        tabs[title] = Tab(_free_sheet_id(tabs, title))
+        add_tabs.append({"addSheet": {"properties": {"sheetId": tabs[title].sheet_id,
+                                                      **new_tab_properties(title, width)}}})  # fmt: skip
+    result.tabs_added = missing
 
-    read_tabs = tabs_to_read(sorted(t for t in tabs if spec.is_report_tab(t)), set(targets))
+    report_tabs = sorted(t for t in tabs if spec.is_report_tab(t))
+    read_tabs = [t for t in tabs_to_read(report_tabs, set(targets) | set(elsewhere.values())) if t in existing]
     rows = frame_rows(frame, spec)
     # A sort or an inserted row between our read and our write would make a row number point at
-    # another lead: check the planned rows still hold the planned keys right before writing, and
-    # plan again from a fresh read if they do not.
+    # another lead: check the rows the plan writes or clears still hold the planned keys (and
+    # the rows it appends at are still empty) right before writing; plan again if they do not.
     for _attempt in range(MAX_PLANS):
         where = _existing_rows(client, spreadsheet_id, read_tabs, spec)
-        plan = _plan(frame, targets, rows, where, tabs, spec)
+        plan = plan_write(frame, targets, rows, where, spec, set(elsewhere))
+        # A tab added by this write is empty, and so are rows past a grid's edge (Google refuses
+        # to read there: "exceeds grid limits").
+        plan.expected = [
+            (tab, first, keys[: tabs[tab].row_count - first + 1])
+            for tab, first, keys in plan.expected
+            if tab in existing and first <= tabs[tab].row_count
+        ]
         if _rows_still_in_place(client, spreadsheet_id, plan):
             break
         result.replans += 1
     else:
         raise RuntimeError(f"rows of {spreadsheet_id} kept moving while planning the write ({MAX_PLANS} tries)")
-    result.rows_updated, result.rows_added = plan.rows_updated, plan.rows_added
-    result.rows_moved, result.rows_kept_newer = plan.rows_moved, plan.rows_kept_newer
+    for name in ("rows_updated", "rows_added", "rows_moved", "rows_kept_newer", "duplicates_repaired"):
+        setattr(result, name, getattr(plan, name))
 
-    for chunk in _payload_chunks(plan.data):
+    written = sorted(set(targets))
+    for requests in _value_batches(add_tabs, plan, written, tabs, spec):
         client.execute(
-            client.values.batchUpdate(
-                spreadsheetId=spreadsheet_id, body={"valueInputOption": "RAW", "data": chunk}
-            ),
-            "writes",
+            client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body={"requests": requests}), "writes"
         )
-
-    requests = layout_requests(spec, tabs, sorted(set(targets)), plan.next_row, plan.moved, width)
-    if requests:
+    last_rows = {
+        tab: plan.next_row.get(tab, 2) - 1 + len(plan.appends.get(tab, [])) + len(plan.move_appends.get(tab, []))
+        for tab in set(written) | set(plan.clears)
+    }
+    layout = layout_requests(spec, tabs, last_rows, width)
+    if layout:
         client.execute(
-            client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body={"requests": requests}),
-            "writes",
+            client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body={"requests": layout}), "writes"
         )
     result.tab_ids = {title: tab.sheet_id for title, tab in tabs.items()}
     used = client.calls - before
@@ -180,80 +186,32 @@ def upsert(
 
 
 def tabs_to_read(report_tabs: list[str], targets: set[str]) -> list[str]:
-    """The tabs whose keys the upsert reads: those it writes and the one before each.
+    """The tabs whose keys the upsert reads: those it writes and the one before and after each.
 
-    A row only moves tab when its tab value changes (a session whose start moves into the previous
-    month), so older tabs cannot hold a touched key; reads stay at two tabs' key columns, however
-    many months of tabs accumulate.
+    A row only changes tab when its tab value changes: a session whose start moves into the
+    previous month (a late, earlier message) leaves the tab *after* its new one; a correction
+    the other way, the tab before. Reads stay at three tabs' key columns, however many months
+    of tabs accumulate.
     """
+    ordered = sorted(set(report_tabs) | targets)
     keep: set[str] = set()
-    for index, tab in enumerate(report_tabs):
+    for index, tab in enumerate(ordered):
         if tab in targets:
-            keep.add(tab)
-            if index:
-                keep.add(report_tabs[index - 1])
-    return [t for t in report_tabs if t in keep]
+            keep.update(ordered[max(index - 1, 0) : index + 2])
+    return [t for t in ordered if t in keep]
 
 
-def _plan(
-    frame: pd.DataFrame,
-    targets: pd.Series,
-    rows: list[list[Any]],
-    where: dict[str, tuple[str, int, Any]],
-    tabs: dict[str, Tab],
-    spec: ReportSpec,
-) -> _Plan:
-    plan = _Plan()
-    last_col = column_letter(len(spec.columns) - 1)
-    version = spec.columns.index(spec.version_column)
-    last: dict[str, int] = {}
-    for tab, row_number, _ in where.values():
-        last[tab] = max(last.get(tab, 1), row_number)
-    plan.next_row = {t: last.get(t, 1) + 1 for t in tabs}
-    plan.data = [{"range": f"{quote_tab(t)}!A1:{last_col}1", "values": [spec.columns]} for t in sorted(set(targets))]
-    updated: dict[str, dict[int, list[Any]]] = {}
-    appended: dict[str, list[list[Any]]] = {}
-    for key, tab, row in zip(frame[spec.key], targets, rows, strict=True):
-        found = where.get(str(key))
-        if found and _is_newer(found[2], row[version]):
-            plan.rows_kept_newer += 1  # a later read already wrote this row: never go back
-            continue
-        if found and found[0] == tab:
-            updated.setdefault(tab, {})[found[1]] = row
-            plan.rows_updated += 1
-            continue
-        if found:  # the key's tab changed (its month moved): drop the old row after writing
-            plan.moved.setdefault(found[0], []).append(found[1])
-            plan.expected.append((found[0], found[1], [str(key)]))
-            plan.rows_moved += 1
-        appended.setdefault(tab, []).append(row)
-        plan.rows_added += 1
-    # After the previous run's sort, the rows a run touches sit mostly together (newest sessions at
-    # the bottom, latest leads at the top): one range per run of consecutive rows, not per row.
-    for tab, rows_by_number in updated.items():
-        numbers = sorted(rows_by_number)
-        run_start = 0
-        for i in range(1, len(numbers) + 1):
-            if i == len(numbers) or numbers[i] != numbers[i - 1] + 1:
-                block = [rows_by_number[n] for n in numbers[run_start:i]]
-                plan.data += _blocks(tab, numbers[run_start], block, last_col)
-                plan.expected.append((tab, numbers[run_start], [str(r[0]) for r in block]))
-                run_start = i
-    for tab, new_rows in appended.items():
-        first = plan.next_row.get(tab, 2)
-        plan.data += _blocks(tab, first, new_rows, last_col)
-        plan.expected.append((tab, first, [""] * len(new_rows)))  # still empty
-        plan.next_row[tab] = first + len(new_rows)
-    return plan
+def _free_sheet_id(tabs: dict[str, Tab], title: str) -> int:
+    """A stable id for a new tab (the same on a retry), not used by any tab."""
+    taken = {tab.sheet_id for tab in tabs.values()}
+    sheet_id = zlib.crc32(title.encode()) & 0x3FFFFFFF
+    while sheet_id in taken or sheet_id == 0:
+        sheet_id += 1
+    return sheet_id
 
 
-def _is_newer(existing: Any, ours: Any) -> bool:
-    """Whether the sheet's ``Updated`` serial is later than ours (a blank or text cell is not)."""
-    return isinstance(existing, int | float) and not isinstance(existing, bool) and existing > ours
-
-
-def _rows_still_in_place(client: SheetsClient, spreadsheet_id: str, plan: _Plan) -> bool:
-    """One read of the key cells the plan writes over: do they still hold what the plan saw?"""
+def _rows_still_in_place(client: SheetsClient, spreadsheet_id: str, plan: Plan) -> bool:
+    """One read of the key cells the plan writes over or deletes: do they still hold what it saw?"""
     if not plan.expected:
         return True
     answer = client.execute(
@@ -274,8 +232,8 @@ def _rows_still_in_place(client: SheetsClient, spreadsheet_id: str, plan: _Plan)
 
 def _existing_rows(
     client: SheetsClient, spreadsheet_id: str, tabs: list[str], spec: ReportSpec
-) -> dict[str, tuple[str, int, Any]]:
-    """key -> (tab, row number, its ``Updated`` value), from one read of two columns per tab."""
+) -> dict[str, list[Location]]:
+    """key -> every row holding it, from one read of two columns per tab."""
     if not tabs:
         return {}
     version = column_letter(spec.columns.index(spec.version_column))
@@ -287,44 +245,113 @@ def _existing_rows(
         "reads",
     )
     value_ranges = answer.get("valueRanges", [])
-    where: dict[str, tuple[str, int, Any]] = {}
+    where: dict[str, list[Location]] = {}
     for index, tab in enumerate(tabs):
         keys = (value_ranges[2 * index].get("values") or [[]])[0]
         versions = (value_ranges[2 * index + 1].get("values") or [[]])[0]
         for offset, key in enumerate(keys):
             if key not in ("", None):
-                where[str(key)] = (tab, offset + 2, versions[offset] if offset < len(versions) else None)
+                found = Location(tab, offset + 2, versions[offset] if offset < len(versions) else None)
+                where.setdefault(str(key), []).append(found)
     return where
 
 
-def _blocks(tab: str, first_row: int, rows: list[list[Any]], last_col: str) -> list[dict[str, Any]]:
-    """Consecutive rows as value ranges, each small enough for one request."""
-    entries: list[dict[str, Any]] = []
-    start, size = 0, 0
-    for i, row in enumerate(rows):
-        row_size = len(json.dumps(row, ensure_ascii=False).encode()) + 2
-        if i > start and size + row_size > MAX_PAYLOAD_BYTES:
-            entries.append(_range_entry(tab, first_row + start, rows[start:i], last_col))
-            start, size = i, 0
+def _cell_data(value: Any) -> dict[str, Any]:
+    """A RAW cell for ``updateCells``/``appendCells``: a string is never parsed (no formulas)."""
+    if value == "" or value is None:
+        return {}
+    if isinstance(value, bool):
+        return {"userEnteredValue": {"boolValue": value}}
+    if isinstance(value, int | float):
+        return {"userEnteredValue": {"numberValue": value}}
+    return {"userEnteredValue": {"stringValue": str(value)}}
+
+
+def _row_data(row: list[Any]) -> dict[str, Any]:
+    return {"values": [_cell_data(v) for v in row]}
+
+
+def sent_size(payload: Any) -> int:
+    """Bytes of ``payload`` as googleapiclient sends it: ``json.dumps`` defaults, so every
+    non-ASCII character is a ``\\uXXXX`` escape (Devanagari is 6 bytes a letter, not 3)."""
+    return len(json.dumps(payload))
+
+
+def _write_rows(tab: Tab, first_row: int, rows: list[list[Any]]) -> list[dict[str, Any]]:
+    """``updateCells`` requests writing ``rows`` from ``first_row`` on, each below the payload limit."""
+    requests: list[dict[str, Any]] = []
+    batch: list[dict[str, Any]] = []
+    size, start = 0, first_row
+    for row in rows:
+        data = _row_data(row)
+        row_size = sent_size(data) + 2
+        if batch and size + row_size > MAX_PAYLOAD_BYTES:
+            requests.append(_update_cells(tab, start, batch))
+            start, batch, size = start + len(batch), [], 0
+        batch.append(data)
         size += row_size
-    if rows:
-        entries.append(_range_entry(tab, first_row + start, rows[start:], last_col))
-    return entries
+    if batch:
+        requests.append(_update_cells(tab, start, batch))
+    return requests
 
 
-def _range_entry(tab: str, first_row: int, rows: list[list[Any]], last_col: str) -> dict[str, Any]:
-    last_row = first_row + len(rows) - 1
-    return {"range": f"{quote_tab(tab)}!A{first_row}:{last_col}{last_row}", "values": rows}
+def _update_cells(tab: Tab, first_row: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"updateCells": {"start": {"sheetId": tab.sheet_id, "rowIndex": first_row - 1, "columnIndex": 0},
+                            "rows": rows, "fields": "userEnteredValue"}}  # fmt: skip
 
 
-def _payload_chunks(data: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    chunks: list[list[dict[str, Any]]] = [[]]
+def _clear_row(tab: Tab, row: int) -> dict[str, Any]:
+    """Clear the values of a whole row (the team's columns too: a note must not outlive its row).
+    A cleared row, not a deleted one: replayed (googleapiclient resends a request whose answer
+    was lost), a clear clears the same row again, where a ``deleteDimension`` would delete the
+    row that moved up into its place. The sort then takes blank rows to the bottom, where the
+    next appends reuse them."""
+    rng = {"sheetId": tab.sheet_id, "startRowIndex": row - 1, "endRowIndex": row}
+    return {"updateCells": {"range": rng, "fields": "userEnteredValue"}}
+
+
+def _value_batches(
+    add_tabs: list[dict[str, Any]], plan: Plan, written: list[str], tabs: dict[str, Tab], spec: ReportSpec
+) -> list[list[dict[str, Any]]]:
+    """The values of the write as few ``batchUpdate`` calls as the payload limit allows, usually one.
+
+    A batchUpdate is atomic (Google: if any request is not valid, none is applied), so the last
+    call carries every row that moves together with the clearing of its old row, and the
+    clearing of duplicates: a key is never left in two places, nor in none. Calls before it only
+    add tabs, rewrite rows in place and write keys new to the sheet, which a retry redoes
+    harmlessly (it finds them and updates them in place). Every request names its rows, so a
+    replayed call writes the same cells again (rows past the grid are added by
+    ``appendDimension``, which a replay can only repeat as blank rows).
+    """
+    head: list[dict[str, Any]] = list(add_tabs)
+    for tab in written:
+        head += _write_rows(tabs[tab], 1, [spec.columns])
+    for tab, by_row in plan.updates.items():
+        for first, block in consecutive(by_row):
+            head += _write_rows(tabs[tab], first, block)
+    tail: list[dict[str, Any]] = []
+    for tab in sorted(set(plan.appends) | set(plan.move_appends)):
+        new, moving = plan.appends.get(tab, []), plan.move_appends.get(tab, [])
+        first = plan.next_row[tab]
+        end = first + len(new) + len(moving) - 1
+        if end > tabs[tab].row_count:
+            grow = {"appendDimension": {"sheetId": tabs[tab].sheet_id, "dimension": "ROWS",
+                                        "length": end - tabs[tab].row_count}}  # fmt: skip
+            head.append(grow)
+            tabs[tab].row_count = end
+        head += _write_rows(tabs[tab], first, new)
+        tail += _write_rows(tabs[tab], first + len(new), moving)
+    tail += [_clear_row(tabs[tab], row) for tab, rows in sorted(plan.clears.items()) for row in sorted(rows)]
+    batches: list[list[dict[str, Any]]] = [[]]
     size = 0
-    for entry in data:
-        entry_size = len(json.dumps(entry, ensure_ascii=False).encode())
-        if chunks[-1] and size + entry_size > MAX_PAYLOAD_BYTES:
-            chunks.append([])
+    for request in head:
+        request_size = sent_size(request) + 2
+        if batches[-1] and size + request_size > MAX_PAYLOAD_BYTES:
+            batches.append([])
             size = 0
-        chunks[-1].append(entry)
-        size += entry_size
-    return [c for c in chunks if c]
+        batches[-1].append(request)
+        size += request_size
+    if tail and batches[-1] and size + sum(sent_size(r) + 2 for r in tail) > MAX_PAYLOAD_BYTES:
+        batches.append([])
+    batches[-1] += tail
+    return [b for b in batches if b]

@@ -16,7 +16,11 @@ from leadflow.config import GOOGLE_CONN_ID
 SPREADSHEET_MIME = "application/vnd.google-apps.spreadsheet"
 NEW_TAB_ROWS = 1000
 PROTECTED_DESCRIPTION = "leadflow: written every hour by the interaction_reports DAG"
-SCOPES = ["https://www.googleapis.com/auth/spreadsheets", "https://www.googleapis.com/auth/drive.file"]
+# What the google_cloud_default connection's extra ``scope`` must grant. ``drive``, not
+# ``drive.file``: drive.file reaches only files this app created or was handed, so creating a
+# spreadsheet in the team's shared-drive folder (which a person made) and sharing a spreadsheet
+# someone pre-set in the Variable both fail with 404 "File not found".
+SCOPES = ("https://www.googleapis.com/auth/spreadsheets", "https://www.googleapis.com/auth/drive")
 
 
 def column_letter(index: int) -> str:
@@ -49,6 +53,12 @@ class SheetsClient:
 
         hook = GoogleBaseHook(gcp_conn_id=conn_id)
         endpoint = hook.get_connection(conn_id).extra_dejson.get("api_endpoint")
+        missing = [scope for scope in SCOPES if scope not in hook.scopes]
+        if missing and not endpoint:  # else the first call fails with a bare 403
+            raise ValueError(
+                f"Connection {conn_id}: extra 'scope' must include {', '.join(missing)} "
+                f"(it grants {', '.join(hook.scopes)}); set it to {','.join(SCOPES)}"
+            )
         credentials = AnonymousCredentials() if endpoint else hook.get_credentials()
         options = hook.get_client_options(endpoint)
         self.sheets = build("sheets", "v4", credentials=credentials, client_options=options, cache_discovery=False)
@@ -122,6 +132,7 @@ class Tab:
     has_filter: bool = False
     protected: bool = False
     cells: int = 0  # rowCount x columnCount: what Google counts against the workbook's cell limit
+    row_count: int = NEW_TAB_ROWS
 
 
 def new_tab_properties(title: str, width: int) -> dict[str, Any]:
@@ -148,5 +159,6 @@ def list_tabs(client: SheetsClient, spreadsheet_id: str) -> dict[str, Tab]:
             has_filter="basicFilter" in s,
             protected=any(p.get("description") == PROTECTED_DESCRIPTION for p in s.get("protectedRanges", [])),
             cells=int(grid.get("rowCount", 0)) * int(grid.get("columnCount", 0)),
+            row_count=int(grid.get("rowCount", 0)),
         )
     return tabs
