@@ -10,8 +10,9 @@ in-process because ``dag.test()`` costs ~5 s a run; the branch and trigger rules
 are checked through ``dag.test()`` in tests/reports/test_convergence.py. MongoDB and Sheets are the
 stand-ins; a Sheets fault is a 403 (not retried) on the next call whose path matches.
 
-Not generated yet: a session whose start moves into the previous month (the upsert then leaves the
-old month's row behind, issue 21 point 3, h-sheets' part); every message here is on 2026-11-20.
+A message may also be written, late, on 31 October into a session that began on 20 November: the
+session's start moves into the previous month, and its row must then be in the 2026-10 tab only
+(one key, one row, one place: issue 21 point 3).
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ import pymongo
 import pytest
 from bson import ObjectId
 from googleapiclient.errors import HttpError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from devstack import clients
 from tests.helpers import all_spreadsheets
-from tests.reports.fixture import ist, serial
+from tests.reports.fixture import IST, ist, serial
 from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE
 from tests.reports.test_window import interval_of_run_at
 
@@ -62,9 +63,12 @@ def initial_user(index: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# The day a message's timestamp names: mostly the report day, sometimes the month before (a late,
+# earlier message that moves its session's start into October).
+DAYS = [20, 20, 20, 20, -20]
 chat = st.tuples(
     st.just("chat"), st.sampled_from(sorted(SESSIONS)), st.integers(0, 20), st.integers(0, 59),
-    st.sampled_from(INTENTS),
+    st.sampled_from(INTENTS), st.sampled_from(DAYS),
 )  # fmt: skip
 profile = st.tuples(st.just("profile"), st.integers(0, len(USER_IDS) - 1), st.integers(0, len(PROFILE_CHANGES) - 1))
 # A run of any hour in any order: on time, late, a backfill, a re-run of a landed hour; hours
@@ -122,11 +126,11 @@ class Driver:
         self.stack, self.db = stack, db
         self.written = 0
 
-    def write_message(self, session_id: str, hour: int, minute: int, intent: str | None) -> None:
+    def write_message(self, session_id: str, hour: int, minute: int, intent: str | None, day: int = 20) -> None:
         # Written now (its _id time), whatever hour its timestamp names: late data, however late.
         # Milliseconds keep every timestamp distinct, so a tie between intents is never a coin toss.
         self.written += 1
-        when = ist(20, hour, minute) + timedelta(milliseconds=self.written)
+        when = ist(20, hour, minute) + timedelta(days=min(day, 0), milliseconds=self.written)
         owner = USER_IDS[SESSIONS[session_id]]
         self.db.interactions.insert_one(
             {"user_id": owner, "session_id": session_id, "role": "user", "text": "…",
@@ -183,13 +187,15 @@ def drain_faults(stack: Any, env: dict[str, str]) -> None:
             calls[fault["path_contains"]]().execute()
 
 
-def sheet_rows(stack: Any) -> tuple[list[list], list[list]]:
+def sheet_rows(stack: Any) -> tuple[list[tuple[str, list]], list[list]]:
+    """(month tab, row) of every session row, and every lead row."""
     books = all_spreadsheets(stack)
     sessions = [
-        row for title, tab in books.get(SESSION_TITLE, {}).items() if title not in ("Dashboard", "Sheet1")
-        for row in tab["rows"][1:]
+        (title, row) for title, tab in books.get(SESSION_TITLE, {}).items() if title not in ("Dashboard", "Sheet1")
+        for row in tab["rows"][1:] if any(cell not in ("", None) for cell in row)
     ]  # fmt: skip
     leads = books.get(LEADS_TITLE, {}).get("Leads", {"rows": [[]]})["rows"][1:]
+    leads = [row for row in leads if any(cell not in ("", None) for cell in row)]
     return sessions, leads
 
 
@@ -227,6 +233,11 @@ def fresh_state(stack: Any, env: dict[str, str]) -> dict[str, str]:
 
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(operations=operations, final_hour=st.sampled_from(RUN_HOURS))
+# Always tried: session A lands in 2026-11, then a late message of 31 October moves its start.
+@example(
+    operations=[("chat", "A", 10, 5, "Pricing", 20), ("run", RUN_HOURS[3], None), ("chat", "A", 9, 0, None, -20)],
+    final_hour=RUN_HOURS[5],
+)
 def test_after_the_last_successful_run_the_sheets_equal_mongodb(
     stack, environment, operations: list[tuple], final_hour: datetime
 ) -> None:
@@ -240,8 +251,8 @@ def test_after_the_last_successful_run_the_sheets_equal_mongodb(
         assert driver.run(ist(20, 9, 0))
         for operation in operations:
             match operation:
-                case ("chat", session_id, hour, minute, intent):
-                    driver.write_message(session_id, hour, minute, intent)
+                case ("chat", session_id, hour, minute, intent, day):
+                    driver.write_message(session_id, hour, minute, intent, day)
                 case ("profile", user, change):
                     driver.change_profile(user, change)
                 case ("run", hour, None):
@@ -256,12 +267,19 @@ def test_after_the_last_successful_run_the_sheets_equal_mongodb(
         want_sessions, want_leads = reference(
             list(db.users.find()), list(db.interactions.find())
         )
+        want_tabs = {
+            session_id: min(d["timestamp"] for d in db.interactions.find({"session_id": session_id}))
+            .astimezone(IST)
+            .strftime("%Y-%m")
+            for session_id in want_sessions
+        }
     got_sessions, got_leads = sheet_rows(stack)
-    # Every key once ...
-    assert Counter(row[0] for row in got_sessions) == Counter(list(want_sessions)), operations
+    # Every key once, in the tab of its session's start month ...
+    assert Counter(row[0] for _, row in got_sessions) == Counter(list(want_sessions)), operations
     assert Counter(row[0] for row in got_leads) == Counter(list(want_leads)), operations
+    assert {row[0]: tab for tab, row in got_sessions} == want_tabs, operations
     # ... with the row MongoDB gives now.
-    for row in got_sessions:
+    for _, row in got_sessions:
         assert row == pytest.approx(want_sessions[row[0]]), (operations, row)
     for row in got_leads:
         assert row == pytest.approx(want_leads[row[0]]), (operations, row)
