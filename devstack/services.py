@@ -169,52 +169,33 @@ def _healthy(name: str, stack: Stack, pid: int | None = None) -> bool:
 
 
 def _create_aws_resources(stack: Stack) -> None:
+    """The three queue pairs and the alerts topic, as deploy/sqs-queues.json has them."""
+    # Each queue's visibility timeout is longer than the worst-case processing of one of its
+    # batches, so a message being worked on is not handed to the next run (see the dag_settings
+    # of leadflow.followups and leadflow.statuses).
+    stack.queue_url, stack.dlq_url = _create_queue_pair(stack, FOLLOWUPS_QUEUE, FOLLOWUPS_DLQ, visibility_s=900)
+    stack.reminders_queue_url, stack.reminders_dlq_url = _create_queue_pair(
+        stack, REMINDERS_QUEUE, REMINDERS_DLQ, visibility_s=900
+    )
+    stack.statuses_queue_url, stack.statuses_dlq_url = _create_queue_pair(
+        stack, STATUSES_QUEUE, STATUSES_DLQ, visibility_s=600
+    )
+    stack.alerts_topic_arn = stack.boto3_client("sns").create_topic(Name=ALERTS_TOPIC)["TopicArn"]
+
+
+def _create_queue_pair(stack: Stack, queue: str, dlq: str, *, visibility_s: int) -> tuple[str, str]:
+    """A queue and its DLQ (redrive after 5 receives); (queue URL, DLQ URL)."""
     sqs = stack.boto3_client("sqs")
-    dlq_url = sqs.create_queue(QueueName=FOLLOWUPS_DLQ)["QueueUrl"]
+    dlq_url = sqs.create_queue(QueueName=dlq)["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_url = sqs.create_queue(
-        QueueName=FOLLOWUPS_QUEUE,
+        QueueName=queue,
         Attributes={
-            # Longer than the worst-case processing of one batch, so a message being worked on
-            # is not handed to the next run (see leadflow.followups.dag_settings).
-            "VisibilityTimeout": "900",
+            "VisibilityTimeout": str(visibility_s),
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
         },
     )["QueueUrl"]
-    topic_arn = stack.boto3_client("sns").create_topic(Name=ALERTS_TOPIC)["TopicArn"]
-    stack.queue_url, stack.dlq_url, stack.alerts_topic_arn = queue_url, dlq_url, topic_arn
-    _create_reminders_queues(stack)
-    _create_statuses_queues(stack)
-
-
-def _create_reminders_queues(stack: Stack) -> None:
-    """The site-visit reminders' own queue pair, as deploy/sqs-queues.json has it."""
-    sqs = stack.boto3_client("sqs")
-    dlq_url = sqs.create_queue(QueueName=REMINDERS_DLQ)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    stack.reminders_queue_url = sqs.create_queue(
-        QueueName=REMINDERS_QUEUE,
-        Attributes={
-            "VisibilityTimeout": "900",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
-        },
-    )["QueueUrl"]
-    stack.reminders_dlq_url = dlq_url
-
-
-def _create_statuses_queues(stack: Stack) -> None:
-    """The receipts pipeline's queue pair (see leadflow.statuses.dag_settings)."""
-    sqs = stack.boto3_client("sqs")
-    dlq_url = sqs.create_queue(QueueName=STATUSES_DLQ)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    stack.statuses_queue_url = sqs.create_queue(
-        QueueName=STATUSES_QUEUE,
-        Attributes={
-            "VisibilityTimeout": "600",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
-        },
-    )["QueueUrl"]
-    stack.statuses_dlq_url = dlq_url
+    return queue_url, dlq_url
 
 
 def wire_whatsapp_webhook(stack: Stack) -> None:
@@ -233,7 +214,7 @@ def wire_whatsapp_webhook(stack: Stack) -> None:
 
 
 def recreate_queues(stack: Stack) -> None:
-    """Empty both queues, in-flight messages included (SQS allows one purge a minute)."""
+    """Empty every queue, in-flight messages included (SQS allows one purge a minute)."""
     sqs = stack.boto3_client("sqs")
     def all_urls() -> tuple[str, ...]:
         return (

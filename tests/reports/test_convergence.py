@@ -13,22 +13,9 @@ import pymongo
 import pytest
 
 from devstack import clients
-from tests.helpers import all_spreadsheets, load_dag, task_states, xcom_value
+from tests.helpers import all_spreadsheets, task_states, xcom_value
 from tests.reports import fixture
 from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE, run_hours
-
-
-@pytest.fixture(scope="module")
-def dag(airflow_settings):
-    return load_dag("interaction_reports")
-
-
-@pytest.fixture
-def seeded(clean_stack):
-    with pymongo.MongoClient(clean_stack.mongo_uri) as client:
-        client.leadflow.users.insert_many(fixture.USERS)
-        client.leadflow.interactions.insert_many(fixture.INTERACTIONS)
-    return clean_stack
 
 
 def rows_by_key(stack, title: str, tab: str) -> dict[str, dict]:

@@ -12,24 +12,11 @@ import pymongo
 import pytest
 
 from devstack import clients
-from tests.helpers import all_spreadsheets, load_dag, task_instance, task_states
+from tests.helpers import all_spreadsheets, task_instance, task_states
 from tests.reports import fixture
 
 SESSION_TITLE = "Leadflow — Session-wise report"
 LEADS_TITLE = "Leadflow — Consolidated report"
-
-
-@pytest.fixture(scope="module")
-def dag(airflow_settings):
-    return load_dag("interaction_reports")
-
-
-@pytest.fixture
-def seeded(clean_stack):
-    with pymongo.MongoClient(clean_stack.mongo_uri) as client:
-        client.leadflow.users.insert_many(fixture.USERS)
-        client.leadflow.interactions.insert_many(fixture.INTERACTIONS)
-    return clean_stack
 
 
 def wipe_sheets(stack) -> None:

@@ -12,24 +12,11 @@ import pytest
 from bson import ObjectId
 
 from devstack import clients
-from tests.helpers import all_spreadsheets, load_dag, task_states
+from tests.helpers import all_spreadsheets, task_states
 from tests.reports import fixture
 from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE, run_hours
 
 H, H1 = fixture.ist(20, 11, 0), fixture.ist(20, 12, 0)
-
-
-@pytest.fixture(scope="module")
-def dag(airflow_settings):
-    return load_dag("interaction_reports")
-
-
-@pytest.fixture
-def seeded(clean_stack):
-    with pymongo.MongoClient(clean_stack.mongo_uri) as client:
-        client.leadflow.users.insert_many(fixture.USERS)
-        client.leadflow.interactions.insert_many(fixture.INTERACTIONS)
-    return clean_stack
 
 
 def transform_output(run, task_id: str) -> dict:

@@ -20,7 +20,7 @@ from devstack import clients
 from leadflow.reports import sheets, sheets_api
 from leadflow.reports.pipeline import SPECS
 from leadflow.reports.rollover import EARLIER_HEADER, EARLIER_TAB, ROLLOVER_VARIABLES, VAR_CELL_BUDGET
-from tests.helpers import load_dag, task_instance, task_states
+from tests.helpers import task_instance, task_states
 from tests.reports.fixture import IST
 from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE
 from tests.reports.test_races import transform_output
@@ -39,11 +39,6 @@ def month_hour(month: tuple[int, int], hour: int = 11) -> datetime:
 
 def session_id(month: tuple[int, int]) -> str:
     return f"A{month[0]}{month[1]:02d}"
-
-
-@pytest.fixture(scope="module")
-def dag(airflow_settings):
-    return load_dag("interaction_reports")
 
 
 @pytest.fixture
