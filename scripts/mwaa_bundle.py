@@ -364,7 +364,7 @@ Then point the environment at the new requirements.txt version (this restarts it
 
 DAG-only changes need just the `aws s3 sync` line; MWAA picks them up without an update.
 {plugins_note}
-See "Deploy to MWAA" in README.md for the connections, Variables, Secrets Manager, SQS and IAM set-up.
+See docs/mwaa.md ("Deploy to MWAA") for the connections, Variables, Secrets Manager, SQS and IAM set-up.
 """
 
 

@@ -347,6 +347,6 @@ def test_lifecycle_expires_the_intermediates_prefix_after_7_days(statements: lis
 
 
 def test_deploy_docs_cover_the_files() -> None:
-    docs = (REPO / "README.md").read_text()
+    docs = (REPO / "docs" / "mwaa.md").read_text()
     for path in sorted(DEPLOY.glob("*.json")):
         assert f"deploy/{path.name}" in docs, path.name

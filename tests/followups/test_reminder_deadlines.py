@@ -46,7 +46,7 @@ from tests.followups.support import TEMPLATES, Env
 START = datetime(2031, 3, 4, 3, 30, tzinfo=UTC)  # 09:00 IST
 LEAD = 15 * 60  # a reminder is due 15 min before the visit
 PLAN_AHEAD = 5 * 60  # the planner enqueues it up to 5 min before it is due (DelaySeconds)
-LATE_AFTER = 120  # the README's promise: more than 2 min after its deadline is "late", and alerted
+LATE_AFTER = 120  # the promise (README, docs/followups.md): more than 2 min after its deadline is "late", and alerted
 MAX_RECEIVES = 5  # deploy/sqs-queues.json: maxReceiveCount
 RECEIVE_VISIBILITY = 1200  # dag_settings.VISIBILITY_TIMEOUT_S
 OUTAGE_CODE = 190  # access token expired: account-level, every send fails until it is renewed
