@@ -89,7 +89,7 @@ def test_hours_with_no_run_are_covered_by_the_next_run(dag, seeded) -> None:
 def test_a_failed_run_leaves_its_changes_to_the_next_run(dag, seeded) -> None:
     run_hours(dag, [fixture.ist(20, 11, 0)])
     update_profile(seeded, fixture.U1, {"ranking": "Low"})
-    faults = [{"count": 2, "status": 403, "path_contains": "values:batchUpdate"}]  # both write tasks
+    faults = [{"count": 2, "status": 403, "path_contains": ":batchUpdate"}]  # both write tasks
     clients.inject_faults(seeded.control_url("sheets"), faults)
     saved = {t.task_id: t.retries for t in dag.tasks}
     for t in dag.tasks:  # the failure is the point, not the backoff
