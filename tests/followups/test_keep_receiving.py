@@ -80,3 +80,16 @@ def test_the_receive_window_is_the_budget_less_one_messages_worst_case() -> None
     whatsapp = (CONNECT_TIMEOUT_S + DEFAULT_TIMEOUT_S) * 4 + 3 * 8
     assert receive_window_seconds(600, 6) == 600 - (76 + whatsapp + 6 + 10)
     assert receive_window_seconds(100, 6) == 0
+
+
+def test_a_failed_receive_ends_the_receiving_not_the_run(env: Env) -> None:
+    for n in range(SENSOR_BATCH + 5):
+        env.enqueue(event("inquiry_followup", env.add_user(f"Buyer {n}", wrote_ago=timedelta(hours=1))[0]))
+    processor = receiving_processor(env, pacing=0.5)
+    # SQS refuses a visibility timeout over 12 h: a real error from the stand-in on the receive only.
+    processor.settings = replace(processor.settings, receive_visibility_seconds=43_201)
+
+    summary = processor.process(sensor_batch(env))
+
+    assert (summary.receives_in_run, summary.sent, summary.errors) == (0, SENSOR_BATCH, 0)
+    assert env.queue_counts() == (5, 0)

@@ -151,12 +151,9 @@ class FollowupProcessor:
             with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="followup") as pool:
                 self._dispatch(pool, users, jobs)
                 while keep_receiving and self._room_to_receive(receive_until):
-                    received = self.queue.receive(self.settings.receive_visibility_seconds)
-                    if not received:
+                    more = self._receive_more()
+                    if not more:
                         break
-                    self._summary.record_received(len(received))
-                    more = self._group(received)
-                    self.snapshot.add(self._events(more), self.now())
                     self._dispatch(pool, more, jobs)
                 for job in jobs:
                     job.result()
@@ -165,6 +162,30 @@ class FollowupProcessor:
         self._summary.elapsed_seconds = time.monotonic() - started
         log.info("Batch done: %s", self._summary.as_dict())
         return self._summary
+
+    def _receive_more(self) -> dict[str, list[list[tuple[dict[str, Any], Any]]]] | None:
+        """The next receive, grouped and with its snapshot read; None ends the receiving."""
+        try:
+            received = self.queue.receive(self.settings.receive_visibility_seconds)
+        except Exception:  # the batch in hand is unaffected: finish it, the next run receives
+            log.warning("Could not receive more SQS messages; the run finishes those it has", exc_info=True)
+            return None
+        if not received:
+            return None
+        self._summary.record_received(len(received))
+        more = self._group(received)
+        try:
+            self.snapshot.add(self._events(more), self.now())
+        except Exception:
+            # Infrastructure trouble (Mongo): as for a message's own error, back to the queue and
+            # the task fails at the end so the failure alert fires.
+            log.exception("Could not read what %d received message(s) need; leaving them for redelivery", len(received))
+            self._summary.record_error()
+            for message in received:
+                self.queue.leave(message, delay=0)
+                self._summary.count(Outcome.LEFT)
+            return None
+        return more
 
     @staticmethod
     def _events(users: dict[str, list[list[tuple[dict[str, Any], Any]]]]) -> list[FollowupEvent]:
