@@ -29,7 +29,7 @@ class BatchSummary:
     """Counts of one batch; the ``record_*`` methods are safe to call from the worker threads."""
 
     received: int = 0
-    receives_in_run: int = 0  # ReceiveMessage calls of the processing task itself (past the sensor's batch)
+    receives_in_run: int = 0  # times the processing task itself received more (past the sensor's batch)
     sent: int = 0
     skipped: int = 0
     dead_lettered: int = 0

@@ -52,7 +52,7 @@ from leadflow.messaging.ledger import (
     has_evidence,
     message_key,
 )
-from leadflow.messaging.queue_actions import QueueActions
+from leadflow.messaging.queue_actions import SQS_BATCH, QueueActions
 from leadflow.messaging.whatsapp import (
     WINDOW_CLOSED,
     SendMode,
@@ -71,6 +71,7 @@ MAX_VISIBILITY_S = 43_200  # SQS's limit on ChangeMessageVisibility (12 h)
 GRACE_MARGIN_S = 30  # a receipt sent at the end of the grace period has time to land
 VISIT_TIME_TOLERANCE_S = 60
 EXPIRED = "expired"
+RECEIVES_PER_READ = 5
 
 
 def _opt_in(value: Any) -> bool | None:
@@ -165,11 +166,20 @@ class FollowupProcessor:
 
     def _receive_more(self) -> dict[str, list[list[tuple[dict[str, Any], Any]]]] | None:
         """The next receive, grouped and with its snapshot read; None ends the receiving."""
-        try:
-            received = self.queue.receive(self.settings.receive_visibility_seconds)
-        except Exception:  # the batch in hand is unaffected: finish it, the next run receives
-            log.warning("Could not receive more SQS messages; the run finishes those it has", exc_info=True)
-            return None
+        received: list[dict[str, Any]] = []
+        with self._progress:
+            room = max(1, 2 * self.settings.concurrency - self._unfinished)
+        # Several receives share one snapshot read (four Mongo queries): up to RECEIVES_PER_READ
+        # calls while the queue answers full ones and the threads have room.
+        for _ in range(min(RECEIVES_PER_READ, -(-room // SQS_BATCH))):
+            try:
+                answer = self.queue.receive(self.settings.receive_visibility_seconds)
+            except Exception:  # the batch in hand is unaffected: finish it, the next run receives
+                log.warning("Could not receive more SQS messages; the run finishes those it has", exc_info=True)
+                break
+            received += answer
+            if len(answer) < SQS_BATCH:
+                break
         if not received:
             return None
         self._summary.record_received(len(received))
@@ -195,7 +205,7 @@ class FollowupProcessor:
         """Wait until the threads have room for another receive (at most two messages per thread
         waiting or running, so a received message is not left idling on its visibility clock);
         False once the receive window ended or the batch was stopped."""
-        backlog = 2 * self.settings.concurrency
+        backlog = 2 * self.settings.concurrency - SQS_BATCH // 2
         with self._progress:
             while self._unfinished >= backlog and not self._abort.is_set():
                 left = receive_until - time.monotonic()
