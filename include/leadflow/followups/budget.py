@@ -65,6 +65,20 @@ def worst_case_run_seconds(
     )
 
 
+def one_message_worst_seconds(pacing_seconds: float = PAIR_PACING_SECONDS) -> float:
+    """The longest one started message can take, its user's pacing wait included."""
+    return openai_worst_seconds() + whatsapp_worst_seconds() + pacing_seconds + ROUND_TRIPS_S
+
+
+def receive_window_seconds(budget_seconds: float, pacing_seconds: float = PAIR_PACING_SECONDS) -> float:
+    """How long into its run ``process_messages`` keeps receiving from SQS: the budget less one
+    message's worst case, so a message received at the window's end (queued behind its user's
+    message in progress) still starts within the budget instead of going back to the queue with
+    one more receive counted towards the DLQ. Its own visibility timeout starts at its receive,
+    after the run started, so it holds with more room than the sensor's batch (no hand-over)."""
+    return max(0.0, budget_seconds - one_message_worst_seconds(pacing_seconds))
+
+
 def max_concurrency(send_rate: float, visibility_timeout_s: float = VISIBILITY_TIMEOUT_S) -> int:
     """The most threads whose worst case still fits the visibility timeout at ``send_rate``."""
     fixed = worst_case_run_seconds(0, send_rate)

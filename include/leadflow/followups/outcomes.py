@@ -29,6 +29,7 @@ class BatchSummary:
     """Counts of one batch; the ``record_*`` methods are safe to call from the worker threads."""
 
     received: int = 0
+    receives_in_run: int = 0  # times the processing task itself received more (past the sensor's batch)
     sent: int = 0
     skipped: int = 0
     dead_lettered: int = 0
@@ -66,6 +67,11 @@ class BatchSummary:
     @property
     def needs_alert(self) -> bool:
         return bool(self.dead_lettered or self.failed or self.reminders_late or self.reminders_expired)
+
+    def record_received(self, count: int) -> None:
+        with self._lock:
+            self.received += count
+            self.receives_in_run += 1
 
     def count(self, outcome: Outcome) -> Outcome:
         with self._lock:
@@ -165,6 +171,7 @@ class BatchSummary:
         """Counts and ids only (this goes to XCom and to the alert)."""
         return {
             "received": self.received,
+            "receives_in_run": self.receives_in_run,
             "sent": self.sent,
             "skipped": self.skipped,
             "dead_lettered": self.dead_lettered,

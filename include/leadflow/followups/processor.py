@@ -23,14 +23,16 @@ import contextvars
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.database import Database
 
 from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES, USERS
+from leadflow.followups.budget import receive_window_seconds
 from leadflow.followups.contract import EventType, FollowupEvent, ValidationFailure, parse_body
 from leadflow.followups.deadlines import deadline_of, is_late, late_seconds, record_deadline, record_lateness
 from leadflow.followups.outcomes import BatchSummary, Outcome
@@ -50,7 +52,7 @@ from leadflow.messaging.ledger import (
     has_evidence,
     message_key,
 )
-from leadflow.messaging.queue_actions import QueueActions
+from leadflow.messaging.queue_actions import SQS_BATCH, QueueActions
 from leadflow.messaging.whatsapp import (
     WINDOW_CLOSED,
     SendMode,
@@ -69,6 +71,7 @@ MAX_VISIBILITY_S = 43_200  # SQS's limit on ChangeMessageVisibility (12 h)
 GRACE_MARGIN_S = 30  # a receipt sent at the end of the grace period has time to land
 VISIT_TIME_TOLERANCE_S = 60
 EXPIRED = "expired"
+RECEIVES_PER_READ = 5
 
 
 def _opt_in(value: Any) -> bool | None:
@@ -116,37 +119,120 @@ class FollowupProcessor:
         self._summary = BatchSummary()
         self._abort = threading.Event()
         self._deadline = float("inf")
+        # Per run: each user's events not yet started, the messages received and not finished,
+        # the events this run has already handled a copy of.
+        self._progress = threading.Condition()
+        self._user_queues: dict[str, deque[list[tuple[dict[str, Any], Any]]]] = {}
+        self._unfinished = 0
+        self._handled: set[str] = set()
 
     # -- batch -------------------------------------------------------------------------------
 
     def process(self, messages: list[dict[str, Any]]) -> BatchSummary:
+        """Process ``messages`` (the sensor's batch) and, with ``settings.keep_receiving``, every
+        message this run can still receive within its budget (:func:`.budget.receive_window_seconds`):
+        the thread pool is fed while the slowest buyer's paced tail runs, instead of idling until
+        the next DAG run. Receiving stops when the queue is empty, the window ends or the batch
+        was stopped; the sensor of the next run then waits for new messages."""
         started = time.monotonic()
         self._summary = BatchSummary(received=len(messages))
         self._abort.clear()
         self._deadline = started + self.settings.budget_seconds
+        receive_until = started + receive_window_seconds(self.settings.budget_seconds, self.settings.pacing_seconds)
+        keep_receiving = self.settings.keep_receiving and time.monotonic() < receive_until
         self.ledger.ensure_indexes()
+        self._user_queues, self._unfinished, self._handled = {}, 0, set()
         users = self._group(messages)
-        events = [p for user in users for copies in user for _, p in copies]
-        self.snapshot.load([p for p in events if isinstance(p, FollowupEvent)], self.now())
-        workers = max(1, min(self.settings.concurrency, len(users)))
+        self.snapshot.load(self._events(users), self.now())
+        workers = self.settings.concurrency if keep_receiving else min(self.settings.concurrency, len(users))
+        jobs: list[Future[None]] = []
         try:
-            if workers == 1:
-                for user in users:
-                    self._run_user(user)
-            else:
-                # Each job runs in a copy of this thread's context, so the task's logging context
-                # (kept in contextvars) carries over to the worker threads.
-                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="followup") as pool:
-                    jobs = [pool.submit(contextvars.copy_context().run, self._run_user, u) for u in users]
-                    for job in jobs:
-                        job.result()
+            # Each job runs in a copy of this thread's context, so the task's logging context
+            # (kept in contextvars) carries over to the worker threads.
+            with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="followup") as pool:
+                self._dispatch(pool, users, jobs)
+                while keep_receiving and self._room_to_receive(receive_until):
+                    more = self._receive_more()
+                    if not more:
+                        break
+                    self._dispatch(pool, more, jobs)
+                for job in jobs:
+                    job.result()
         finally:
             self.queue.flush()
         self._summary.elapsed_seconds = time.monotonic() - started
         log.info("Batch done: %s", self._summary.as_dict())
         return self._summary
 
-    def _group(self, messages: list[dict[str, Any]]) -> list[list[list[tuple[dict[str, Any], Any]]]]:
+    def _receive_more(self) -> dict[str, list[list[tuple[dict[str, Any], Any]]]] | None:
+        """The next receive, grouped and with its snapshot read; None ends the receiving."""
+        received: list[dict[str, Any]] = []
+        with self._progress:
+            room = max(1, 2 * self.settings.concurrency - self._unfinished)
+        # Several receives share one snapshot read (four Mongo queries): up to RECEIVES_PER_READ
+        # calls while the queue answers full ones and the threads have room.
+        for _ in range(min(RECEIVES_PER_READ, -(-room // SQS_BATCH))):
+            try:
+                answer = self.queue.receive(self.settings.receive_visibility_seconds)
+            except Exception:  # the batch in hand is unaffected: finish it, the next run receives
+                log.warning("Could not receive more SQS messages; the run finishes those it has", exc_info=True)
+                break
+            received += answer
+            if len(answer) < SQS_BATCH:
+                break
+        if not received:
+            return None
+        self._summary.record_received(len(received))
+        more = self._group(received)
+        try:
+            self.snapshot.add(self._events(more), self.now())
+        except Exception:
+            # Infrastructure trouble (Mongo): as for a message's own error, back to the queue and
+            # the task fails at the end so the failure alert fires.
+            log.exception("Could not read what %d received message(s) need; leaving them for redelivery", len(received))
+            self._summary.record_error()
+            for message in received:
+                self.queue.leave(message, delay=0)
+                self._summary.count(Outcome.LEFT)
+            return None
+        return more
+
+    @staticmethod
+    def _events(users: dict[str, list[list[tuple[dict[str, Any], Any]]]]) -> list[FollowupEvent]:
+        return [p for user in users.values() for copies in user for _, p in copies if isinstance(p, FollowupEvent)]
+
+    def _room_to_receive(self, receive_until: float) -> bool:
+        """Wait until the threads have room for another receive (at most two messages per thread
+        waiting or running, so a received message is not left idling on its visibility clock);
+        False once the receive window ended or the batch was stopped."""
+        backlog = 2 * self.settings.concurrency - SQS_BATCH // 2
+        with self._progress:
+            while self._unfinished >= backlog and not self._abort.is_set():
+                left = receive_until - time.monotonic()
+                if left <= 0:
+                    break
+                self._progress.wait(timeout=min(left, 1.0))
+        return not self._abort.is_set() and time.monotonic() < receive_until
+
+    def _dispatch(
+        self,
+        pool: ThreadPoolExecutor,
+        users: dict[str, list[list[tuple[dict[str, Any], Any]]]],
+        jobs: list[Future[None]],
+    ) -> None:
+        """Hand each user's events to that user's running job, or start one: a user's messages
+        stay on one thread even when they arrive in different receives (see :meth:`_group`)."""
+        for user, events in users.items():
+            with self._progress:
+                self._unfinished += sum(len(copies) for copies in events)
+                running = self._user_queues.get(user)
+                if running is not None:
+                    running.extend(events)
+                    continue
+                self._user_queues[user] = deque(events)
+            jobs.append(pool.submit(contextvars.copy_context().run, self._run_user, user))
+
+    def _group(self, messages: list[dict[str, Any]]) -> dict[str, list[list[tuple[dict[str, Any], Any]]]]:
         """Parse every message and group them: per user, the copies of each event.
 
         One user's messages run on one thread, one after another. Spread over threads they would
@@ -163,13 +249,33 @@ class FollowupProcessor:
                 parsed = failure
                 user = key = message_key(str(message.get("MessageId")))
             users.setdefault(user, {}).setdefault(key, []).append((message, parsed))
-        return [list(copies.values()) for copies in users.values()]
+        return {user: list(copies.values()) for user, copies in users.items()}
 
-    def _run_user(self, events: list[list[tuple[dict[str, Any], Any]]]) -> None:
-        for copies in events:
-            self._run_group(copies)
+    def _run_user(self, user: str) -> None:
+        while True:
+            with self._progress:
+                queue = self._user_queues[user]
+                if not queue:
+                    del self._user_queues[user]
+                    return
+                copies = queue.popleft()
+            try:
+                self._run_group(copies)
+            except BaseException:
+                with self._progress:  # a later receive must not queue behind a dead job
+                    self._unfinished -= len(copies) + sum(len(c) for c in self._user_queues.pop(user))
+                    self._progress.notify_all()
+                raise
+            with self._progress:
+                self._unfinished -= len(copies)
+                self._progress.notify_all()
 
     def _run_group(self, group: list[tuple[dict[str, Any], Any]]) -> None:
+        first = group[0][1]
+        if isinstance(first, FollowupEvent):
+            if first.event_id in self._handled:  # a copy from a later receive: its snapshot predates ours
+                self.snapshot.refresh(first.event_id)
+            self._handled.add(first.event_id)
         first_outcome = self._run_one(*group[0])
         for message, parsed in group[1:]:
             if first_outcome is Outcome.LEFT:

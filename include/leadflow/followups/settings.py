@@ -15,6 +15,7 @@ from leadflow.followups.dag_settings import (
     REMINDER_CONCURRENCY,
     REMINDER_OUTAGE_REQUEUE_DELAY_S,
     REMINDER_SEND_RATE,
+    VISIBILITY_TIMEOUT_S,
 )
 from leadflow.followups.pacing import PAIR_PACING_SECONDS
 from leadflow.messaging.templates import TemplateConfig
@@ -41,6 +42,10 @@ class ProcessorSettings:
     unknown_outcome_grace_seconds: float = DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES * 60
     # After an account-level error: when the unsent messages come back (fresh copies, see requeue).
     outage_requeue_delay_seconds: int = OUTAGE_REQUEUE_DELAY_S
+    # Keep receiving from the queue during the run (see FollowupProcessor.process), with the
+    # sensor's visibility timeout; off, the run processes only the batch it was handed.
+    keep_receiving: bool = False
+    receive_visibility_seconds: int = VISIBILITY_TIMEOUT_S
 
 
 def capped_concurrency(raw: Any, send_rate: float) -> int:
@@ -92,6 +97,7 @@ def load_settings(*, reminders: bool = False) -> ProcessorSettings:
     common = {
         "templates": TemplateConfig.parse(Variable.get(VAR_WHATSAPP_TEMPLATES, default=None)),
         "budget_seconds": PROCESS_BUDGET_SECONDS,
+        "keep_receiving": True,
         "unknown_outcome_grace_seconds": grace_seconds(
             Variable.get(VAR_UNKNOWN_OUTCOME_GRACE, default=DEFAULT_UNKNOWN_OUTCOME_GRACE_MINUTES)
         ),

@@ -51,9 +51,14 @@ class BatchSnapshot:
         self._last_sent: dict[str, datetime] = {}
 
     def load(self, events: list[FollowupEvent], now: datetime) -> None:
+        self.docs, self._users, self._last_user_message, self._last_sent = {}, {}, {}, {}
+        self.add(events, now)
+
+    def add(self, events: list[FollowupEvent], now: datetime) -> None:
+        """Read what ``events`` need on top of what is loaded (a later receive of the same run);
+        fresher reads replace older ones, while worker threads read the rest."""
         keys = list({e.event_id for e in events})
         user_ids = list({e.user_object_id for e in events})
-        self.docs, self._users, self._last_user_message, self._last_sent = {}, {}, {}, {}
         since = now - SERVICE_WINDOW - timedelta(minutes=10)
         for chunk in _chunks(keys):
             self.docs.update((d["_id"], d) for d in self.ledger.collection.find({"_id": {"$in": chunk}}))

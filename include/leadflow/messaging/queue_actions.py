@@ -11,6 +11,8 @@ import logging
 import threading
 from typing import Any
 
+from leadflow.messaging.batch_store import SYSTEM_ATTRIBUTES
+
 log = logging.getLogger(__name__)
 
 MAX_REDELIVERY_DELAY_S = 900
@@ -47,6 +49,19 @@ class QueueActions:
         self.redelivery_delay_seconds = redelivery_delay_seconds
         self._delete_lock = threading.Lock()
         self._pending_deletes: list[dict[str, Any]] = []
+
+    def receive(self, visibility_timeout: int, wait_seconds: int = 1) -> list[dict[str, Any]]:
+        """Up to 10 more messages, asked for as the sensor asks (its attributes and visibility
+        timeout). A short long-poll: SQS answers as soon as it has any message, and an empty
+        answer ends the caller's receiving (short polling may miss messages on other hosts)."""
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=SQS_BATCH,
+            WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_timeout,
+            MessageSystemAttributeNames=SYSTEM_ATTRIBUTES,
+        )
+        return list(response.get("Messages") or [])
 
     def dead_letter(self, message: dict[str, Any], reason: str, detail: str, *, event_id: str | None) -> str:
         """Copy the original body to the DLQ with the reason attributes; return the DLQ message id.
