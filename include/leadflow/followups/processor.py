@@ -9,8 +9,9 @@ threads polite: ``concurrency`` threads at most (capped by the visibility-timeou
 :mod:`.dag_settings`), and the rate limits of :mod:`.pacing`.
 
 The seams: :mod:`.snapshot` reads what the batch needs up front, :mod:`.queue_actions` deletes,
-dead-letters or leaves each SQS message, :mod:`.outcomes` counts what happened, and
-:mod:`.settings` holds the knobs. This module is the decision for one message.
+dead-letters or leaves each SQS message, :mod:`.outcomes` counts what happened, :mod:`.settings`
+holds the knobs and :mod:`.lanes` decides which thread runs which message. This module is the
+decision for one message.
 
 Every message ends in exactly one outcome (see :mod:`.outcomes`). The SQS message is deleted
 (or moved to the DLQ) only after the ledger records its outcome; see
@@ -19,13 +20,11 @@ Every message ends in exactly one outcome (see :mod:`.outcomes`). The SQS messag
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,12 +32,14 @@ from pymongo.database import Database
 
 from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES, USERS
 from leadflow.followups.budget import receive_window_seconds
-from leadflow.followups.contract import EventType, FollowupEvent, ValidationFailure, parse_body
+from leadflow.followups.contract import FollowupEvent, ValidationFailure
 from leadflow.followups.deadlines import deadline_of, is_late, late_seconds, record_deadline, record_lateness
+from leadflow.followups.lanes import BuyerLanes, Grouped, Received, events_of, group_by_buyer
 from leadflow.followups.outcomes import BatchSummary, Outcome
 from leadflow.followups.pacing import TokenBucket, UserPacer
 from leadflow.followups.personalise import Personaliser, prompt_data
 from leadflow.followups.requeue import requeue_copy
+from leadflow.followups.send_checks import EXPIRED, opt_in, send_time_problem
 from leadflow.followups.settings import ProcessorSettings, load_settings
 from leadflow.followups.snapshot import BatchSnapshot
 from leadflow.marketing import MARKETING, hold_for_code, marketing_hold, record_refusal
@@ -69,24 +70,7 @@ log = logging.getLogger(__name__)
 
 MAX_VISIBILITY_S = 43_200  # SQS's limit on ChangeMessageVisibility (12 h)
 GRACE_MARGIN_S = 30  # a receipt sent at the end of the grace period has time to land
-VISIT_TIME_TOLERANCE_S = 60
-EXPIRED = "expired"
 RECEIVES_PER_READ = 5
-
-
-def _opt_in(value: Any) -> bool | None:
-    """True/False, or None when the stored value cannot be read as consent either way."""
-    if value is None or value is True:
-        return True
-    if value is False:
-        return False
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "y"):
-        return True
-    if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "n"):
-        return False
-    if isinstance(value, int):
-        return bool(value)
-    return None
 
 
 class FollowupProcessor:
@@ -119,11 +103,7 @@ class FollowupProcessor:
         self._summary = BatchSummary()
         self._abort = threading.Event()
         self._deadline = float("inf")
-        # Per run: each user's events not yet started, the messages received and not finished,
-        # the events this run has already handled a copy of.
-        self._progress = threading.Condition()
-        self._user_queues: dict[str, deque[list[tuple[dict[str, Any], Any]]]] = {}
-        self._unfinished = 0
+        # Per run: the events this run has already handled a copy of.
         self._handled: set[str] = set()
 
     # -- batch -------------------------------------------------------------------------------
@@ -141,34 +121,36 @@ class FollowupProcessor:
         receive_until = started + receive_window_seconds(self.settings.budget_seconds, self.settings.pacing_seconds)
         keep_receiving = self.settings.keep_receiving and time.monotonic() < receive_until
         self.ledger.ensure_indexes()
-        self._user_queues, self._unfinished, self._handled = {}, 0, set()
-        users = self._group(messages)
-        self.snapshot.load(self._events(users), self.now())
+        self._handled = set()
+        users = group_by_buyer(messages)
+        self.snapshot.load(events_of(users), self.now())
         workers = self.settings.concurrency if keep_receiving else min(self.settings.concurrency, len(users))
-        jobs: list[Future[None]] = []
+        # At most two messages per thread waiting or running, so a received message is not left
+        # idling on its visibility clock.
+        backlog = 2 * self.settings.concurrency - SQS_BATCH // 2
         try:
-            # Each job runs in a copy of this thread's context, so the task's logging context
-            # (kept in contextvars) carries over to the worker threads.
             with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="followup") as pool:
-                self._dispatch(pool, users, jobs)
-                while keep_receiving and self._room_to_receive(receive_until):
-                    more = self._receive_more()
+                lanes = BuyerLanes(pool, self._run_group)
+                lanes.dispatch(users)
+                while keep_receiving:
+                    lanes.wait_for_room(backlog, receive_until, self._abort)
+                    if self._abort.is_set() or time.monotonic() >= receive_until:
+                        break
+                    more = self._receive_more(lanes.unfinished)
                     if not more:
                         break
-                    self._dispatch(pool, more, jobs)
-                for job in jobs:
-                    job.result()
+                    lanes.dispatch(more)
+                lanes.join()
         finally:
             self.queue.flush()
         self._summary.elapsed_seconds = time.monotonic() - started
         log.info("Batch done: %s", self._summary.as_dict())
         return self._summary
 
-    def _receive_more(self) -> dict[str, list[list[tuple[dict[str, Any], Any]]]] | None:
+    def _receive_more(self, unfinished: int) -> Grouped | None:
         """The next receive, grouped and with its snapshot read; None ends the receiving."""
         received: list[dict[str, Any]] = []
-        with self._progress:
-            room = max(1, 2 * self.settings.concurrency - self._unfinished)
+        room = max(1, 2 * self.settings.concurrency - unfinished)
         # Several receives share one snapshot read (four Mongo queries): up to RECEIVES_PER_READ
         # calls while the queue answers full ones and the threads have room.
         for _ in range(min(RECEIVES_PER_READ, -(-room // SQS_BATCH))):
@@ -183,9 +165,9 @@ class FollowupProcessor:
         if not received:
             return None
         self._summary.record_received(len(received))
-        more = self._group(received)
+        more = group_by_buyer(received)
         try:
-            self.snapshot.add(self._events(more), self.now())
+            self.snapshot.add(events_of(more), self.now())
         except Exception:
             # Infrastructure trouble (Mongo): as for a message's own error, back to the queue and
             # the task fails at the end so the failure alert fires.
@@ -197,80 +179,7 @@ class FollowupProcessor:
             return None
         return more
 
-    @staticmethod
-    def _events(users: dict[str, list[list[tuple[dict[str, Any], Any]]]]) -> list[FollowupEvent]:
-        return [p for user in users.values() for copies in user for _, p in copies if isinstance(p, FollowupEvent)]
-
-    def _room_to_receive(self, receive_until: float) -> bool:
-        """Wait until the threads have room for another receive (at most two messages per thread
-        waiting or running, so a received message is not left idling on its visibility clock);
-        False once the receive window ended or the batch was stopped."""
-        backlog = 2 * self.settings.concurrency - SQS_BATCH // 2
-        with self._progress:
-            while self._unfinished >= backlog and not self._abort.is_set():
-                left = receive_until - time.monotonic()
-                if left <= 0:
-                    break
-                self._progress.wait(timeout=min(left, 1.0))
-        return not self._abort.is_set() and time.monotonic() < receive_until
-
-    def _dispatch(
-        self,
-        pool: ThreadPoolExecutor,
-        users: dict[str, list[list[tuple[dict[str, Any], Any]]]],
-        jobs: list[Future[None]],
-    ) -> None:
-        """Hand each user's events to that user's running job, or start one: a user's messages
-        stay on one thread even when they arrive in different receives (see :meth:`_group`)."""
-        for user, events in users.items():
-            with self._progress:
-                self._unfinished += sum(len(copies) for copies in events)
-                running = self._user_queues.get(user)
-                if running is not None:
-                    running.extend(events)
-                    continue
-                self._user_queues[user] = deque(events)
-            jobs.append(pool.submit(contextvars.copy_context().run, self._run_user, user))
-
-    def _group(self, messages: list[dict[str, Any]]) -> dict[str, list[list[tuple[dict[str, Any], Any]]]]:
-        """Parse every message and group them: per user, the copies of each event.
-
-        One user's messages run on one thread, one after another. Spread over threads they would
-        queue on the pacer's lock for that user, 6 s each, holding a thread apiece; the worst
-        case of a run would then grow with the thread count (see :mod:`.budget`). A message that
-        does not parse is a group of its own: it has no user to wait for.
-        """
-        users: dict[str, dict[str, list[tuple[dict[str, Any], Any]]]] = {}
-        for message in messages:
-            try:
-                parsed: FollowupEvent | ValidationFailure = parse_body(message.get("Body"))
-                user, key = f"user:{parsed.user_id}", parsed.event_id
-            except ValidationFailure as failure:
-                parsed = failure
-                user = key = message_key(str(message.get("MessageId")))
-            users.setdefault(user, {}).setdefault(key, []).append((message, parsed))
-        return {user: list(copies.values()) for user, copies in users.items()}
-
-    def _run_user(self, user: str) -> None:
-        while True:
-            with self._progress:
-                queue = self._user_queues[user]
-                if not queue:
-                    del self._user_queues[user]
-                    return
-                copies = queue.popleft()
-            try:
-                self._run_group(copies)
-            except BaseException:
-                with self._progress:  # a later receive must not queue behind a dead job
-                    self._unfinished -= len(copies) + sum(len(c) for c in self._user_queues.pop(user))
-                    self._progress.notify_all()
-                raise
-            with self._progress:
-                self._unfinished -= len(copies)
-                self._progress.notify_all()
-
-    def _run_group(self, group: list[tuple[dict[str, Any], Any]]) -> None:
+    def _run_group(self, group: list[Received]) -> None:
         first = group[0][1]
         if isinstance(first, FollowupEvent):
             if first.event_id in self._handled:  # a copy from a later receive: its snapshot predates ours
@@ -323,7 +232,7 @@ class FollowupProcessor:
         stale = send_time_problem(event, user, self.now())
         if stale is not None:
             return self._skip(message, event, stale)
-        consent = _opt_in(user.get("whatsapp_opt_in"))
+        consent = opt_in(user.get("whatsapp_opt_in"))
         if consent is not True:
             return self._skip(message, event, "opted_out" if consent is False else "opt_in_unreadable")
         if self.settings.templates.category(event.event_type.value) == MARKETING:
@@ -672,30 +581,6 @@ class FollowupProcessor:
         self.queue.delete(message)
         self._summary.record_dead_letter(reason, event_id or message_key(str(message.get("MessageId"))), failure_code)
         return self._summary.count(outcome)
-
-
-def send_time_problem(event: FollowupEvent, user: dict[str, Any], now: datetime) -> str | None:
-    """Why a reminder must not go out any more (``expired`` / ``superseded``), or None.
-
-    Checked at send time against the user's *current* ``site_visit``: the event was produced
-    when the visit was booked, and may have waited in the queue (or the DLQ) since.
-    """
-    if event.event_type is not EventType.SITE_VISIT_REMINDER or event.scheduled_at is None:
-        return None
-    if event.scheduled_at <= now:
-        return EXPIRED
-    visit = user.get("site_visit")
-    if not isinstance(visit, dict):
-        return None  # nothing recorded on the user: the event is all we know
-    status = str(visit.get("status") or "").strip().lower()
-    if status in ("cancelled", "canceled"):
-        return "superseded"
-    if status == "completed":
-        return EXPIRED
-    current = aware(visit.get("scheduled_at"))
-    if current is not None and abs((current - event.scheduled_at).total_seconds()) > VISIT_TIME_TOLERANCE_S:
-        return "superseded"
-    return None
 
 
 # --------------------------------------------------------------------------------------------
