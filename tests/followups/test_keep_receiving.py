@@ -16,8 +16,8 @@ from tests.followups.test_followups_processor import make_processor
 SENSOR_BATCH = 10  # what the sensor handed over: one receive's worth, the rest stays queued
 
 
-def receiving_processor(env: Env, *, pacing: float, budget: float = 600.0) -> FollowupProcessor:
-    processor = make_processor(env, pacing=pacing, concurrency=4)
+def receiving_processor(env: Env, *, pacing: float, budget: float = 600.0, concurrency: int = 4) -> FollowupProcessor:
+    processor = make_processor(env, pacing=pacing, concurrency=concurrency)
     processor.settings = replace(processor.settings, keep_receiving=True, budget_seconds=budget)
     return processor
 
@@ -93,3 +93,19 @@ def test_a_failed_receive_ends_the_receiving_not_the_run(env: Env) -> None:
 
     assert (summary.receives_in_run, summary.sent, summary.errors) == (0, SENSOR_BATCH, 0)
     assert env.queue_counts() == (5, 0)
+
+
+def test_one_thread_receives_more_as_soon_as_its_lane_is_idle(env: Env) -> None:
+    """With one thread, room for more is one message: the run receives the next one once the lane
+    is done, rather than waiting, lanes idle, for its receive window to close."""
+    for n in range(SENSOR_BATCH + 5):
+        env.enqueue(event("inquiry_followup", env.add_user(f"Buyer {n}", wrote_ago=timedelta(hours=1))[0]))
+    # A window of a minute: the handed batch is sent well within it, so only a run waiting for
+    # the window to close (sending nothing more) leaves the five queued.
+    budget = one_message_worst_seconds(0.5) + 60
+
+    summary = receiving_processor(env, pacing=0.5, budget=budget, concurrency=1).process(sensor_batch(env))
+
+    assert summary.receives_in_run >= 1
+    assert (summary.received, summary.sent) == (SENSOR_BATCH + 5, SENSOR_BATCH + 5)
+    assert env.queue_counts() == (0, 0)

@@ -126,8 +126,9 @@ class FollowupProcessor:
         self.snapshot.load(events_of(users), self.now())
         workers = self.settings.concurrency if keep_receiving else min(self.settings.concurrency, len(users))
         # At most two messages per thread waiting or running, so a received message is not left
-        # idling on its visibility clock.
-        backlog = 2 * self.settings.concurrency - SQS_BATCH // 2
+        # idling on its visibility clock; at least one, or a run with few threads would wait for
+        # room until its receive window closed, with every lane idle.
+        backlog = max(1, 2 * self.settings.concurrency - SQS_BATCH // 2)
         try:
             with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="followup") as pool:
                 lanes = BuyerLanes(pool, self._run_group)
