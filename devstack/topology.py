@@ -240,8 +240,8 @@ def topology_env(home: Path, api_port: int, db_port: int, redis_port: int, extra
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CELERY__BROKER_URL": f"redis://{HOST}:{redis_port}/0",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{dsn}",
-            # One task per worker at a time: tasks that could run in parallel land on different
-            # workers, so a run's tasks really do cross workers (as on MWAA's containers).
+            # One task per worker at a time: while one worker is busy the next task goes to the
+            # other, so a run's tasks spread over both (as on MWAA's containers).
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
             # As deploy/mwaa-airflow-configuration.json sets it on MWAA.
