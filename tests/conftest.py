@@ -7,6 +7,7 @@ time, before any test module imports ``airflow``.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,8 +32,22 @@ SPREADSHEET_VARIABLES = (
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated metadata DB under the session's AIRFLOW_HOME."""
+    from tests import shipped_dags
+
     prepare_home(AIRFLOW_HOME)
+    shipped_dags.install()  # every DAG run from here on is checked against its file
     return AIRFLOW_HOME
+
+
+@pytest.fixture(autouse=True)
+def dags_run_as_shipped() -> Iterator[None]:
+    """Fails a test that ran a DAG edited after parsing (tests/shipped_dags.py says why)."""
+    yield
+    if "tests.shipped_dags" in sys.modules:
+        from tests.shipped_dags import GUARD
+
+        edited, GUARD.violations = GUARD.violations, []
+        assert not edited, "a test must run the DAG as its file builds it:\n" + "\n".join(edited)
 
 
 @pytest.fixture(scope="session")
