@@ -7,6 +7,12 @@ made while the task runs: an Airflow listener (the task runner calls it in the t
 scheduler would store it, with the same file parsed afresh. A difference is recorded and fails the
 test at teardown (an exception raised in a listener is only logged by Airflow).
 
+One thing a run may change: a Param's value, to what the run's ``conf`` sets. Airflow writes
+``dag_run.conf`` into the task's Param objects when it resolves a run's params
+(``ParamsDict.__setitem__`` -> ``Param.resolve``), which in ``dag.test()`` are the test's DAG
+object's. So the value of a Param the run's conf names is not compared; every other Param keeps its
+shipped value (else a run without that conf would get an earlier run's value).
+
 DAGs built inside a test (not loaded from ``dags/``) are not checked: they ship nowhere.
 """
 
@@ -31,6 +37,24 @@ def _serialized(dag: Any) -> dict[str, Any]:
 
 def _tasks(serialized: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {task["__var"]["task_id"]: task["__var"] for task in serialized["tasks"]}
+
+
+def _without_values_of(run_conf: dict[str, Any], serialized: dict[str, Any]) -> dict[str, Any]:
+    """``serialized`` with the values of the Params ``run_conf`` sets left out."""
+
+    def params(pairs: list[Any]) -> list[Any]:
+        return [
+            (name, {k: v for k, v in param.items() if k != "default"} if name in run_conf else param)
+            for name, param in pairs
+        ]
+
+    tasks = [
+        {**task, "__var": {**task["__var"], "params": params(task["__var"]["params"])}}
+        if "params" in task["__var"]
+        else task
+        for task in serialized["tasks"]
+    ]
+    return {**serialized, "params": params(serialized.get("params", [])), "tasks": tasks}
 
 
 def differences(running: dict[str, Any], shipped: dict[str, Any]) -> list[str]:
@@ -71,18 +95,21 @@ class ShippedDagGuard:
             self._shipped[key] = _serialized(bag.get_dag(dag_id))
         return self._shipped[key]
 
-    def check(self, dag: Any, task_id: str) -> None:
+    def check(self, dag: Any, task_id: str, run_conf: dict[str, Any]) -> None:
         fileloc = Path(dag.fileloc).resolve()
         if fileloc.parent != DAGS_FOLDER:
             return
-        found = "; ".join(differences(_serialized(dag), self.shipped(fileloc, dag.dag_id)))
+        running = _without_values_of(run_conf, _serialized(dag))
+        shipped = _without_values_of(run_conf, self.shipped(fileloc, dag.dag_id))
+        found = "; ".join(differences(running, shipped))
         if found and not any(v.endswith(f" edited: {found}") for v in self.violations):  # once, not per task
             self.violations.append(f"{dag.dag_id} ran {task_id} edited: {found}")
 
     @hookimpl
     def on_task_instance_running(self, previous_state: Any, task_instance: Any) -> None:
         try:
-            self.check(task_instance.task.dag, task_instance.task_id)
+            run_conf = task_instance.get_template_context()["dag_run"].conf or {}
+            self.check(task_instance.task.dag, task_instance.task_id, run_conf)
         except Exception as error:  # Airflow would only log it; the test must fail
             self.violations.append(f"the shipped-DAG check itself failed: {error!r}")
 

@@ -28,3 +28,17 @@ def test_a_run_of_an_edited_dag_is_reported_even_when_the_edit_is_put_back(clean
     assert len(reported) == 1, reported
     assert reported[0].startswith("interaction_reports ran ensure_indexes edited: ensure_indexes.retries: ")
     assert reported[0].endswith(f" != {shipped}")
+
+
+def test_a_param_set_by_the_runs_conf_is_allowed_and_its_leftover_in_the_next_run_is_reported(clean_stack) -> None:
+    dag = load_dag("interaction_reports")
+    rebuild = {"rebuild_dashboard": True}
+    dag.test(logical_date=fixture.ist(20, 11, 0), run_conf=rebuild, mark_success_pattern=ONLY_ENSURE_INDEXES)
+    assert GUARD.violations == []  # the value the run's conf asked for
+
+    # Airflow left that value in the DAG object's Param: a run without it would not rebuild as shipped.
+    dag.test(logical_date=fixture.ist(20, 12, 0), mark_success_pattern=ONLY_ENSURE_INDEXES)
+    reported, GUARD.violations = GUARD.violations, []
+    assert len(reported) == 1, reported
+    assert "ensure_indexes.params: [('rebuild_dashboard', {" in reported[0]
+    assert "'default': True" in reported[0]
