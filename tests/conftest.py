@@ -19,9 +19,23 @@ from devstack.services import recreate_queues
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="leadflow-test-airflow-"))
 os.environ.update(airflow_env(AIRFLOW_HOME))
-# The DAGs run as shipped, retries included; only the first retry's delay is configured down (from
-# 30 s to Airflow's 1 s floor) so that a run exhausting its retries takes seconds, not minutes.
-os.environ["AIRFLOW__LEADFLOW__TASK_RETRY_DELAY_SECONDS"] = "0"
+
+
+def _retry_without_delay() -> None:
+    """The DAGs run as shipped, retries included; only the first retry's delay is configured down
+    (30 s to Airflow's 1 s floor) so that a run exhausting its retries takes seconds, not minutes.
+    In this process's configuration, not the environment: the Airflow components some tests
+    start (scheduler, workers) keep the shipped delay."""
+    from airflow.sdk import conf
+
+    from leadflow.config import CONF_SECTION, CONF_TASK_RETRY_DELAY_SECONDS
+
+    if not conf.has_section(CONF_SECTION):
+        conf.add_section(CONF_SECTION)
+    conf.set(CONF_SECTION, CONF_TASK_RETRY_DELAY_SECONDS, "0")
+
+
+_retry_without_delay()  # before any test module parses a DAG
 
 SPREADSHEET_VARIABLES = (
     "leadflow_session_report_spreadsheet_id",

@@ -1,5 +1,5 @@
 """The first retry's delay comes from Airflow's configuration, ``[leadflow] task_retry_delay_seconds``,
-read when the DAG file is parsed: 30 s when unset, 0 in the tests (tests/conftest.py)."""
+read when the DAG file is parsed: 30 s when unset, 0 in the tests' own process (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,25 @@ from unittest import mock
 
 import pytest
 
+from leadflow.config import CONF_SECTION, CONF_TASK_RETRY_DELAY_SECONDS
 from tests.helpers import REPO
 
-OPTION = "AIRFLOW__LEADFLOW__TASK_RETRY_DELAY_SECONDS"
+OPTION = "AIRFLOW__LEADFLOW__TASK_RETRY_DELAY_SECONDS"  # how an operator sets it (on MWAA: a configuration option)
 
 
 def parse(dag_id: str, delay: str | None):
+    """The DAG parsed with the option set to ``delay`` in the environment, or not set anywhere."""
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import conf
 
     env = {k: v for k, v in os.environ.items() if k != OPTION} | ({OPTION: delay} if delay is not None else {})
-    with mock.patch.dict(os.environ, env, clear=True):
-        return DagBag(dag_folder=str(REPO / "dags" / f"{dag_id}.py"))
+    tests_value = conf.get(CONF_SECTION, CONF_TASK_RETRY_DELAY_SECONDS)
+    conf.remove_option(CONF_SECTION, CONF_TASK_RETRY_DELAY_SECONDS)
+    try:
+        with mock.patch.dict(os.environ, env, clear=True):
+            return DagBag(dag_folder=str(REPO / "dags" / f"{dag_id}.py"))
+    finally:
+        conf.set(CONF_SECTION, CONF_TASK_RETRY_DELAY_SECONDS, tests_value)
 
 
 def delays(bag, dag_id: str) -> set[timedelta]:
@@ -41,3 +49,10 @@ def test_an_impossible_delay_fails_the_parse_naming_the_option(airflow_db, delay
     [(_, error)] = errors.items()
     assert "[leadflow] task_retry_delay_seconds must be a number of seconds" in error
     assert repr(delay) in error
+
+
+def test_the_tests_own_process_retries_without_delay_and_passes_none_to_airflow_it_starts(airflow_db) -> None:
+    from tests.helpers import load_dag
+
+    assert {task.retry_delay for task in load_dag("interaction_reports").tasks} == {timedelta(0)}
+    assert OPTION not in os.environ  # a scheduler or worker a test starts keeps the shipped delay
