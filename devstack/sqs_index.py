@@ -41,13 +41,19 @@ from copy import deepcopy
 from dataclasses import dataclass
 from enum import Enum
 
-from moto.core.utils import unix_time_millis
+from moto.sqs import models as moto_sqs
 from moto.sqs.exceptions import InvalidParameterValue, ReceiptHandleIsInvalid, SQSException
 from moto.sqs.models import Message, Queue, _filter_message_attributes
 
 # AWS's documented quota for a standard queue ("approximately 120,000 in flight messages").
 IN_FLIGHT_LIMIT = 120_000
 MAX_TOTAL_VISIBILITY_MS = 43_200 * 1000  # 12 hours
+
+
+def _now_ms() -> float:
+    """moto's SQS clock, read where moto's messages read it: their timestamps and these timers
+    must agree, and a test may move that clock (``devstack.sqs_server.use_clock``)."""
+    return moto_sqs.unix_time_millis()
 
 
 class OverLimit(SQSException):
@@ -92,7 +98,7 @@ class MessageIndex:
 
     def add(self, message: Message) -> None:
         with self.changed:
-            now = unix_time_millis()
+            now = _now_ms()
             if message.delayed_until > now:
                 entry = Entry(message, Place.DELAYED)
                 self.delayed += 1
@@ -139,7 +145,7 @@ class MessageIndex:
 
     def change_visibility(self, receipt_handle: str, visibility_timeout: int) -> None:
         with self.changed:
-            now = unix_time_millis()
+            now = _now_ms()
             self._release_due(now)
             message = self._by_handle.get(receipt_handle)
             if message is None:
@@ -172,12 +178,12 @@ class MessageIndex:
     def counts(self) -> tuple[int, int, int]:
         """(visible, in flight, delayed): ApproximateNumberOfMessages, ...NotVisible, ...Delayed."""
         with self.changed:
-            self._release_due(unix_time_millis())
+            self._release_due(_now_ms())
             return len(self._ready), self.in_flight, self.delayed
 
     def visible_messages(self) -> list[Message]:
         with self.changed:
-            self._release_due(unix_time_millis())
+            self._release_due(_now_ms())
             return list(self._ready.values())
 
     # --- internals (the lock is held) -------------------------------------------------------
@@ -185,7 +191,7 @@ class MessageIndex:
     def _take(
         self, queue: Queue, count: int, visibility_timeout: int, *, long_poll: bool
     ) -> tuple[list[Message], list[Message]]:
-        now = unix_time_millis()
+        now = _now_ms()
         self._release_due(now)
         room = self.in_flight_limit - self.in_flight
         if room <= 0 and visibility_timeout:
@@ -269,4 +275,4 @@ class MessageIndex:
     def _seconds_to_next_timer(self) -> float:
         if not self._timers:
             return 1.0  # woken by add/delete/visibility changes; the bound only guards a missed one
-        return max(0.001, (self._timers[0][0] - unix_time_millis()) / 1000)
+        return max(0.001, (self._timers[0][0] - _now_ms()) / 1000)

@@ -71,15 +71,38 @@ class LazyQueueAttributes(Mapping[str, Any]):
         return len(self._names)
 
 
-def install(*, index: bool = True, in_flight_limit: int = IN_FLIGHT_LIMIT) -> None:
+# How the stand-in replaces moto's methods: ``setattr`` in its own server process; a test that
+# serves it in-process passes ``monkeypatch.setattr``, so moto is itself again afterwards.
+Assign = Callable[[Any, str, Any], None]
+
+
+def install(*, index: bool = True, in_flight_limit: int = IN_FLIGHT_LIMIT, assign: Assign = setattr) -> None:
     from moto.sqs.models import Queue
 
-    Queue.attributes = property(LazyQueueAttributes)  # type: ignore[assignment,method-assign]
+    assign(Queue, "attributes", property(LazyQueueAttributes))
     if index:
-        install_index(in_flight_limit)
+        install_index(in_flight_limit, assign)
 
 
-def install_index(in_flight_limit: int = IN_FLIGHT_LIMIT) -> None:
+def use_clock(now: Callable[[], float], assign: Assign = setattr) -> None:
+    """Run SQS on another clock (``now``: epoch seconds), for a test that simulates hours in seconds.
+
+    Every timestamp and timer of a message (sent, first received, delay, visibility timeout,
+    retention) and of the index is read from ``moto.sqs.models``' two clock functions, so
+    replacing them moves all of them together. Only a long poll still waits in real time.
+    """
+    from moto.sqs import models
+
+    motos_unix_time = models.unix_time
+
+    def unix_time(dt: Any = None) -> float:
+        return now() if dt is None else motos_unix_time(dt)
+
+    assign(models, "unix_time", unix_time)
+    assign(models, "unix_time_millis", lambda dt=None: unix_time(dt) * 1000)
+
+
+def install_index(in_flight_limit: int = IN_FLIGHT_LIMIT, assign: Assign = setattr) -> None:
     """Route a standard queue's message operations through a :class:`MessageIndex`."""
     from moto.sqs.constants import MAXIMUM_VISIBILITY_TIMEOUT
     from moto.sqs.exceptions import (
@@ -151,27 +174,30 @@ def install_index(in_flight_limit: int = IN_FLIGHT_LIMIT) -> None:
         if index is not None:
             index.purge()
 
-    Queue.__init__ = __init__  # type: ignore[method-assign]
-    Queue.add_message = per_queue(Queue.add_message, lambda index, _queue, message: index.add(message))  # type: ignore[method-assign]
-    Queue.delete_message = per_queue(Queue.delete_message, lambda index, _queue, handle: index.delete(handle))  # type: ignore[method-assign]
-    Queue.messages = property(per_queue(Queue.messages.fget, lambda index, _queue: index.visible_messages()))  # type: ignore[assignment,method-assign,attr-defined]
-    Queue.approximate_number_of_messages = counted(0, Queue.approximate_number_of_messages)  # type: ignore[assignment,method-assign,arg-type]
-    Queue.approximate_number_of_messages_not_visible = counted(1, Queue.approximate_number_of_messages_not_visible)  # type: ignore[assignment,method-assign,arg-type]
-    Queue.approximate_number_of_messages_delayed = counted(2, Queue.approximate_number_of_messages_delayed)  # type: ignore[assignment,method-assign,arg-type]
+    assign(Queue, "__init__", __init__)
+    assign(Queue, "add_message", per_queue(Queue.add_message, lambda index, _queue, message: index.add(message)))
+    assign(Queue, "delete_message", per_queue(Queue.delete_message, lambda index, _queue, handle: index.delete(handle)))
+    assign(Queue, "messages", property(per_queue(Queue.messages.fget, lambda index, _queue: index.visible_messages())))  # type: ignore[attr-defined]
+    for position, suffix in enumerate(("", "_not_visible", "_delayed")):  # the order of MessageIndex.counts
+        name = f"approximate_number_of_messages{suffix}"
+        assign(Queue, name, counted(position, getattr(Queue, name)))
 
     def receive(index: MessageIndex, queue: Any, count: int, wait: int, visibility: int, names: Any = None) -> Any:
         return index.receive(queue, count, wait, visibility, names or [])
 
-    SQSBackend.receive_message = per_named_queue(SQSBackend.receive_message, receive)  # type: ignore[method-assign]
+    assign(SQSBackend, "receive_message", per_named_queue(SQSBackend.receive_message, receive))
 
     def change_visibility(index: MessageIndex, _queue: Any, receipt_handle: str, visibility_timeout: Any) -> None:
         index.change_visibility(receipt_handle, int(visibility_timeout))
 
-    SQSBackend.change_message_visibility = per_named_queue(SQSBackend.change_message_visibility, change_visibility)  # type: ignore[method-assign]
-    SQSBackend.purge_queue = purge_queue  # type: ignore[method-assign]
-    SQSBackend.delete_message_batch = at_most_ten(SQSBackend.delete_message_batch)  # type: ignore[method-assign]
-    SQSBackend.change_message_visibility_batch = at_most_ten(  # type: ignore[method-assign]
-        per_named_queue(SQSBackend.change_message_visibility_batch, change_visibility_batch)
+    motos_change = SQSBackend.change_message_visibility
+    assign(SQSBackend, "change_message_visibility", per_named_queue(motos_change, change_visibility))
+    assign(SQSBackend, "purge_queue", purge_queue)
+    assign(SQSBackend, "delete_message_batch", at_most_ten(SQSBackend.delete_message_batch))
+    assign(
+        SQSBackend,
+        "change_message_visibility_batch",
+        at_most_ten(per_named_queue(SQSBackend.change_message_visibility_batch, change_visibility_batch)),
     )
 
 

@@ -7,6 +7,7 @@ time, before any test module imports ``airflow``.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,23 @@ from devstack.services import recreate_queues
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="leadflow-test-airflow-"))
 os.environ.update(airflow_env(AIRFLOW_HOME))
 
+
+def _retry_without_delay() -> None:
+    """The DAGs run as shipped, retries included; only the first retry's delay is configured down
+    (30 s to Airflow's 1 s floor) so that a run exhausting its retries takes seconds, not minutes.
+    In this process's configuration, not the environment: the Airflow components some tests
+    start (scheduler, workers) keep the shipped delay."""
+    from airflow.sdk import conf
+
+    from leadflow.config import CONF_SECTION, CONF_TASK_RETRY_DELAY_SECONDS
+
+    if not conf.has_section(CONF_SECTION):
+        conf.add_section(CONF_SECTION)
+    conf.set(CONF_SECTION, CONF_TASK_RETRY_DELAY_SECONDS, "0")
+
+
+_retry_without_delay()  # before any test module parses a DAG
+
 SPREADSHEET_VARIABLES = (
     "leadflow_session_report_spreadsheet_id",
     "leadflow_consolidated_report_spreadsheet_id",
@@ -28,8 +46,22 @@ SPREADSHEET_VARIABLES = (
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated metadata DB under the session's AIRFLOW_HOME."""
+    from tests import shipped_dags
+
     prepare_home(AIRFLOW_HOME)
+    shipped_dags.install()  # every DAG run from here on is checked against its file
     return AIRFLOW_HOME
+
+
+@pytest.fixture(autouse=True)
+def dags_run_as_shipped() -> Iterator[None]:
+    """Fails a test that ran a DAG edited after parsing (tests/shipped_dags.py says why)."""
+    yield
+    if "tests.shipped_dags" in sys.modules:
+        from tests.shipped_dags import GUARD
+
+        edited, GUARD.violations = GUARD.violations, []
+        assert not edited, "a test must run the DAG as its file builds it:\n" + "\n".join(edited)
 
 
 @pytest.fixture(scope="session")

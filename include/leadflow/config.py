@@ -40,6 +40,15 @@ DEFAULT_OBJECT_STORE_BASE = "file:///tmp/leadflow-objects/"
 DEFAULT_LOOKBACK_MINUTES = 15
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
+# Airflow configuration options of our own (airflow.cfg section [leadflow], or the environment as
+# AIRFLOW__LEADFLOW__<OPTION>). Read when a DAG file is parsed, which a Variable must not be (a
+# metadata-DB query on every parse); on MWAA they are "Airflow configuration options".
+CONF_SECTION = "leadflow"
+# The first retry's delay of every task on the shared defaults (dag_defaults); each further retry
+# doubles it up to the cap. The tests set 0 so a run that exhausts its retries takes seconds.
+CONF_TASK_RETRY_DELAY_SECONDS = "task_retry_delay_seconds"
+DEFAULT_TASK_RETRY_DELAY_SECONDS = 30
+
 # Pools
 GOOGLE_SHEETS_POOL = "google_sheets"
 

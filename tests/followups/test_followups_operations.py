@@ -136,7 +136,9 @@ def test_redrive_after_fixing_a_phone_number_sends_once_and_a_second_redrive_sen
         MessageBody=json.dumps(event("inquiry_followup", bad, event_id="evt-redrive")),
         MessageAttributes={"reason_code": {"DataType": "String", "StringValue": "invalid_phone"}},
     )
-    assert _summary(redrive_dag.test(run_conf={"reasons": ["invalid_phone"], "dry_run": False}))["moved"] == 1
+    # Every key again: Airflow keeps a run's conf in the DAG object's Params (tests/shipped_dags.py).
+    again = {"reasons": ["invalid_phone"], "dry_run": False, "max_messages": 10}
+    assert _summary(redrive_dag.test(run_conf=again))["moved"] == 1
     assert followups_dag.test(run_conf={"max_wait_seconds": 3}).state == "success"
     assert len(env.outbox()) == sends_before + 1
     assert [d["reason_code"] for d in env.dlq()] == ["invalid_contract"]  # the other one never moved

@@ -4,8 +4,9 @@ outage of any length loses nothing (no message reaches a DLQ for it).
 
 Hypothesis generates bursts of nudges and reminders with their due times, outages of up to
 three hours (longer than SQS's maxReceiveCount x the visibility timeout, 5 x 15 min), and the
-two consumers' runs at various intervals and batch sizes. Time is virtual: SQS is moto's server
-(what the devstack runs) in this process, on a clock the test moves, so delays, visibility
+two consumers' runs at various intervals and batch sizes. Time is virtual: SQS is the stack's
+SQS stand-in (``devstack.sqs_server``: moto with the strict indexed queues of
+``devstack.sqs_index``) served in this process on a clock the test moves, so delays, visibility
 timeouts, receive counts and the redrive to the DLQ behave as in SQS over hours of simulated
 time; WhatsApp, OpenAI, MongoDB and SNS are the stack's stand-ins. The expected outcome of each
 reminder is computed here from the schedule alone (when it was due, when the visit is, when a
@@ -31,7 +32,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from openai import OpenAI
 
-from devstack import clients
+from devstack import clients, sqs_server
 from devstack.airflow_settings import connection_json, read_settings
 from devstack.services import free_port
 from leadflow.alerts import FailureAlert
@@ -62,7 +63,7 @@ class VirtualClock:
 
 @dataclass
 class VirtualSqs:
-    """moto's SQS server in this process, its clock replaced by ``clock``."""
+    """The SQS stand-in served in this process, on ``clock``."""
 
     clock: VirtualClock
     endpoint: str
@@ -86,7 +87,6 @@ class VirtualSqs:
 
 @pytest.fixture(scope="module")
 def virtual_sqs() -> Iterator[VirtualSqs]:
-    import moto.sqs.models as sqs_models
     from moto.server import ThreadedMotoServer
 
     clock = VirtualClock()
@@ -94,15 +94,32 @@ def virtual_sqs() -> Iterator[VirtualSqs]:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per SQS call otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     with pytest.MonkeyPatch.context() as patch:
-        # The stand-in's clock only: every delay, visibility timeout and retention check in
-        # moto's SQS reads these two.
-        patch.setattr(sqs_models, "unix_time", lambda dt=None: clock.t if dt is None else dt.timestamp())
-        patch.setattr(sqs_models, "unix_time_millis", lambda dt=None: sqs_models.unix_time(dt) * 1000)
+        # What `python -m devstack.sqs_server` installs in the stack's process, put back afterwards.
+        sqs_server.install(assign=patch.setattr)
+        sqs_server.use_clock(lambda: clock.t, assign=patch.setattr)
         server.start()
         try:
             yield VirtualSqs(clock, f"http://127.0.0.1:{port}")
         finally:
             server.stop()
+
+
+def test_the_virtual_sqs_is_the_strict_stand_in_on_the_virtual_clock(virtual_sqs: VirtualSqs) -> None:
+    """Delays and visibility timeouts end when the test's clock says so, and SQS's rules that moto
+    alone does not apply hold (a visibility change on a message no longer in flight is refused)."""
+    virtual_sqs.clock.t = START.timestamp()
+    virtual_sqs.reset()
+    sqs = virtual_sqs.client()
+    queue, _ = virtual_sqs.queue_pair(sqs, "probe")
+    sqs.send_message(QueueUrl=queue, MessageBody="{}", DelaySeconds=600)
+    assert _receive(sqs, queue, 10) == []
+    virtual_sqs.clock.t += 600
+    [message] = _receive(sqs, queue, 10)
+    assert _receive(sqs, queue, 10) == []  # in flight for RECEIVE_VISIBILITY
+    virtual_sqs.clock.t += RECEIVE_VISIBILITY
+    with pytest.raises(sqs.exceptions.MessageNotInflight):
+        sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=60)
+    assert len(_receive(sqs, queue, 10)) == 1
 
 
 # --------------------------------------------------------------------------------------------

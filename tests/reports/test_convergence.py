@@ -12,10 +12,9 @@ from datetime import UTC, datetime
 import pymongo
 import pytest
 
-from devstack import clients
 from tests.helpers import all_spreadsheets, task_states, xcom_value
 from tests.reports import fixture
-from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE, run_hours
+from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE, refuse_every_write_try, refused_writes, run_hours
 
 
 def rows_by_key(stack, title: str, tab: str) -> dict[str, dict]:
@@ -89,17 +88,10 @@ def test_hours_with_no_run_are_covered_by_the_next_run(dag, seeded) -> None:
 def test_a_failed_run_leaves_its_changes_to_the_next_run(dag, seeded) -> None:
     run_hours(dag, [fixture.ist(20, 11, 0)])
     update_profile(seeded, fixture.U1, {"ranking": "Low"})
-    faults = [{"count": 2, "status": 403, "path_contains": ":batchUpdate"}]  # both write tasks
-    clients.inject_faults(seeded.control_url("sheets"), faults)
-    saved = {t.task_id: t.retries for t in dag.tasks}
-    for t in dag.tasks:  # the failure is the point, not the backoff
-        t.retries = 0
-    try:
-        failed = dag.test(logical_date=QUIET_HOUR)
-    finally:
-        for t in dag.tasks:
-            t.retries = saved[t.task_id]
+    refusals = refuse_every_write_try(seeded, dag)  # both write tasks, every try
+    failed = dag.test(logical_date=QUIET_HOUR)
     assert failed.state == "failed"
+    assert refused_writes(seeded) == refusals
     assert task_states(failed)["record_landed"] == "upstream_failed"
     assert rows_by_key(seeded, LEADS_TITLE, "Leads")[str(fixture.U1)]["Rank"] == "High"
 

@@ -11,10 +11,9 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from devstack import clients
 from tests.helpers import all_spreadsheets, task_states
 from tests.reports import fixture
-from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE, run_hours
+from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE, refuse_every_write_try, refused_writes, run_hours
 
 H, H1 = fixture.ist(20, 11, 0), fixture.ist(20, 12, 0)
 
@@ -35,18 +34,11 @@ def transform_output(run, task_id: str) -> dict:
 def test_a_late_write_of_an_older_extract_does_not_take_rows_back(dag, seeded) -> None:
     """Extract H, add interactions to one of its sessions, run H+1 to completion, then let H's
     write run: the sheet stays as the on-time runs left it."""
-    # H's writes fail (Sheets refuses them), so its run stops after extract and transform ...
-    faults = [{"count": 2, "status": 403, "path_contains": ":batchUpdate"}]  # both write tasks (one batchUpdate each)
-    clients.inject_faults(seeded.control_url("sheets"), faults)
-    saved = {t.task_id: t.retries for t in dag.tasks}
-    for t in dag.tasks:  # no retries: the failure is the point, not the backoff
-        t.retries = 0
-    try:
-        stale_run = dag.test(logical_date=H)
-    finally:
-        for t in dag.tasks:
-            t.retries = saved[t.task_id]
+    # H's writes fail (Sheets refuses every try), so its run stops after extract and transform ...
+    refusals = refuse_every_write_try(seeded, dag)
+    stale_run = dag.test(logical_date=H)
     assert task_states(stale_run)["write_sessions"] == "failed"
+    assert refused_writes(seeded) == refusals  # every try refused, none left for the next run
     # ... a late message lands in S1, and H+1 (which covers it) runs to completion.
     with pymongo.MongoClient(seeded.mongo_uri) as client:
         client.leadflow.interactions.insert_one(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pandas as pd
 import pymongo
@@ -22,7 +22,7 @@ from leadflow.reports.pipeline import SPECS
 from leadflow.reports.rollover import EARLIER_HEADER, EARLIER_TAB, ROLLOVER_VARIABLES, VAR_CELL_BUDGET
 from tests.helpers import task_instance, task_states
 from tests.reports.fixture import IST
-from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE
+from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE, tries
 from tests.reports.test_races import transform_output
 from tests.reports.test_sheets_upsert import client  # noqa: F401  (the Sheets client fixture)
 
@@ -63,19 +63,8 @@ def months(clean_stack):
         Variable.delete(key)
 
 
-def run(dag, hour: datetime, retries: int = 0):
-    saved = {t.task_id: (t.retries, t.retry_delay) for t in dag.tasks}
-    for t in dag.tasks:
-        t.retries, t.retry_delay = retries, timedelta(0)
-    try:
-        return dag.test(logical_date=hour)
-    finally:
-        for t in dag.tasks:
-            t.retries, t.retry_delay = saved[t.task_id]
-
-
-def run_ok(dag, hour: datetime, retries: int = 0):
-    result = run(dag, hour, retries)
+def run_ok(dag, hour: datetime):
+    result = dag.test(logical_date=hour)
     assert result.state == "success", (hour, task_states(result))
     return result
 
@@ -186,7 +175,8 @@ def test_a_retry_after_failures_mid_rollover_converges_without_duplicates(dag, m
         {"count": 1, "answer": "drop", "path_contains": ":copyTo"},
         {"count": 1, "status": 400, "path_contains": f"{old_id}:batchUpdate"},
     ])  # fmt: skip
-    rolled = run_ok(dag, month_hour(MONTHS[3]), retries=2)  # try 3 finishes the rollover and the write
+    assert tries(dag, "write_sessions") >= 3  # the shipped retries outlast the two failed tries
+    rolled = run_ok(dag, month_hour(MONTHS[3]))  # try 3 finishes the rollover and the write
 
     assert task_instance(rolled, "write_sessions").try_number == 3
     assert_rolled_over(months, old_id)
@@ -203,12 +193,13 @@ def test_a_write_that_passes_the_budget_even_alone_fails_clearly_and_alerts_once
 
     Variable.set(VAR_CELL_BUDGET, "5000")  # less than one month tab (10,000 cells)
     with alert_inbox(months) as inbox:
-        failed = run(dag, month_hour(MONTHS[0]), retries=1)
+        failed = dag.test(logical_date=month_hour(MONTHS[0]))
         alerts = inbox.read()
     assert failed.state == "failed"
     assert task_states(failed)["write_sessions"] == "failed"
+    assert task_instance(failed, "write_sessions").try_number == tries(dag, "write_sessions") > 1
     session_alerts = [a for a in alerts if a["task"] == "write_sessions"]
-    assert len(session_alerts) == 1, alerts
+    assert len(session_alerts) == 1, alerts  # after the last try only
     assert session_alerts[0]["error_class"] == "CellBudgetExceeded"
     assert sum(1 for b in books(months).values() if b["properties"]["title"].startswith(SESSION_TITLE)) == 1
 
