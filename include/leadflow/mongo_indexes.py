@@ -67,6 +67,10 @@ INDEXES[PLANS] = [
     IndexModel([("enqueued_at", ASCENDING)], name="enqueued_at_1"),
 ]
 
+# -- interaction_reports' lead row index (leadflow.reports.row_index); additive -----------------
+# Keys are looked up by _id; a tab whose rows are re-read drops its entries by tab.
+INDEXES["report_rows_consolidated"] = [IndexModel([("tab", ASCENDING)], name="tab_1")]
+
 
 def ensure_indexes(db: Database) -> list[str]:
     created: list[str] = []
