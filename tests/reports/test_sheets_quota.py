@@ -100,9 +100,9 @@ def test_a_quota_that_does_not_recover_fails_the_upsert_and_the_next_run_repairs
     sheets.upsert(client, reference, leads(300), SPECS["consolidated"], index=reference_index)
     sheets.upsert(client, reference, leads(300, messages=4), SPECS["consolidated"], index=reference_index)
     before = read_spreadsheet(clean_stack, spreadsheet)
-    # One write left for the hour, and a write sliced in two calls: the first goes in, the
-    # second is refused for good.
-    _quota(clean_stack, write_per_minute_per_user=1, window_seconds=3600)
+    # Two writes left for the hour, and a write sliced in three calls (the header, then the rows
+    # in two): the first two go in, the third is refused for good.
+    _quota(clean_stack, write_per_minute_per_user=2, window_seconds=3600)
 
     with pytest.raises(HttpError) as failed, mock.patch.object(sheets, "MAX_PAYLOAD_BYTES", 40_000):
         sheets.upsert(client, spreadsheet, leads(300, messages=4), SPECS["consolidated"], index=row_index)
@@ -110,7 +110,7 @@ def test_a_quota_that_does_not_recover_fails_the_upsert_and_the_next_run_repairs
     assert failed.value.resp.status == 429
     assert "Write requests per minute per user" in str(failed.value)
     refused = [c for c in clients.calls(clean_stack.control_url("sheets")) if c["status"] == 429]
-    assert len(refused) == 3  # the try and 2 retries, all of the second values write
+    assert len(refused) == 3  # the try and 2 retries, all of the third values write
     assert {c["path"] for c in refused} == {f"/v4/spreadsheets/{spreadsheet}:batchUpdate"}
     _quota(clean_stack)
     partial = read_spreadsheet(clean_stack, spreadsheet)["tabs"][LEADS_TAB]
