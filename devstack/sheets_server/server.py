@@ -183,9 +183,10 @@ class SheetsServer(DriveEndpoints, StandInServer):
                 400,
                 f"This action would increase the number of cells in the workbook above the limit of {limit} cells.",
             )
+        book.settle()
         self._books[book.spreadsheet_id] = book
         if self.data_dir is not None:
-            write_atomically(self._path(book.spreadsheet_id), book.to_json())
+            write_atomically(self._path(book.spreadsheet_id), book.to_json_text())
 
     # -- spreadsheets ----------------------------------------------------------------------------
 
@@ -225,6 +226,7 @@ class SheetsServer(DriveEndpoints, StandInServer):
         with self._lock:  # swap in a redrawn copy, never over a write that landed meanwhile
             book = self._book(spreadsheet_id).clone()
             refresh_pivots(book, now)
+            book.settle()
             self._books[book.spreadsheet_id] = book
         return book
 

@@ -83,5 +83,7 @@ def update_cells(book: Spreadsheet, params: dict[str, Any]) -> None:
                 )  # fmt: skip
             if "pivotTable" in paths:
                 _set_pivot(book, sheet, row, col, cell.get("pivotTable"))
-    sheet.compact()
+    # Only the rows this request touched can have gained trailing blanks: a write costs what it
+    # writes, not the size of its tab.
+    sheet.compact(row0, max(row0 + len(params.get("rows") or []), end_row or 0))
 
