@@ -68,8 +68,9 @@ INDEXES[PLANS] = [
 ]
 
 # -- interaction_reports' lead row index (leadflow.reports.row_index); additive -----------------
-# Keys are looked up by _id; a tab whose rows are re-read drops its entries by tab.
-INDEXES["report_rows_consolidated"] = [IndexModel([("tab", ASCENDING)], name="tab_1")]
+# Keys are looked up by _id; a tab whose rows are re-read drops its entries by tab; a tab's
+# next free row is its last entry's row + 1.
+INDEXES["report_rows_consolidated"] = [IndexModel([("tab", ASCENDING), ("row", DESCENDING)], name="tab_row")]
 
 
 def ensure_indexes(db: Database) -> list[str]:

@@ -72,10 +72,13 @@ class RowIndex:
         cleared: Iterable[tuple[str, Location]],
         tabs: Mapping[str, KnownTab],
         rebuilt: Iterable[str],
+        recount: Iterable[str] = (),
     ) -> None:
         """Record a landed write: where each written (or re-read) key's row is now, the rows it
         cleared, and each tab's next free row. A rebuilt tab's old entries go first, so a key that
-        is no longer there keeps no entry pointing into it."""
+        is no longer there keeps no entry pointing into it. ``recount``: tabs where the write
+        cleared rows; their next free row is recounted from the entries, so cleared rows at the
+        bottom are reused and the row below the data (where people paste) is re-checked."""
         ops: list[Any] = [DeleteMany({"tab": tab}) for tab in sorted(set(rebuilt))]
         # Only the entry that points at the cleared row: a key that moved into another
         # spreadsheet has its new entry already (written by that spreadsheet's upsert).
@@ -86,6 +89,10 @@ class RowIndex:
         ]
         if ops:
             self.db[self.collection].bulk_write(ops, ordered=True)
+        tabs = dict(tabs)
+        for title in sorted(set(recount) & set(tabs)):
+            last = self.db[self.collection].find_one({"tab": title}, {"row": 1}, sort=[("row", -1)])
+            tabs[title] = KnownTab(tabs[title].sheet_id, int(last["row"]) + 1 if last else 2)
         tab_ops = [
             UpdateOne(
                 {"_id": f"{self.collection}|{title}"},

@@ -170,6 +170,11 @@ def upsert(
     for _attempt in range(MAX_PLANS):
         where, next_rows = finder.where()
         plan = plan_write(frame, targets, rows, where, spec, set(elsewhere), next_rows)
+        # And below the last row the plan knows of, every tab it writes must be blank: a row
+        # pasted or appended there by hand (or by a write whose answer was lost) shows up here.
+        for tab in sorted((set(targets) | set(plan.clears)) & existing):
+            end = plan.next_row.get(tab, 2) + len(plan.appends.get(tab, [])) + len(plan.move_appends.get(tab, []))
+            plan.expected.append((tab, end, [""] * (tabs[tab].row_count - end + 1)))
         # A tab added by this write is empty, and so are rows past a grid's edge (Google refuses
         # to read there: "exceeds grid limits").
         plan.expected = [
@@ -200,7 +205,7 @@ def upsert(
         result.index_rebuilds = finder.rebuilds
         next_free = {**(next_rows or {}), **end_rows}
         known = {t: KnownTab(tabs[t].sheet_id, next_free[t]) for t in set(end_rows) | set(finder.scanned)}
-        index.save(spreadsheet_id, plan.placed, plan.cleared, known, finder.scanned)  # type: ignore[union-attr]
+        index.save(spreadsheet_id, plan.placed, plan.cleared, known, finder.scanned, recount=set(plan.clears))  # type: ignore[union-attr]
         # Rows stay where they are (the index relies on it): only a new tab, or one that lost the
         # filter or protection, is laid out; people sort with filter views.
         laid_out = {t: 0 for t in end_rows if t in missing or not tabs[t].has_filter or not tabs[t].protected}
