@@ -200,3 +200,34 @@ def test_every_lead_is_in_one_row_of_its_tab_and_clean_runs_read_no_tab_whole(cl
     found = sheet_rows(clean_stack, spreadsheet_id)
     assert sorted(k for _, k, _ in found) == sorted(model), "every key exactly once, nothing else"
     check_written(found, model, set(model))
+
+
+def test_a_lead_moving_into_a_month_of_an_earlier_spreadsheet_leaves_the_current_one(client, clean_stack) -> None:
+    """After a rollover the lead tabs of older months stay in the earlier spreadsheet. A lead of
+    December (current spreadsheet) whose first message turns out to be from November is written
+    into November's tab there, and its December row is cleared: one row, one place."""
+    from leadflow.reports.pipeline import SPREADSHEET_VARIABLES
+    from leadflow.reports.rollover import EARLIER_HEADER, EARLIER_TAB, ROLLOVER_VARIABLES, Destination, write_report
+
+    clients.set_settings(clean_stack.control_url("sheets"), quota=None)
+    earlier = client.create_spreadsheet("earlier", FOLDER)
+    current = client.create_spreadsheet("current", FOLDER)
+    with pymongo.MongoClient(clean_stack.mongo_uri) as mongo:
+        index = RowIndex(mongo.leadflow, LEADS_ROW_INDEX)
+        sheets.upsert(client, earlier, pd.DataFrame([lead_row("u1", "2026-11", 1, BASE)]), SPEC, index=index)
+        sheets.upsert(client, current, pd.DataFrame([lead_row("u2", "2026-12", 1, BASE)]), SPEC, index=index)
+        add = {"addSheet": {"properties": {"title": EARLIER_TAB, "index": 0}}}
+        client.spreadsheets.batchUpdate(spreadsheetId=current, body={"requests": [add]}).execute()
+        listing = {"values": [EARLIER_HEADER, ["earlier", earlier, "link", "then"]]}
+        client.values.update(spreadsheetId=current, range=f"'{EARLIER_TAB}'!A1", valueInputOption="RAW",
+                             body=listing).execute()  # fmt: skip
+        where = Destination("consolidated", SPREADSHEET_VARIABLES["consolidated"], ROLLOVER_VARIABLES["consolidated"],
+                            FOLDER, [], "reader")  # fmt: skip
+        later = BASE + pd.Timedelta(hours=1)
+        moved = pd.DataFrame([lead_row("u2", "2026-11", 2, later)])
+        result, _room, into_earlier = write_report(client, SPEC, where, current, moved, index)
+    found = sheet_rows(clean_stack, earlier) + sheet_rows(clean_stack, current)
+    assert sorted(found) == [("Leads 2026-11", "u1", 1), ("Leads 2026-11", "u2", 2)], found
+    assert [k for _, k, _ in sheet_rows(clean_stack, earlier)] == ["u1", "u2"]
+    assert into_earlier[earlier]["rows_added"] == 1
+    assert result.rows_moved == 1  # cleared from December in the current spreadsheet

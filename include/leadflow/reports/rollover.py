@@ -288,13 +288,18 @@ def write_report(
     homes = earlier_homes(client, spec, room.spreadsheet_id, current_tabs, tabs)
     tab_of = spec.tab_of(report) if len(report) else pd.Series(dtype="object")
     home_of = tab_of.map(homes) if homes else pd.Series(None, index=report.index, dtype="object")
+    # Where the row index has the leads that go to an earlier spreadsheet, before those writes
+    # record their new rows: a copy left in the current spreadsheet is found and cleared below.
+    was = index.lookup(report.loc[home_of.notna(), spec.key].astype(str)) if index is not None and homes else {}
     earlier = {
         home: upsert(client, home, report[home_of == home], spec, index=index).as_dict()
         for home in sorted(set(homes.values()))
     }
     away = home_of.notna()
     gone = dict(zip(report.loc[away, spec.key].astype(str), tab_of[away], strict=True))
-    result = upsert(client, room.spreadsheet_id, report[~away], spec, tabs=current_tabs, elsewhere=gone, index=index)
+    result = upsert(
+        client, room.spreadsheet_id, report[~away], spec, tabs=current_tabs, elsewhere=gone, index=index, was=was
+    )
     return result, room, earlier
 
 
