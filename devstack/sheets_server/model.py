@@ -46,16 +46,32 @@ class Sheet:
     # The rows as stored JSON, kept while they are unchanged: a save re-encodes changed tabs only.
     _rows_json: str | None = field(default=None, compare=False, repr=False)
 
+    # Rows (by id) this edit made its own; every other row may still be shared with the
+    # committed version and is copied before it changes (``row_for_write``).
+    _own_rows: set[int] = field(default_factory=set, compare=False, repr=False)
+
     @property
     def rows(self) -> list[list[Cell]]:
         """The rows. While a clone is edited any look may be a change: the first one copies the
-        shared rows; a committed sheet (``settle``) is only read, so reads never copy."""
+        list of rows (not the rows: a row is copied when it changes, see ``row_for_write``); a
+        committed sheet (``settle``) is only read, so reads never copy."""
         if self._editing:
             if not self._owned:
-                self._rows = [cells[:] for cells in self._rows]  # cells are immutable: a shallow copy per row
+                self._rows = list(self._rows)
+                self._own_rows = set()
                 self._owned = True
             self._rows_json = None
         return self._rows
+
+    def row_for_write(self, row: int) -> list[Cell]:
+        """Row ``row``'s cells, safe to change in place: copied first if still shared."""
+        rows = self.rows
+        cells = rows[row]
+        if self._editing and id(cells) not in self._own_rows:
+            cells = cells[:]  # cells are immutable: a shallow copy is enough
+            rows[row] = cells
+            self._own_rows.add(id(cells))
+        return cells
 
     @rows.setter
     def rows(self, value: list[list[Cell]]) -> None:
@@ -64,6 +80,7 @@ class Sheet:
     def settle(self) -> None:
         """Committed: nobody edits the version it may share rows with any more."""
         self._editing = False
+        self._own_rows = set()
 
     def rows_json(self) -> str:
         if self._rows_json is None:
@@ -104,7 +121,7 @@ class Sheet:
             return
         while len(self.rows) <= row:
             self.rows.append([])
-        cells = self.rows[row]
+        cells = self.row_for_write(row)
         if len(cells) <= col:
             cells.extend([None] * (col + 1 - len(cells)))
         cells[col] = value
@@ -113,8 +130,9 @@ class Sheet:
         """Trim trailing empty cells of rows ``start:end`` (a write: the rows it touched), then
         trailing empty rows."""
         rows = self.rows
-        for cells in rows[start:end]:
-            trim(cells)
+        for row in range(start, len(rows) if end is None else min(end, len(rows))):
+            if rows[row] and rows[row][-1] is None:
+                trim(self.row_for_write(row))
         trim_rows(rows)
 
     def clone(self) -> Sheet:

@@ -2,8 +2,8 @@
 strict as Google (a batchUpdate is all or nothing, a committed version never changes, what is
 saved reloads the same).
 
-Hypothesis generates batchUpdates over three tabs (``updateCells`` of values, clears, growing a
-grid), some of which fail on a last, invalid request after changing cells, and checks after
+Hypothesis generates batchUpdates over three tabs (``updateCells`` of values and clears, a
+column deleted and inserted again), some of which fail on a last, invalid request after changing cells, and checks after
 each one against a plain model of the cells kept here (not the stand-in's code): the served
 values, every earlier committed version the test held on to, and the state reloaded from disk.
 """
@@ -63,7 +63,10 @@ cell_writes = st.lists(
               st.sampled_from(["x", "y", "z", ""])),
     min_size=1, max_size=5,
 )  # fmt: skip
-batches = st.lists(st.tuples(cell_writes, st.booleans()), min_size=1, max_size=8)  # (writes, fails at the end)
+# (writes, a tab whose first column is then deleted and inserted again (emptied), fails at the end)
+batches = st.lists(
+    st.tuples(cell_writes, st.sampled_from([None, None, *sorted(TABS)]), st.booleans()), min_size=1, max_size=8
+)
 
 
 @settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -79,7 +82,7 @@ def test_writes_are_all_or_nothing_never_change_a_committed_version_and_reload_t
         spreadsheet_id = _book(server)
         model: dict[str, dict[tuple[int, int], str]] = {t: {} for t in TABS}
         versions = []  # (a committed book object, the values it held) for every step
-        for writes, fails in steps:
+        for writes, wiped, fails in steps:
             before = server.spreadsheet(spreadsheet_id)
             versions.append((before, {s.title: [r[:] for r in s.rows] for s in before.sheets}))
             requests_ = [
@@ -89,6 +92,9 @@ def test_writes_are_all_or_nothing_never_change_a_committed_version_and_reload_t
                                  "fields": "userEnteredValue"}}
                 for tab, r, c, v in writes
             ]  # fmt: skip
+            if wiped:  # every row of that tab changes in place
+                column = {"sheetId": TABS[wiped], "dimension": "COLUMNS", "startIndex": 0, "endIndex": 1}
+                requests_ += [{"deleteDimension": {"range": column}}, {"insertDimension": {"range": column}}]
             if fails:  # after the changes: a grid that does not exist
                 requests_.append({"appendDimension": {"sheetId": 999, "dimension": "ROWS", "length": 1}})
             answer = _call(server, "POST", f"/v4/spreadsheets/{spreadsheet_id}:batchUpdate", {"requests": requests_})
@@ -99,6 +105,8 @@ def test_writes_are_all_or_nothing_never_change_a_committed_version_and_reload_t
                         model[tab][(r, c)] = v
                     else:
                         model[tab].pop((r, c), None)
+                if wiped:
+                    model[wiped] = {(r, c): v for (r, c), v in model[wiped].items() if c != 0}
             assert _values(server, spreadsheet_id) == _model_values(model)
             # Every version once committed still holds exactly what it held (copy on write).
             for book, held in versions:
