@@ -173,12 +173,18 @@ def upsert_twice(
     spec = SPECS[kind]
     tabs = sorted(set(spec.tab_of(frame))) if len(frame) else ["Leads"]
     spreadsheet_id = new_spreadsheet(client, f"{spec.title} (scale probe)", tabs, len(spec.columns))
+    index = None
+    if spec.row_index is not None:  # the lead tabs' row index: its own collection, apart from the task's
+        from leadflow.mongo import get_database
+        from leadflow.reports.row_index import RowIndex
+
+        index = RowIndex(get_database(), f"{spec.row_index}_probe")
     _, since = stand_in_calls(job.sheets_url, since, 2)  # create + its tabs
     runs = []
     for attempt in ("1st: rows added", "2nd: rows updated"):
         http_before, cpu_before = client.http_seconds, cpu_seconds(job.sheets_pid)
         with stages.run(f"load {kind} ({attempt})") as stage:
-            result = upsert(client, spreadsheet_id, frame, spec)
+            result = upsert(client, spreadsheet_id, frame, spec, index=index)
         checked, since = stand_in_calls(job.sheets_url, since, result.reads + result.writes)
         runs.append(
             {

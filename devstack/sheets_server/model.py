@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,13 +32,64 @@ API_EMBEDDED = ("charts", "conditionalFormats")
 @dataclass
 class Sheet:
     properties: dict[str, Any]
-    rows: list[list[Cell]] = field(default_factory=list)  # trailing empty cells/rows trimmed
+    _rows: list[list[Cell]] = field(default_factory=list)  # trailing empty cells/rows trimmed
     formats: list[dict[str, Any]] = field(default_factory=list)  # repeatCell formats, in order
     basic_filter: dict[str, Any] | None = None
     dimension_changes: list[dict[str, Any]] = field(default_factory=list)  # resize/size requests
     protected_ranges: list[dict[str, Any]] = field(default_factory=list)
     # Charts, conditional formats, pivot tables: see devstack.sheets_server.embedded.
     embedded: dict[str, Any] = field(default_factory=dict)
+    # Copy-on-write: a clone (the copy a write edits) shares its original's rows until it first
+    # touches them, so a write copies the tabs it touches, not the whole spreadsheet.
+    _editing: bool = field(default=False, compare=False, repr=False)
+    _owned: bool = field(default=True, compare=False, repr=False)
+    # The rows as stored JSON, kept while they are unchanged: a save re-encodes changed tabs only.
+    _rows_json: str | None = field(default=None, compare=False, repr=False)
+
+    # Rows (by id) this edit made its own; every other row may still be shared with the
+    # committed version and is copied before it changes (``row_for_write``).
+    _own_rows: set[int] = field(default_factory=set, compare=False, repr=False)
+
+    @property
+    def rows(self) -> list[list[Cell]]:
+        """The rows. While a clone is edited any look may be a change: the first one copies the
+        list of rows (not the rows: a row is copied when it changes, see ``row_for_write``); a
+        committed sheet (``settle``) is only read, so reads never copy."""
+        if self._editing:
+            if not self._owned:
+                self._rows = list(self._rows)
+                self._own_rows = set()
+                self._owned = True
+            self._rows_json = None
+        return self._rows
+
+    def row_for_write(self, row: int) -> list[Cell]:
+        """Row ``row``'s cells, safe to change in place: copied first if still shared."""
+        rows = self.rows
+        cells = rows[row]
+        if self._editing and id(cells) not in self._own_rows:
+            cells = cells[:]  # cells are immutable: a shallow copy is enough
+            rows[row] = cells
+            self._own_rows.add(id(cells))
+        return cells
+
+    @rows.setter
+    def rows(self, value: list[list[Cell]]) -> None:
+        self._rows, self._owned, self._rows_json = value, True, None
+
+    def settle(self) -> None:
+        """Committed: nobody edits the version it may share rows with any more."""
+        self._editing = False
+        self._own_rows = set()
+
+    def rows_json(self) -> str:
+        if self._rows_json is None:
+            self._rows_json = json.dumps(
+                [[cell_to_json(value) for value in cells] for cells in self._rows],
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+        return self._rows_json
 
     @property
     def sheet_id(self) -> int:
@@ -69,31 +121,38 @@ class Sheet:
             return
         while len(self.rows) <= row:
             self.rows.append([])
-        cells = self.rows[row]
+        cells = self.row_for_write(row)
         if len(cells) <= col:
             cells.extend([None] * (col + 1 - len(cells)))
         cells[col] = value
 
-    def compact(self) -> None:
-        for cells in self.rows:
-            trim(cells)
-        trim_rows(self.rows)
+    def compact(self, start: int = 0, end: int | None = None) -> None:
+        """Trim trailing empty cells of rows ``start:end`` (a write: the rows it touched), then
+        trailing empty rows."""
+        rows = self.rows
+        for row in range(start, len(rows) if end is None else min(end, len(rows))):
+            if rows[row] and rows[row][-1] is None:
+                trim(self.row_for_write(row))
+        trim_rows(rows)
 
     def clone(self) -> Sheet:
         return Sheet(
             copy.deepcopy(self.properties),
-            [cells[:] for cells in self.rows],  # cells are immutable, so a shallow copy per row is enough
+            self._rows,  # shared until the clone touches them (see ``rows``)
             copy.deepcopy(self.formats),
             copy.deepcopy(self.basic_filter),
             copy.deepcopy(self.dimension_changes),
             copy.deepcopy(self.protected_ranges),
             copy.deepcopy(self.embedded),
+            _editing=True,
+            _owned=False,
+            _rows_json=self._rows_json,
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, rows: bool = True) -> dict[str, Any]:
         return {
             "properties": self.properties,
-            "rows": [[cell_to_json(value) for value in cells] for cells in self.rows],
+            **({"rows": [[cell_to_json(value) for value in cells] for cells in self._rows]} if rows else {}),
             "formats": self.formats,
             "basicFilter": self.basic_filter,
             "dimensionChanges": self.dimension_changes,
@@ -105,7 +164,7 @@ class Sheet:
     def from_json(cls, raw: dict[str, Any]) -> Sheet:
         return cls(
             properties=raw["properties"],
-            rows=[[cell_from_json(value) for value in cells] for cells in raw.get("rows", [])],
+            _rows=[[cell_from_json(value) for value in cells] for cells in raw.get("rows", [])],
             formats=raw.get("formats", []),
             basic_filter=raw.get("basicFilter"),
             dimension_changes=raw.get("dimensionChanges", []),
@@ -158,11 +217,26 @@ class Spreadsheet:
             list(self.parents),
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def settle(self) -> None:
+        for sheet in self.sheets:
+            sheet.settle()
+
+    def to_json_text(self) -> str:
+        """``to_json`` as text, re-encoding only the rows of tabs changed since the last save."""
+        sheets = []
+        for sheet in self.sheets:
+            head = json.dumps(sheet.to_json(rows=False), ensure_ascii=False, separators=(",", ":"))
+            sheets.append(head[:-1] + ',"rows":' + sheet.rows_json() + "}")
+        book = json.dumps({**self.to_json(sheets=False), "sheets": []}, ensure_ascii=False, separators=(",", ":"))
+        marker = '"sheets":[]'
+        at = book.index(marker)
+        return book[:at] + '"sheets":[' + ",".join(sheets) + "]" + book[at + len(marker) :]
+
+    def to_json(self, sheets: bool = True) -> dict[str, Any]:
         return {
             "spreadsheetId": self.spreadsheet_id,
             "properties": self.properties,
-            "sheets": [sheet.to_json() for sheet in self.sheets],
+            "sheets": [sheet.to_json() for sheet in self.sheets] if sheets else [],
             "permissions": self.permissions,
             "parents": self.parents,
         }

@@ -22,13 +22,17 @@ def load_spreadsheets(data_dir: Path) -> list[Spreadsheet]:
     return books
 
 
-def write_atomically(path: Path, payload: dict[str, Any]) -> None:
+def write_atomically(path: Path, payload: dict[str, Any] | str) -> None:
+    """``payload``: the JSON object, or its text already encoded (``Spreadsheet.to_json_text``)."""
     # Another process (the dump CLI, a test) may read the file at any moment: never let it see half.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other users' tools
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, ensure_ascii=False, separators=(",", ":"))
+            if isinstance(payload, str):
+                handle.write(payload)
+            else:
+                json.dump(payload, handle, ensure_ascii=False, separators=(",", ":"))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -67,7 +67,10 @@ def write_values(rng: CellRange, values: Any, major: str, convert: Callable[[Any
 
 def clear_values(rng: CellRange) -> None:
     _, end_row, start_col, end_col = rng.bounds()
-    for cells in rng.sheet.rows[rng.start_row : end_row]:
-        for c in range(start_col, min(end_col, len(cells))):
-            cells[c] = None
+    sheet = rng.sheet
+    for row in range(rng.start_row, min(end_row, len(sheet.rows))):
+        if any(v is not None for v in sheet.rows[row][start_col:end_col]):
+            cells = sheet.row_for_write(row)
+            for c in range(start_col, min(end_col, len(cells))):
+                cells[c] = None
     rng.sheet.compact()

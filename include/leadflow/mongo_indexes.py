@@ -67,6 +67,11 @@ INDEXES[PLANS] = [
     IndexModel([("enqueued_at", ASCENDING)], name="enqueued_at_1"),
 ]
 
+# -- interaction_reports' lead row index (leadflow.reports.row_index); additive -----------------
+# Keys are looked up by _id; a tab whose rows are re-read drops its entries by tab; a tab's
+# next free row is its last entry's row + 1.
+INDEXES["report_rows_consolidated"] = [IndexModel([("tab", ASCENDING), ("row", DESCENDING)], name="tab_row")]
+
 
 def ensure_indexes(db: Database) -> list[str]:
     created: list[str] = []

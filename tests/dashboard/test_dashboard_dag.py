@@ -23,6 +23,7 @@ import pytest
 
 from devstack import clients
 from devstack.seed import IST, SeedSpec, seed_database, written_at
+from leadflow.reports import dashboard
 from tests.helpers import load_dag, sheets_service, task_states
 
 SESSION_TITLE = "Leadflow — Session-wise report"
@@ -167,9 +168,11 @@ def test_the_first_run_builds_the_dashboards_and_later_runs_make_no_extra_calls(
     assert first["sessions"]["dashboard"]["calls"] == first["consolidated"]["dashboard"]["calls"] == 1
     if OLD_DAY.month != YESTERDAY.month:  # yesterday's first run adds a newer month tab: pivots move to it
         assert second["sessions"]["dashboard"] == {"action": "repoint", "requests": 4, "calls": 1}
+        # The new lead tab's highlighting (2 rules), the note and the 5 pivots onto it.
+        assert second["consolidated"]["dashboard"] == {"action": "repoint", "requests": 8, "calls": 1}
     else:
         assert second["sessions"]["dashboard"] == {"action": None, "calls": 0}
-    assert second["consolidated"]["dashboard"] == {"action": None, "calls": 0}
+        assert second["consolidated"]["dashboard"] == {"action": None, "calls": 0}
     for number, run in enumerate([first, second, *rest]):
         written = [run[k] for k in ("sessions", "consolidated") if run[k]]
         own = sum(r["reads"] + r["writes"] + r["dashboard"]["calls"] for r in written)
@@ -186,7 +189,11 @@ def test_leads_dashboard_counts_match_the_leads_tab(day, stack) -> None:
     book = _book(stack, LEADS_TITLE)
     sheet, values = _dashboard(book)
     assert sheet["properties"]["index"] == 0
-    leads = _records(book["tabs"]["Leads"])
+    # A lead is in the tab of the month of its first chat; the dashboard counts the latest one.
+    lead_tabs = sorted(t for t in book["tabs"] if t.startswith("Leads "))
+    assert lead_tabs == sorted({f"Leads {OLD_DAY:%Y-%m}", f"Leads {YESTERDAY:%Y-%m}"})
+    latest = lead_tabs[-1]
+    leads = _records(book["tabs"][latest])
     assert len(leads) > 20
     today = datetime.now(IST).date()
     funnel = [
@@ -197,7 +204,11 @@ def test_leads_dashboard_counts_match_the_leads_tab(day, stack) -> None:
     ]
     assert values[4][:4] == ["Leads", "Chatted in the last 7 days", "Visit scheduled or done", "Visit completed"]
     assert values[5][:4] == funnel
-    assert 0 < funnel[1] < funnel[0]  # the old-month lead did not chat this week
+    assert values[1][0] == dashboard.leads_note(latest)
+    if OLD_DAY.month != YESTERDAY.month:  # the old-month leads are in their own tab
+        assert 0 < funnel[1] == funnel[0]
+    else:
+        assert 0 < funnel[1] < funnel[0]  # the old-month lead did not chat this week
     assert 0 < funnel[3] < funnel[2]
 
     pivot = _block(values, 8, 0, 3)
@@ -213,11 +224,12 @@ def test_leads_dashboard_counts_match_the_leads_tab(day, stack) -> None:
     assert spec["title"] == "Leads by rank: visit scheduled or not"
     assert spec["basicChart"]["stackedType"] == "STACKED"
     assert {a["title"] for a in spec["basicChart"]["axis"]} == {"Lead rank", "Number of leads"}
-    leads_sheet = next(s for s in book["meta"]["sheets"] if s["properties"]["title"] == "Leads")
-    conditions = [
-        r["booleanRule"]["condition"]["values"][0]["userEnteredValue"] for r in leads_sheet["conditionalFormats"]
-    ]
-    assert conditions == ["High", "Yes"]
+    for tab in lead_tabs:  # every lead tab highlights, once
+        leads_sheet = next(s for s in book["meta"]["sheets"] if s["properties"]["title"] == tab)
+        conditions = [
+            r["booleanRule"]["condition"]["values"][0]["userEnteredValue"] for r in leads_sheet["conditionalFormats"]
+        ]
+        assert conditions == ["High", "Yes"], tab
 
 
 def test_session_dashboard_counts_match_the_latest_month_tab(day, stack) -> None:

@@ -7,11 +7,13 @@ import os
 from unittest import mock
 
 import pandas as pd
+import pymongo
 import pytest
 
 from devstack import clients
 from leadflow.reports import dashboard, sheets, sheets_api
 from leadflow.reports.pipeline import SPECS
+from leadflow.reports.row_index import LEADS_ROW_INDEX, RowIndex
 from leadflow.reports.transform import CONSOLIDATED_COLUMNS
 
 
@@ -35,21 +37,27 @@ def client(clean_stack):
         yield sheets_api.SheetsClient()
 
 
-def test_the_dashboard_stays_first_and_later_upserts_make_no_dashboard_call(client, clean_stack) -> None:
+@pytest.fixture
+def row_index(clean_stack):
+    with pymongo.MongoClient(clean_stack.mongo_uri) as mongo:
+        yield RowIndex(mongo.leadflow, LEADS_ROW_INDEX)
+
+
+def test_the_dashboard_stays_first_and_later_upserts_make_no_dashboard_call(client, clean_stack, row_index) -> None:
     spec = SPECS["consolidated"]
     created = client.spreadsheets.create(
-        body={"properties": {"title": "t"}, "sheets": [{"properties": {"title": "Leads"}}]}
+        body={"properties": {"title": "t"}, "sheets": [{"properties": {"title": "Leads 2026-11"}}]}
     ).execute()
     sid = created["spreadsheetId"]
-    first = sheets.upsert(client, sid, leads(10, "2026-11-20T05:30:00Z"), spec)
+    first = sheets.upsert(client, sid, leads(10, "2026-11-20T05:30:00Z"), spec, index=row_index)
     assert dashboard.ensure_dashboard(client, "consolidated", first, spec)["action"] == "build"
 
     calls = len(clients.calls(clean_stack.control_url("sheets")))
-    second = sheets.upsert(client, sid, leads(12, "2026-11-20T06:30:00Z"), spec)
+    second = sheets.upsert(client, sid, leads(12, "2026-11-20T06:30:00Z"), spec, index=row_index)
     assert dashboard.ensure_dashboard(client, "consolidated", second, spec) == {"action": None, "calls": 0}
     assert len(clients.calls(clean_stack.control_url("sheets"))) - calls == second.reads + second.writes
 
     meta = client.spreadsheets.get(spreadsheetId=sid).execute()
-    assert [s["properties"]["title"] for s in meta["sheets"]] == ["Dashboard", "Leads"]
+    assert [s["properties"]["title"] for s in meta["sheets"]] == ["Dashboard", "Leads 2026-11"]
     values = client.values.get(spreadsheetId=sid, range="Dashboard!A5:D6", valueRenderOption="UNFORMATTED_VALUE")
     assert values.execute()["values"][1][0] == 12  # the funnel counts the new rows, no call needed

@@ -318,7 +318,7 @@ def test_the_dashboard_requests_are_valid_per_the_sheets_discovery_document() ->
     sessions = dashboard.plan("sessions", {"2026-11": 3}, [], lambda t: len(t) == 7)
     rebuild = dashboard.plan("consolidated", {"Leads": 0, "Dashboard": 1_100_000_001}, [], lambda t: t == "Leads", True)
     rules = dashboard.stale_rule_deletions(
-        [{"properties": {}, "conditionalFormats": dashboard.leads_format_rules(0)}], 0
+        [{"properties": {}, "conditionalFormats": dashboard.leads_format_rules(0)}], [0]
     )
     body = {"requests": leads.requests + sessions.requests + rebuild.requests + rules}
     assert len(rules) == 2  # proto3 JSON omits sheetId 0: the rules are still recognised as ours

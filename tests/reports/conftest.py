@@ -20,3 +20,12 @@ def seeded(clean_stack):
         client.leadflow.users.insert_many(fixture.USERS)
         client.leadflow.interactions.insert_many(fixture.INTERACTIONS)
     return clean_stack
+
+
+@pytest.fixture
+def row_index(clean_stack):
+    """The consolidated report's row index on the stack's (emptied) MongoDB."""
+    from leadflow.reports.row_index import LEADS_ROW_INDEX, RowIndex
+
+    with pymongo.MongoClient(clean_stack.mongo_uri) as client:
+        yield RowIndex(client.leadflow, LEADS_ROW_INDEX)

@@ -14,7 +14,14 @@ import pytest
 
 from tests.helpers import all_spreadsheets, task_states, xcom_value
 from tests.reports import fixture
-from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE, refuse_every_write_try, refused_writes, run_hours
+from tests.reports.test_dag import (
+    LEADS_TAB,
+    LEADS_TITLE,
+    SESSION_TITLE,
+    refuse_every_write_try,
+    refused_writes,
+    run_hours,
+)
 
 
 def rows_by_key(stack, title: str, tab: str) -> dict[str, dict]:
@@ -33,7 +40,7 @@ QUIET_HOUR = fixture.ist(20, 18, 0)  # 17:00-18:00: no interaction in its window
 
 def test_a_profile_change_of_a_lead_who_does_not_chat_reaches_leads_and_sessions(dag, seeded) -> None:
     run_hours(dag, [fixture.ist(20, 11, 0), fixture.ist(20, 15, 0)])  # S1, S2: Ananya (U1)
-    lead = rows_by_key(seeded, LEADS_TITLE, "Leads")[str(fixture.U1)]
+    lead = rows_by_key(seeded, LEADS_TITLE, LEADS_TAB)[str(fixture.U1)]
     assert (lead["Visit Status"], lead["Rank"], lead["Visit Scheduled"]) == ("scheduled", "High", "Yes")
 
     update_profile(
@@ -46,7 +53,7 @@ def test_a_profile_change_of_a_lead_who_does_not_chat_reaches_leads_and_sessions
     landed = xcom_value(run, "finish")["landed"]  # the run summary counts what changed
     assert (landed["changed_users"], landed["changed_interactions"]) == (1, 0)
 
-    lead = rows_by_key(seeded, LEADS_TITLE, "Leads")[str(fixture.U1)]
+    lead = rows_by_key(seeded, LEADS_TITLE, LEADS_TAB)[str(fixture.U1)]
     assert (lead["Visit Status"], lead["Rank"], lead["Visit Scheduled"], lead["Name"]) == (
         "completed", "Medium", "No", "Ananya S. Sharma",
     )  # fmt: skip
@@ -67,7 +74,7 @@ def test_a_message_written_hours_late_into_an_old_session_reaches_the_sheet(dag,
     run_hours(dag, [fixture.ist(20, 13, 0)])  # its window (11:45-13:00) does not reach S1
     s1 = rows_by_key(seeded, SESSION_TITLE, "2026-11")["S1"]
     assert s1["Messages"] == 5
-    assert rows_by_key(seeded, LEADS_TITLE, "Leads")[str(fixture.U1)]["Messages"] == 8  # S1 5, S2 3
+    assert rows_by_key(seeded, LEADS_TITLE, LEADS_TAB)[str(fixture.U1)]["Messages"] == 8  # S1 5, S2 3
 
 
 def test_hours_with_no_run_are_covered_by_the_next_run(dag, seeded) -> None:
@@ -93,10 +100,10 @@ def test_a_failed_run_leaves_its_changes_to_the_next_run(dag, seeded) -> None:
     assert failed.state == "failed"
     assert refused_writes(seeded) == refusals
     assert task_states(failed)["record_landed"] == "upstream_failed"
-    assert rows_by_key(seeded, LEADS_TITLE, "Leads")[str(fixture.U1)]["Rank"] == "High"
+    assert rows_by_key(seeded, LEADS_TITLE, LEADS_TAB)[str(fixture.U1)]["Rank"] == "High"
 
     run_hours(dag, [fixture.ist(20, 19, 0)])  # another quiet hour
-    assert rows_by_key(seeded, LEADS_TITLE, "Leads")[str(fixture.U1)]["Rank"] == "Low"
+    assert rows_by_key(seeded, LEADS_TITLE, LEADS_TAB)[str(fixture.U1)]["Rank"] == "Low"
 
 
 @pytest.mark.parametrize("stored", [42, 42.0], ids=["int", "double"])
@@ -114,7 +121,7 @@ def test_a_user_id_stored_as_a_number_keeps_its_history_outside_the_window(dag, 
             ]
         )  # fmt: skip
     run_hours(dag, [fixture.ist(20, 11, 0), fixture.ist(20, 12, 0)])
-    leads = rows_by_key(clean_stack, LEADS_TITLE, "Leads")
+    leads = rows_by_key(clean_stack, LEADS_TITLE, LEADS_TAB)
     assert list(leads) == ["42"]
     assert (leads["42"]["Sessions"], leads["42"]["Messages"], leads["42"]["Name"]) == (2, 3, "Kavya Rao")
     assert leads["42"]["First Interaction"] == pytest.approx(fixture.serial(fixture.ist(20, 10, 20)))

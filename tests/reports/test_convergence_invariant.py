@@ -187,15 +187,17 @@ def drain_faults(stack: Any, env: dict[str, str]) -> None:
             calls[fault["path_contains"]]().execute()
 
 
-def sheet_rows(stack: Any) -> tuple[list[tuple[str, list]], list[list]]:
-    """(month tab, row) of every session row, and every lead row."""
+def sheet_rows(stack: Any) -> tuple[list[tuple[str, list]], list[tuple[str, list]]]:
+    """(month tab, row) of every session row, and (lead tab, row) of every lead row."""
     books = all_spreadsheets(stack)
     sessions = [
         (title, row) for title, tab in books.get(SESSION_TITLE, {}).items() if title not in ("Dashboard", "Sheet1")
         for row in tab["rows"][1:] if any(cell not in ("", None) for cell in row)
     ]  # fmt: skip
-    leads = books.get(LEADS_TITLE, {}).get("Leads", {"rows": [[]]})["rows"][1:]
-    leads = [row for row in leads if any(cell not in ("", None) for cell in row)]
+    leads = [
+        (title, row) for title, tab in books.get(LEADS_TITLE, {}).items() if title not in ("Dashboard", "Sheet1")
+        for row in tab["rows"][1:] if any(cell not in ("", None) for cell in row)
+    ]  # fmt: skip
     return sessions, leads
 
 
@@ -273,15 +275,23 @@ def test_after_the_last_successful_run_the_sheets_equal_mongodb(
             .strftime("%Y-%m")
             for session_id in want_sessions
         }
+        # A lead is in the tab of the IST month of its first interaction.
+        first_chat = {
+            text_id(user["_id"]): min(d["timestamp"] for d in db.interactions.find({"user_id": user["_id"]}))
+            for user in db.users.find()
+            if text_id(user["_id"]) in want_leads
+        }
+        want_lead_tabs = {user: f"Leads {first.astimezone(IST):%Y-%m}" for user, first in first_chat.items()}
     got_sessions, got_leads = sheet_rows(stack)
     # Every key once, in the tab of its session's start month ...
     assert Counter(row[0] for _, row in got_sessions) == Counter(list(want_sessions)), operations
-    assert Counter(row[0] for row in got_leads) == Counter(list(want_leads)), operations
+    assert Counter(row[0] for _, row in got_leads) == Counter(list(want_leads)), operations
     assert {row[0]: tab for tab, row in got_sessions} == want_tabs, operations
+    assert {row[0]: tab for tab, row in got_leads} == want_lead_tabs, operations
     # ... with the row MongoDB gives now.
     for _, row in got_sessions:
         assert row == pytest.approx(want_sessions[row[0]]), (operations, row)
-    for row in got_leads:
+    for _, row in got_leads:
         assert row == pytest.approx(want_leads[row[0]]), (operations, row)
 
 

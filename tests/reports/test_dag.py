@@ -17,6 +17,7 @@ from tests.reports import fixture
 
 SESSION_TITLE = "Leadflow — Session-wise report"
 LEADS_TITLE = "Leadflow — Consolidated report"
+LEADS_TAB = "Leads 2026-11"  # every lead of the fixture first chatted in November 2026 (IST)
 
 
 def wipe_sheets(stack) -> None:
@@ -70,29 +71,43 @@ def test_a_day_of_on_time_runs_gives_the_expected_sheets_and_is_idempotent(dag, 
     assert tab["frozen_rows"] == 1
     assert tab["has_filter"]
 
-    leads = on_time[LEADS_TITLE]["Leads"]
+    assert list(on_time[LEADS_TITLE]) == ["Dashboard", LEADS_TAB]
+    leads = on_time[LEADS_TITLE][LEADS_TAB]
     assert leads["rows"][0] == fixture.CONSOLIDATED_HEADER
-    expected_leads = fixture.as_sheet_rows(fixture.EXPECTED_LEADS)
-    for got, want in zip(leads["rows"][1:], expected_leads, strict=True):
+    # Lead rows stay where they were first written (new leads appended), not sorted per run.
+    expected_leads = sorted(fixture.as_sheet_rows(fixture.EXPECTED_LEADS), key=lambda row: str(row[0]))
+    got_leads = sorted(leads["rows"][1:], key=lambda row: str(row[0]))
+    for got, want in zip(got_leads, expected_leads, strict=True):
         assert got == pytest.approx(want), got
     assert len(leads["rows"]) == 1 + len(expected_leads)
     # The formula-looking name is stored as text, not as a formula.
-    assert leads["rows"][1][1] == fixture.FORMULA_NAME
+    assert fixture.FORMULA_NAME in [row[1] for row in leads["rows"][1:]]
 
     formats = " ".join(tab["formats"])
     assert '"bold": true' in formats
     assert "yyyy-mm-dd hh:mm" in formats
 
-    # Reverse order, then shuffled with some hours twice: the sheets end up identical.
+    # Reverse order, then shuffled with some hours twice: the sheets end up identical (the lead
+    # tabs row for row, in the order their rows were first written).
     wipe_sheets(seeded)
     run_hours(dag, list(reversed(fixture.RUN_HOURS)))
-    assert all_spreadsheets(seeded) == on_time
+    assert lead_rows_in_key_order(all_spreadsheets(seeded)) == lead_rows_in_key_order(on_time)
 
     wipe_sheets(seeded)
     shuffled = [*fixture.RUN_HOURS, fixture.RUN_HOURS[2], fixture.RUN_HOURS[5], fixture.RUN_HOURS[0]]
     random.Random(7).shuffle(shuffled)
     run_hours(dag, shuffled)
-    assert all_spreadsheets(seeded) == on_time
+    assert lead_rows_in_key_order(all_spreadsheets(seeded)) == lead_rows_in_key_order(on_time)
+
+
+def lead_rows_in_key_order(books: dict) -> dict:
+    """The spreadsheets with each lead tab's rows sorted by key: lead rows stay in the order they
+    were first written, which differs with the order of the runs; everything else must not."""
+    leads = {
+        title: {**tab, "rows": tab["rows"][:1] + sorted(tab["rows"][1:], key=lambda row: str(row[0]))}
+        for title, tab in books[LEADS_TITLE].items()
+    }
+    return {**books, LEADS_TITLE: leads}
 
 
 def test_rerun_updates_rows_in_place_and_leaves_other_rows_alone(dag, seeded) -> None:

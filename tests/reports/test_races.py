@@ -13,7 +13,14 @@ from bson import ObjectId
 
 from tests.helpers import all_spreadsheets, task_states
 from tests.reports import fixture
-from tests.reports.test_dag import LEADS_TITLE, SESSION_TITLE, refuse_every_write_try, refused_writes, run_hours
+from tests.reports.test_dag import (
+    LEADS_TAB,
+    LEADS_TITLE,
+    SESSION_TITLE,
+    refuse_every_write_try,
+    refused_writes,
+    run_hours,
+)
 
 H, H1 = fixture.ist(20, 11, 0), fixture.ist(20, 12, 0)
 
@@ -82,7 +89,7 @@ def test_one_user_stored_as_objectid_and_as_text_gives_one_complete_row(dag, cle
             ]
         )  # fmt: skip
     run_hours(dag, [H, H1])
-    leads = all_spreadsheets(clean_stack)[LEADS_TITLE]["Leads"]["rows"]
+    leads = all_spreadsheets(clean_stack)[LEADS_TITLE][LEADS_TAB]["rows"]
     header = leads[0]
     rows = [dict(zip(header, r, strict=True)) for r in leads[1:]]
     assert [r["User ID"] for r in rows] == [str(user)]

@@ -17,8 +17,10 @@ from googleapiclient.errors import HttpError
 from devstack import clients
 from leadflow.reports import sheets, sheets_api
 from leadflow.reports.pipeline import SPECS
+from leadflow.reports.row_index import RowIndex
 from tests.helpers import read_spreadsheet
 from tests.reports.test_sheets_upsert import FOLDER, leads
+from tests.reports.test_sheets_upsert import LEADS as LEADS_TAB
 
 
 def _client(stack, num_retries: int | None = None) -> sheets_api.SheetsClient:
@@ -66,14 +68,14 @@ def test_the_standin_enforces_googles_figures_by_default(clean_stack) -> None:
     assert _quota_state(clean_stack)["refused"] == {"read_per_minute_per_user": 1}
 
 
-def test_a_burst_over_the_quota_is_absorbed_by_the_clients_backoff(clean_stack) -> None:
+def test_a_burst_over_the_quota_is_absorbed_by_the_clients_backoff(clean_stack, row_index) -> None:
     client = _client(clean_stack)  # the connection's default: 5 retries
     # One write per 2 s: the create, the values (with the new tab) and the layout of a first run
     # cannot all pass, however slowly the machine runs them.
     _quota(clean_stack, write_per_minute_per_user=1, window_seconds=2)
     spreadsheet = client.create_spreadsheet("t", FOLDER)
 
-    result = sheets.upsert(client, spreadsheet, leads(300), SPECS["consolidated"])
+    result = sheets.upsert(client, spreadsheet, leads(300), SPECS["consolidated"], index=row_index)
 
     assert (result.rows_added, result.rows_updated) == (300, 0)
     calls = clients.calls(clean_stack.control_url("sheets"))
@@ -82,38 +84,42 @@ def test_a_burst_over_the_quota_is_absorbed_by_the_clients_backoff(clean_stack) 
     assert all(c["method"] == "POST" for c in refused)  # reads have their own quota
     assert _quota_state(clean_stack)["refused"]["write_per_minute_per_user"] == len(refused)
     _quota(clean_stack)  # off, to read the result back
-    rows = read_spreadsheet(clean_stack, spreadsheet)["tabs"]["Leads"]["rows"]
+    rows = read_spreadsheet(clean_stack, spreadsheet)["tabs"][LEADS_TAB]["rows"]
     assert len(rows) == 301
     assert rows[1][0] == "u00000"
 
 
-def test_a_quota_that_does_not_recover_fails_the_upsert_and_the_next_run_repairs_it(clean_stack) -> None:
+def test_a_quota_that_does_not_recover_fails_the_upsert_and_the_next_run_repairs_it(clean_stack, row_index) -> None:
     client = _client(clean_stack, num_retries=2)
     _quota(clean_stack)  # off while setting up: nothing counted
     spreadsheet = client.create_spreadsheet("t", FOLDER)
-    sheets.upsert(client, spreadsheet, leads(300), SPECS["consolidated"])
+    sheets.upsert(client, spreadsheet, leads(300), SPECS["consolidated"], index=row_index)
     reference = client.create_spreadsheet("ref", FOLDER)  # where an uninterrupted second run lands
-    sheets.upsert(client, reference, leads(300), SPECS["consolidated"])
-    sheets.upsert(client, reference, leads(300, messages=4), SPECS["consolidated"])
+    # Its own index: one report's keys live in one place, and this is a second copy of them.
+    reference_index = RowIndex(row_index.db, "report_rows_reference")
+    sheets.upsert(client, reference, leads(300), SPECS["consolidated"], index=reference_index)
+    sheets.upsert(client, reference, leads(300, messages=4), SPECS["consolidated"], index=reference_index)
     before = read_spreadsheet(clean_stack, spreadsheet)
-    # One write left for the hour: the values go in, the layout write is refused for good.
-    _quota(clean_stack, write_per_minute_per_user=1, window_seconds=3600)
+    # Two writes left for the hour, and a write sliced in three calls (the header, then the rows
+    # in two): the first two go in, the third is refused for good.
+    _quota(clean_stack, write_per_minute_per_user=2, window_seconds=3600)
 
-    with pytest.raises(HttpError) as failed:
-        sheets.upsert(client, spreadsheet, leads(300, messages=4), SPECS["consolidated"])
+    with pytest.raises(HttpError) as failed, mock.patch.object(sheets, "MAX_PAYLOAD_BYTES", 40_000):
+        sheets.upsert(client, spreadsheet, leads(300, messages=4), SPECS["consolidated"], index=row_index)
 
     assert failed.value.resp.status == 429
     assert "Write requests per minute per user" in str(failed.value)
     refused = [c for c in clients.calls(clean_stack.control_url("sheets")) if c["status"] == 429]
-    assert len(refused) == 3  # the try and 2 retries, all of the layout write after the values
+    assert len(refused) == 3  # the try and 2 retries, all of the third values write
     assert {c["path"] for c in refused} == {f"/v4/spreadsheets/{spreadsheet}:batchUpdate"}
     _quota(clean_stack)
-    partial = read_spreadsheet(clean_stack, spreadsheet)["tabs"]["Leads"]
-    # The values write is whole (one batchUpdate is atomic): header and keys in place, all new.
-    assert partial["rows"][0] == before["tabs"]["Leads"]["rows"][0]
-    assert [r[0] for r in partial["rows"]] == [r[0] for r in before["tabs"]["Leads"]["rows"]]
-    assert {r[8] for r in partial["rows"][1:]} == {4}
+    partial = read_spreadsheet(clean_stack, spreadsheet)["tabs"][LEADS_TAB]
+    # Each values call is whole (one batchUpdate is atomic): header and keys in place, the rows
+    # of the first call new, the others not yet.
+    assert partial["rows"][0] == before["tabs"][LEADS_TAB]["rows"][0]
+    assert [r[0] for r in partial["rows"]] == [r[0] for r in before["tabs"][LEADS_TAB]["rows"]]
+    assert {r[8] for r in partial["rows"][1:]} == {1, 4}
 
-    sheets.upsert(client, spreadsheet, leads(300, messages=4), SPECS["consolidated"])
+    sheets.upsert(client, spreadsheet, leads(300, messages=4), SPECS["consolidated"], index=row_index)
 
     assert read_spreadsheet(clean_stack, spreadsheet)["tabs"] == read_spreadsheet(clean_stack, reference)["tabs"]

@@ -31,10 +31,12 @@ def report_rows(sheets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     but the live run's user (tab positions differ: the live run creates the spreadsheets).
     Through JSON, as the subprocess hands them over."""
     sessions = sheets[SESSION_TITLE][FIXTURE_MONTH]
-    leads = sheets[LEADS_TITLE]["Leads"]
+    leads = sheets[LEADS_TITLE][f"Leads {FIXTURE_MONTH}"]
     rows = {
         "sessions": {k: v for k, v in sessions.items() if k != "index"},
-        "leads": [row for row in leads["rows"] if LIVE_USER not in row],
+        # Lead rows stay where they were first written: in key order, as runs in another order
+        # write them in another order.
+        "leads": sorted((row for row in leads["rows"][1:] if LIVE_USER not in row), key=lambda row: str(row[0])),
         "leads_layout": {k: v for k, v in leads.items() if k not in ("index", "rows")},
     }
     return json.loads(json.dumps(rows))

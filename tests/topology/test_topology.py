@@ -314,7 +314,8 @@ def live_session_rows(sheets: dict[str, dict[str, Any]]) -> dict[str, list[Any]]
     """The live session's "Messages" in both reports, a row each ([3] once the newest is in)."""
     tabs = sheets[SESSION_TITLE].values()
     sessions = [row for tab in tabs for row in tab.get("rows", []) if row and row[0] == "LIVE"]
-    leads = [row for row in sheets[LEADS_TITLE]["Leads"]["rows"] if row and row[0] == LIVE_USER]
+    lead_tabs = sheets[LEADS_TITLE].values()  # a lead is in the tab of its first chat's month
+    leads = [row for tab in lead_tabs for row in tab.get("rows", []) if row and row[0] == LIVE_USER]
     return {
         "session_messages": [row[SESSION_HEADER.index("Messages")] for row in sessions],
         "lead_messages": [row[CONSOLIDATED_HEADER.index("Messages")] for row in leads],

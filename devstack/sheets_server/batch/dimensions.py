@@ -35,8 +35,9 @@ def _delete_dimension(book: Spreadsheet, params: dict[str, Any]) -> None:
     else:
         if start == 0 and end >= sheet.column_count:
             raise ApiError(400, "You can't delete all the columns on the sheet.")
-        for cells in sheet.rows:
-            del cells[start:end]
+        for row in range(len(sheet.rows)):
+            if len(sheet.rows[row]) > start:
+                del sheet.row_for_write(row)[start:end]
         sheet.grid["columnCount"] = sheet.column_count - (end - start)
     sheet.compact()
 
@@ -73,8 +74,8 @@ def _insert_dimension(book: Spreadsheet, params: dict[str, Any]) -> None:
             sheet.rows[start:start] = [[] for _ in range(count)]
         sheet.grid["rowCount"] = sheet.row_count + count
     else:
-        for cells in sheet.rows:
-            if start < len(cells):
-                cells[start:start] = [None] * count
+        for row in range(len(sheet.rows)):
+            if start < len(sheet.rows[row]):
+                sheet.row_for_write(row)[start:start] = [None] * count
         sheet.grid["columnCount"] = sheet.column_count + count
     sheet.compact()

@@ -55,7 +55,7 @@ def update_cells(book: Spreadsheet, params: dict[str, Any]) -> None:
         # matching those set in fields will be cleared." (values here; formats stay as they are)
         given = params.get("rows") or []
         for row in range(row0, min(end_row, len(sheet.rows))):
-            cells = sheet.rows[row]
+            cells = sheet.row_for_write(row)
             covered = len((given[row - row0] or {}).get("values") or []) if row - row0 < len(given) else 0
             for col in range(col0 + covered, min(end_col if end_col is not None else len(cells), len(cells))):
                 cells[col] = None
@@ -83,5 +83,7 @@ def update_cells(book: Spreadsheet, params: dict[str, Any]) -> None:
                 )  # fmt: skip
             if "pivotTable" in paths:
                 _set_pivot(book, sheet, row, col, cell.get("pivotTable"))
-    sheet.compact()
+    # Only the rows this request touched can have gained trailing blanks: a write costs what it
+    # writes, not the size of its tab.
+    sheet.compact(row0, max(row0 + len(params.get("rows") or []), end_row or 0))
 

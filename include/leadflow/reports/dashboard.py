@@ -10,8 +10,10 @@ A pivot table can only read its own spreadsheet, and the two reports live in two
 so each gets a dashboard over its own data:
 
 * consolidated report — the funnel (leads → chatted in the last 7 days → visit scheduled or
-  done → visit completed), leads by Rank × Visit Scheduled with a stacked bar chart, and
-  conditional formatting on ``Leads`` (High rank, Visit Scheduled = Yes);
+  done → visit completed) and leads by Rank × Visit Scheduled with a stacked bar chart, over the
+  latest ``Leads YYYY-MM`` tab (the leads who first chatted that month), re-pointed when a newer
+  one is added; conditional formatting on every lead tab (High rank, Visit Scheduled = Yes),
+  added with the tab;
 * session-wise report — sessions per day, by detected intent and by hour of the day, over the
   latest month tab, each with a chart. When a run adds a newer month tab the pivots are pointed
   at it (one ``batchUpdate`` on that run, once a month).
@@ -226,8 +228,12 @@ def leads_format_rules(leads_id: int) -> list[dict[str, Any]]:
     return rules
 
 
-def consolidated_build(tabs: Mapping[str, int]) -> list[dict[str, Any]]:
-    leads_id = tabs["Leads"]
+def leads_note(tab: str) -> str:
+    return f"From the latest lead tab, {tab} (leads whose first chat was that month); updates itself."
+
+
+def consolidated_build(tabs: Mapping[str, int], latest: str, lead_tabs: Sequence[str]) -> list[dict[str, Any]]:
+    leads_id = tabs[latest]
     dash = DASHBOARD_SHEET_ID["consolidated"]
     chart_id = CHART_ID_BASE["consolidated"]
     row, col = RANK_PIVOT_AT
@@ -243,13 +249,22 @@ def consolidated_build(tabs: Mapping[str, int]) -> list[dict[str, Any]]:
     )
     return [
         _text_cells(dash, 0, 0, [("Sales dashboard — leads", HEADING)]),
-        _text_cells(dash, 1, 0, [("Updates itself from the Leads tab. Counts are leads (one row per buyer).", NOTE)]),
+        _text_cells(dash, 1, 0, [(leads_note(latest), NOTE)]),
         _text_cells(dash, FUNNEL_ROW - 1, 0, [("Funnel", BOLD)]),
         _text_cells(dash, RANK_PIVOT_AT[0] - 1, 0, [("Leads by rank × visit scheduled", BOLD)]),
         *leads_pivots(leads_id, dash),
         _chart(chart_id, dash, (3, 6), rank_chart),
-        *({"addConditionalFormatRule": {"index": i, "rule": r}} for i, r in enumerate(leads_format_rules(leads_id))),
+        *lead_tab_rules(tabs, lead_tabs),
     ]  # fmt: skip
+
+
+def lead_tab_rules(tabs: Mapping[str, int], lead_tabs: Sequence[str]) -> list[dict[str, Any]]:
+    """High rank and a scheduled visit stand out on every lead tab (added with the tab)."""
+    return [
+        {"addConditionalFormatRule": {"index": i, "rule": r}}
+        for tab in lead_tabs
+        for i, r in enumerate(leads_format_rules(tabs[tab]))
+    ]
 
 
 # -- the session-wise report's dashboard --------------------------------------------------------
@@ -352,21 +367,20 @@ def plan(
     report_tabs = sorted(t for t in tabs if is_report_tab(t))
     if not report_tabs:
         return DashboardPlan(None, [])
-    if kind == "sessions":
-        latest = report_tabs[-1]
-        body = sessions_build(tabs, latest)
-    else:
-        latest = "Leads"
-        body = consolidated_build(tabs)
+    latest = report_tabs[-1]
+    body = sessions_build(tabs, latest) if kind == "sessions" else consolidated_build(tabs, latest, report_tabs)
     if exists and not rebuild:
-        if kind == "sessions" and latest in tabs_added:
-            return DashboardPlan("repoint", [_text_cells(dash_id, 1, 0, [(
-                month_note(latest), NOTE)]),
-                *session_pivots(tabs[latest], dash_id)])  # fmt: skip
-        return DashboardPlan(None, [])
+        requests: list[dict[str, Any]] = []
+        if kind == "consolidated":  # a new lead tab gets the highlighting the others have
+            requests += lead_tab_rules(tabs, [t for t in report_tabs if t in tabs_added])
+        if latest in tabs_added:  # a newer month: the pivots follow it
+            note = month_note(latest) if kind == "sessions" else leads_note(latest)
+            pivots = session_pivots if kind == "sessions" else leads_pivots
+            requests += [_text_cells(dash_id, 1, 0, [(note, NOTE)]), *pivots(tabs[latest], dash_id)]
+        return DashboardPlan("repoint" if requests else None, requests)
     taken = {t for t, sid in tabs.items() if sid != dash_id}
     title = DASHBOARD_TITLE if DASHBOARD_TITLE not in taken else f"{DASHBOARD_TITLE} (leadflow)"
-    requests: list[dict[str, Any]] = []
+    requests = []
     if exists:
         requests.append({"deleteSheet": {"sheetId": dash_id}})
     requests += [
@@ -378,16 +392,19 @@ def plan(
     return DashboardPlan("rebuild" if exists else "build", requests, needs_rule_read=exists and kind == "consolidated")
 
 
-def stale_rule_deletions(sheets: Sequence[Mapping[str, Any]], leads_id: int) -> list[dict[str, Any]]:
-    """On a rebuild: delete the Leads rules an earlier build added (matched by content), last first."""
-    ours = leads_format_rules(leads_id)
+def stale_rule_deletions(sheets: Sequence[Mapping[str, Any]], lead_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """On a rebuild: delete the rules an earlier build added to the lead tabs (matched by
+    content), last first in each tab."""
+    deletions = []
     for sheet in sheets:
-        if sheet.get("properties", {}).get("sheetId", 0) != leads_id:  # proto3 JSON omits a 0 id
+        sheet_id = sheet.get("properties", {}).get("sheetId", 0)  # proto3 JSON omits a 0 id
+        if sheet_id not in lead_ids:
             continue
+        ours = leads_format_rules(sheet_id)
         rules = sheet.get("conditionalFormats", [])
         indexes = [i for i, rule in enumerate(rules) if _same_rule(rule, ours)]
-        return [{"deleteConditionalFormatRule": {"sheetId": leads_id, "index": i}} for i in reversed(indexes)]
-    return []
+        deletions += [{"deleteConditionalFormatRule": {"sheetId": sheet_id, "index": i}} for i in reversed(indexes)]
+    return deletions
 
 
 def _grid_key(rng: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -426,7 +443,8 @@ def ensure_dashboard(
             ),
             "reads",
         )
-        requests = stale_rule_deletions(meta.get("sheets", []), result.tab_ids["Leads"]) + requests
+        lead_ids = [sid for title, sid in result.tab_ids.items() if spec.is_report_tab(title)]
+        requests = stale_rule_deletions(meta.get("sheets", []), lead_ids) + requests
     client.execute(
         client.spreadsheets.batchUpdate(spreadsheetId=result.spreadsheet_id, body={"requests": requests}), "writes"
     )

@@ -24,6 +24,7 @@ from leadflow.objectstore import read_frame, run_folder, write_frame
 from leadflow.reports.dashboard import ensure_dashboard
 from leadflow.reports.extract import extract
 from leadflow.reports.rollover import ROLLOVER_VARIABLES, Destination, write_report
+from leadflow.reports.row_index import LEADS_ROW_INDEX, RowIndex
 from leadflow.reports.sheets import ReportSpec
 from leadflow.reports.sheets_api import SheetsClient
 from leadflow.reports.transform import (
@@ -53,6 +54,22 @@ def _is_month_tab(title: str) -> bool:
     return len(title) == 7 and title[4] == "-" and title.replace("-", "").isdigit()
 
 
+LEADS_TAB_PREFIX = "Leads "
+LEGACY_LEADS_TAB = "Leads"  # the one tab of before the month tabs: its leads move out as they are written
+
+
+def _lead_month_tab(frame: pd.DataFrame) -> pd.Series:
+    """``Leads YYYY-MM``: the IST month of the lead's first interaction (a lead without one, which
+    the extract does not produce but a hand-made frame may: the month its row was read)."""
+    first = pd.to_datetime(frame["First Interaction"], utc=True)
+    month = first.fillna(pd.to_datetime(frame[UPDATED], utc=True))
+    return LEADS_TAB_PREFIX + month.dt.tz_convert(IST).dt.strftime("%Y-%m")
+
+
+def _is_lead_tab(title: str) -> bool:
+    return title == LEGACY_LEADS_TAB or (title.startswith(LEADS_TAB_PREFIX) and _is_month_tab(title[6:]))
+
+
 SPECS: dict[ReportKind, ReportSpec] = {
     "sessions": ReportSpec(
         title="Leadflow — Session-wise report",
@@ -68,9 +85,10 @@ SPECS: dict[ReportKind, ReportSpec] = {
         key="User ID",
         columns=[*CONSOLIDATED_COLUMNS, UPDATED],
         datetime_columns=frozenset(DATETIME_COLUMNS & {*CONSOLIDATED_COLUMNS, UPDATED}),
-        sort_by=[("Last Interaction", False)],
-        tab_of=lambda frame: pd.Series(["Leads"] * len(frame), index=frame.index, dtype="object"),
-        is_report_tab=lambda title: title == "Leads",
+        sort_by=[("Last Interaction", False)],  # a new tab's first rows only: lead tabs are not sorted after
+        tab_of=_lead_month_tab,
+        is_report_tab=_is_lead_tab,
+        row_index=LEADS_ROW_INDEX,
     ),
 }
 SPREADSHEET_VARIABLES: dict[ReportKind, str] = {
@@ -185,7 +203,7 @@ def ensure_spreadsheet(client: SheetsClient, kind: ReportKind, first_tabs: list[
         spreadsheet_id = client.create_spreadsheet(SPECS[kind].title, Variable.get(VAR_DRIVE_FOLDER, default=None))
         Variable.set(variable, spreadsheet_id)
         log.info("Created spreadsheet %s for the %s report", spreadsheet_id, kind)
-        client.name_first_tab(spreadsheet_id, (first_tabs or ["Leads"])[0], len(SPECS[kind].columns))
+        client.name_first_tab(spreadsheet_id, (first_tabs or [LEGACY_LEADS_TAB])[0], len(SPECS[kind].columns))
     added = client.share(spreadsheet_id, share_with, role)
     if added:
         log.info("Shared the %s report with %d more people as %s", kind, added, role)
@@ -198,7 +216,12 @@ def load_step(kind: ReportKind, transformed: dict[str, Any], rebuild_dashboard: 
     client = SheetsClient()
     tabs = sorted(set(spec.tab_of(report))) if len(report) else []
     spreadsheet_id = ensure_spreadsheet(client, kind, tabs)
-    result, room, earlier = write_report(client, spec, destination(kind), spreadsheet_id, report)
+    index = None
+    if spec.row_index is not None:
+        from leadflow.mongo import get_database
+
+        index = RowIndex(get_database(), spec.row_index)
+    result, room, earlier = write_report(client, spec, destination(kind), spreadsheet_id, report, index)
     log.info("%s report upserted: %s; into earlier spreadsheets: %s", kind, result.as_dict(), earlier or "none")
     dashboard = ensure_dashboard(client, kind, result, spec, rebuild_dashboard)
     return {**result.as_dict(), "rollover": room.rollover, "dashboard": dashboard, "earlier_spreadsheets": earlier}

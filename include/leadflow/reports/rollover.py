@@ -15,7 +15,8 @@ over:
    and the report's Variable the moment the create returns.
 3. Its default tab becomes "Earlier spreadsheets": every earlier spreadsheet (title, id, link),
    the list the old one had carried forward, plus the old one.
-4. The tabs this write reads (its target tabs and the one before and after each, see ``tabs_to_read``)
+4. The tabs this write reads (its target tabs and the one before and after each, see ``tabs_to_read``;
+   for the lead tabs, only the newest target's, as old leads are rewritten in their old month)
    are copied over with ``spreadsheets.sheets.copyTo`` (Google names a copy "Copy of <title>"),
    renamed, given back their filter and protection if the copy lost them, then deleted from the
    old spreadsheet, whose Dashboard is re-pointed at its latest remaining month in the same
@@ -50,6 +51,7 @@ from typing import Any
 import pandas as pd
 
 from leadflow.reports import dashboard
+from leadflow.reports.row_index import RowIndex
 from leadflow.reports.sheets import ReportSpec, UpsertResult, tabs_to_read, upsert
 from leadflow.reports.sheets_api import NEW_TAB_ROWS, PROTECTED_DESCRIPTION, SheetsClient, Tab, list_tabs, quote_tab
 from leadflow.reports.window import IST
@@ -132,7 +134,11 @@ def ensure_room(
         if before + write_cells(tabs, targets, rows, width) <= budget:
             return Room(spreadsheet_id, tabs)
         report_tabs = sorted({t for t in tabs if spec.is_report_tab(t)} | set(targets))
-        moving = [t for t in tabs_to_read(report_tabs, set(targets)) if t in tabs]
+        # Lead tabs: an hour also rewrites old leads in place, in their first month's tab; only
+        # the newest target (and its neighbours) moves, so old months stay behind and archive.
+        # Later writes of those months go back to the spreadsheet that holds them (earlier_homes).
+        growing = set(targets) if spec.row_index is None else set(sorted(targets)[-1:])
+        moving = [t for t in tabs_to_read(report_tabs, growing) if t in tabs]
         needed = (
             sum(tabs[t].cells for t in moving)
             + write_cells(tabs, targets, rows, width)
@@ -254,12 +260,18 @@ def _drop_moved_tabs(
     months = sorted(t for t in left if spec.is_report_tab(t))
     repoint = dashboard.plan(kind, left, months[-1:], spec.is_report_tab)
     if repoint.action == "repoint":  # the "newer month tab added" path: pivots onto the latest month left
-        requests += repoint.requests
+        # That tab has its highlighting already: only the pivots move.
+        requests += [r for r in repoint.requests if "addConditionalFormatRule" not in r]
     client.execute(client.spreadsheets.batchUpdate(spreadsheetId=old, body={"requests": requests}), "writes")
 
 
 def write_report(
-    client: SheetsClient, spec: ReportSpec, where: Destination, spreadsheet_id: str, report: pd.DataFrame
+    client: SheetsClient,
+    spec: ReportSpec,
+    where: Destination,
+    spreadsheet_id: str,
+    report: pd.DataFrame,
+    index: RowIndex | None = None,
 ) -> tuple[UpsertResult, Room, dict[str, dict[str, Any]]]:
     """Upsert ``report`` where each of its rows belongs: the current spreadsheet (rolled over first
     if the write would pass the cell budget), or, for a backfill of a month an earlier spreadsheet
@@ -276,12 +288,18 @@ def write_report(
     homes = earlier_homes(client, spec, room.spreadsheet_id, current_tabs, tabs)
     tab_of = spec.tab_of(report) if len(report) else pd.Series(dtype="object")
     home_of = tab_of.map(homes) if homes else pd.Series(None, index=report.index, dtype="object")
+    # Where the row index has the leads that go to an earlier spreadsheet, before those writes
+    # record their new rows: a copy left in the current spreadsheet is found and cleared below.
+    was = index.lookup(report.loc[home_of.notna(), spec.key].astype(str)) if index is not None and homes else {}
     earlier = {
-        home: upsert(client, home, report[home_of == home], spec).as_dict() for home in sorted(set(homes.values()))
+        home: upsert(client, home, report[home_of == home], spec, index=index).as_dict()
+        for home in sorted(set(homes.values()))
     }
     away = home_of.notna()
     gone = dict(zip(report.loc[away, spec.key].astype(str), tab_of[away], strict=True))
-    result = upsert(client, room.spreadsheet_id, report[~away], spec, tabs=current_tabs, elsewhere=gone)
+    result = upsert(
+        client, room.spreadsheet_id, report[~away], spec, tabs=current_tabs, elsewhere=gone, index=index, was=was
+    )
     return result, room, earlier
 
 

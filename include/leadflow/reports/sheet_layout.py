@@ -17,10 +17,11 @@ DATETIME_FORMAT = {"type": "DATE_TIME", "pattern": "yyyy-mm-dd hh:mm"}
 
 
 def layout_requests(
-    spec: ReportSpec, tabs: dict[str, Tab], last_rows: dict[str, int], width: int
+    spec: ReportSpec, tabs: dict[str, Tab], last_rows: dict[str, int], width: int, sort: bool = True
 ) -> list[dict[str, Any]]:
-    """``last_rows``: tab -> its last written row, for each tab the write changed. Every request
-    is idempotent: Google may apply a call twice when its answer is lost and it is resent."""
+    """``last_rows``: tab -> its last written row, for each tab to lay out. ``sort`` False: rows
+    stay where they are (the lead tabs, whose row index relies on it). Every request is
+    idempotent: Google may apply a call twice when its answer is lost and it is resent."""
     requests: list[dict[str, Any]] = []
     # Month tabs in calendar order, whatever order runs created them in, from where the first of
     # them stands (``tabs`` is in sheet order): the Dashboard and any tab before them stay put.
@@ -57,7 +58,7 @@ def layout_requests(
                         "cell": {"userEnteredFormat": {"numberFormat": DATETIME_FORMAT}},
                         "fields": "userEnteredFormat.numberFormat"}}
                 )  # fmt: skip
-        if end_row >= 2:
+        if sort and end_row >= 2:
             sort_specs = [
                 {"dimensionIndex": spec.columns.index(col), "sortOrder": "ASCENDING" if asc else "DESCENDING"}
                 for col, asc in [*spec.sort_by, (spec.key, True)]

@@ -31,6 +31,9 @@ class Plan:
     clears: dict[str, list[int]] = field(default_factory=dict)  # old rows of moved keys, duplicates
     expected: list[tuple[str, int, list[str]]] = field(default_factory=list)  # (tab, first row, keys there now)
     next_row: dict[str, int] = field(default_factory=dict)  # the first row below the tab's keyed rows
+    # Where each key's row is once the write lands (for the row index), and the rows it clears.
+    placed: dict[str, Location] = field(default_factory=dict)
+    cleared: list[tuple[str, Location]] = field(default_factory=list)
     rows_updated: int = 0
     rows_added: int = 0
     rows_moved: int = 0
@@ -49,7 +52,10 @@ def plan_write(
     where: dict[str, list[Location]],
     spec: ReportSpec,
     gone: set[str],
+    next_rows: dict[str, int] | None = None,
 ) -> Plan:
+    """``next_rows``: tab -> the first free row below its data, when the caller knows it (the row
+    index); else it is the row after the last key read in that tab."""
     plan = Plan()
     version = spec.columns.index(spec.version_column)
     last: dict[str, int] = {}
@@ -66,11 +72,13 @@ def plan_write(
         if ranked and is_newer(ranked[0].version, row[version]):
             plan.rows_kept_newer += 1  # a later read already wrote this row: never go back
             keep: Location | None = ranked[0]
+            plan.placed[str(key)] = ranked[0]
         else:
             keep = next((loc for loc in ranked if loc.tab == tab), None)
             if keep:
                 plan.updates.setdefault(tab, {})[keep.row] = row
                 plan.rows_updated += 1
+                plan.placed[str(key)] = Location(tab, keep.row, row[version])
             else:
                 plan.rows_moved += bool(locations)
                 plan.rows_added += 1
@@ -86,15 +94,21 @@ def plan_write(
             continue
         ranked = sorted(locations, key=lambda loc: (-version_number(loc.version), loc.tab, loc.row))
         plan.duplicates_repaired += len(ranked) - 1
+        plan.placed[key] = ranked[0]
         for loc in ranked[1:]:
             clear(plan, loc, key)
     for tab, by_row in plan.updates.items():
         for first, block in consecutive(by_row):
             plan.expected.append((tab, first, [str(r[0]) for r in block]))
-    plan.next_row = {t: last.get(t, 1) + 1 for t in set(last) | set(plan.appends) | set(plan.move_appends)}
+    if next_rows is None:
+        plan.next_row = {t: last.get(t, 1) + 1 for t in set(last) | set(plan.appends) | set(plan.move_appends)}
+    else:
+        plan.next_row = {t: next_rows.get(t, 2) for t in set(next_rows) | set(plan.appends) | set(plan.move_appends)}
     for tab in set(plan.appends) | set(plan.move_appends):
-        added = len(plan.appends.get(tab, [])) + len(plan.move_appends.get(tab, []))
-        plan.expected.append((tab, plan.next_row[tab], [""] * added))  # still empty
+        appended = plan.appends.get(tab, []) + plan.move_appends.get(tab, [])  # in the order they are written
+        plan.expected.append((tab, plan.next_row[tab], [""] * len(appended)))  # still empty
+        for offset, row in enumerate(appended):
+            plan.placed[str(row[0])] = Location(tab, plan.next_row[tab] + offset, row[version])
     return plan
 
 
@@ -112,6 +126,7 @@ def consecutive(by_row: dict[int, list[Any]]) -> list[tuple[int, list[list[Any]]
 
 def clear(plan: Plan, loc: Location, key: str) -> None:
     plan.clears.setdefault(loc.tab, []).append(loc.row)
+    plan.cleared.append((key, loc))
     plan.expected.append((loc.tab, loc.row, [key]))
 
 

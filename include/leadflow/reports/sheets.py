@@ -34,9 +34,11 @@ from typing import Any
 import pandas as pd
 
 from leadflow.config import REPORT_TIMEZONE
+from leadflow.reports.row_index import KnownTab, RowIndex
 from leadflow.reports.sheet_layout import layout_requests
 from leadflow.reports.sheet_plan import Location, Plan, consecutive, plan_write
-from leadflow.reports.sheets_api import SheetsClient, Tab, column_letter, list_tabs, new_tab_properties, quote_tab
+from leadflow.reports.sheet_reads import IndexedRows, TabScan, misplaced_tabs
+from leadflow.reports.sheets_api import SheetsClient, Tab, list_tabs, new_tab_properties
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,10 @@ class ReportSpec:
     tab_of: Callable[[pd.DataFrame], pd.Series]
     is_report_tab: Callable[[str], bool]
     version_column: str = "Updated"  # when the row's data was read; never replaced by older data
+    # Set: rows stay where they are written (no sort per run) and a key -> row index in this
+    # MongoDB collection says where they are (see row_index). None: each run reads the key
+    # columns of the tabs it writes and the tabs next to them, and sorts those tabs.
+    row_index: str | None = None
 
 
 @dataclass
@@ -69,6 +75,9 @@ class UpsertResult:
     rows_kept_newer: int = 0  # rows the sheet already holds from a later read
     duplicates_repaired: int = 0  # extra rows of one key (left by hand edits or an old failure), deleted
     replans: int = 0  # times rows moved under us (a sort, an inserted row) and the write was re-planned
+    # Tabs whose whole key column was read because the row index could not vouch for them (a
+    # re-sorted tab, a tab new to the index): the fallback, 0 on an ordinary run.
+    index_rebuilds: int = 0
     tabs_added: list[str] = field(default_factory=list)
     reads: int = 0
     writes: int = 0
@@ -116,11 +125,15 @@ def upsert(
     spec: ReportSpec,
     tabs: dict[str, Tab] | None = None,
     elsewhere: Mapping[str, str] | None = None,
+    index: RowIndex | None = None,
+    was: Mapping[str, Location] | None = None,
 ) -> UpsertResult:
     """``tabs``: the tab list if the caller read it for this write (the cell-budget check does: that
     read is counted in the result's reads), else read here. ``elsewhere``: key -> tab of the rows
     this run wrote into another spreadsheet (a backfill after a rollover); any copy of those
-    keys here (in the tabs next to that tab) is cleared, counted in ``rows_moved``."""
+    keys here (in the tabs next to that tab) is cleared, counted in ``rows_moved``. ``index``: the
+    report's row index, required when its spec keeps one; ``was``: rows the index had for some
+    of ``elsewhere``'s keys before this run wrote them into the other spreadsheet."""
     elsewhere = elsewhere or {}
     result = UpsertResult(spreadsheet_id=spreadsheet_id)
     before = Counter(client.calls)
@@ -141,15 +154,29 @@ def upsert(
                                                       **new_tab_properties(title, width)}}})  # fmt: skip
     result.tabs_added = missing
 
-    report_tabs = sorted(t for t in tabs if spec.is_report_tab(t))
-    read_tabs = [t for t in tabs_to_read(report_tabs, set(targets) | set(elsewhere.values())) if t in existing]
     rows = frame_rows(frame, spec)
+    finder: TabScan | IndexedRows
+    if spec.row_index is None:
+        report_tabs = sorted(t for t in tabs if spec.is_report_tab(t))
+        read_tabs = [t for t in tabs_to_read(report_tabs, set(targets) | set(elsewhere.values())) if t in existing]
+        finder = TabScan(client, spreadsheet_id, spec, read_tabs)
+    else:
+        if index is None:
+            raise ValueError(f"the {spec.title!r} report keeps a row index: pass its RowIndex")
+        keys = set(frame[spec.key].astype(str)) | set(elsewhere)
+        finder = IndexedRows(client, spreadsheet_id, spec, index, {t: tabs[t] for t in existing}, keys, dict(was or {}))
     # A sort or an inserted row between our read and our write would make a row number point at
-    # another lead: check the rows the plan writes or clears still hold the planned keys (and
-    # the rows it appends at are still empty) right before writing; plan again if they do not.
+    # another lead (and the index may be stale): check the rows the plan writes or clears still
+    # hold the planned keys (and the rows it appends at are still empty) right before writing;
+    # plan again if they do not, reading the tabs that failed.
     for _attempt in range(MAX_PLANS):
-        where = _existing_rows(client, spreadsheet_id, read_tabs, spec)
-        plan = plan_write(frame, targets, rows, where, spec, set(elsewhere))
+        where, next_rows = finder.where()
+        plan = plan_write(frame, targets, rows, where, spec, set(elsewhere), next_rows)
+        # And below the last row the plan knows of, every tab it writes must be blank: a row
+        # pasted or appended there by hand (or by a write whose answer was lost) shows up here.
+        for tab in sorted((set(targets) | set(plan.clears)) & existing):
+            end = plan.next_row.get(tab, 2) + len(plan.appends.get(tab, [])) + len(plan.move_appends.get(tab, []))
+            plan.expected.append((tab, end, [""] * (tabs[tab].row_count - end + 1)))
         # A tab added by this write is empty, and so are rows past a grid's edge (Google refuses
         # to read there: "exceeds grid limits").
         plan.expected = [
@@ -157,8 +184,10 @@ def upsert(
             for tab, first, keys in plan.expected
             if tab in existing and first <= tabs[tab].row_count
         ]
-        if _rows_still_in_place(client, spreadsheet_id, plan):
+        wrong = misplaced_tabs(client, spreadsheet_id, plan)
+        if not wrong:
             break
+        finder.misplaced(wrong)
         result.replans += 1
     else:
         raise RuntimeError(f"rows of {spreadsheet_id} kept moving while planning the write ({MAX_PLANS} tries)")
@@ -170,11 +199,21 @@ def upsert(
         client.execute(
             client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body={"requests": requests}), "writes"
         )
-    last_rows = {
-        tab: plan.next_row.get(tab, 2) - 1 + len(plan.appends.get(tab, [])) + len(plan.move_appends.get(tab, []))
+    end_rows = {
+        tab: plan.next_row.get(tab, 2) + len(plan.appends.get(tab, [])) + len(plan.move_appends.get(tab, []))
         for tab in set(written) | set(plan.clears)
     }
-    layout = layout_requests(spec, tabs, last_rows, width)
+    if isinstance(finder, IndexedRows):
+        result.index_rebuilds = finder.rebuilds
+        next_free = {**(next_rows or {}), **end_rows}
+        known = {t: KnownTab(tabs[t].sheet_id, next_free[t]) for t in set(end_rows) | set(finder.scanned)}
+        index.save(spreadsheet_id, plan.placed, plan.cleared, known, finder.scanned, recount=set(plan.clears))  # type: ignore[union-attr]
+        # Rows stay where they are (the index relies on it): only a new tab, or one that lost the
+        # filter or protection, is laid out; people sort with filter views.
+        laid_out = {t: 0 for t in end_rows if t in missing or not tabs[t].has_filter or not tabs[t].protected}
+        layout = layout_requests(spec, tabs, laid_out, width, sort=False)
+    else:
+        layout = layout_requests(spec, tabs, {tab: end - 1 for tab, end in end_rows.items()}, width)
     if layout:
         client.execute(
             client.spreadsheets.batchUpdate(spreadsheetId=spreadsheet_id, body={"requests": layout}), "writes"
@@ -208,52 +247,6 @@ def _free_sheet_id(tabs: dict[str, Tab], title: str) -> int:
     while sheet_id in taken or sheet_id == 0:
         sheet_id += 1
     return sheet_id
-
-
-def _rows_still_in_place(client: SheetsClient, spreadsheet_id: str, plan: Plan) -> bool:
-    """One read of the key cells the plan writes over or deletes: do they still hold what it saw?"""
-    if not plan.expected:
-        return True
-    answer = client.execute(
-        client.values.batchGet(
-            spreadsheetId=spreadsheet_id,
-            ranges=[f"{quote_tab(t)}!A{first}:A{first + len(keys) - 1}" for t, first, keys in plan.expected],
-            valueRenderOption="UNFORMATTED_VALUE",
-            majorDimension="COLUMNS",
-        ),
-        "reads",
-    )
-    for (_, _, keys), value_range in zip(plan.expected, answer.get("valueRanges", []), strict=True):
-        found = [str(v) for v in (value_range.get("values") or [[]])[0]]
-        if found + [""] * (len(keys) - len(found)) != keys:
-            return False
-    return True
-
-
-def _existing_rows(
-    client: SheetsClient, spreadsheet_id: str, tabs: list[str], spec: ReportSpec
-) -> dict[str, list[Location]]:
-    """key -> every row holding it, from one read of two columns per tab."""
-    if not tabs:
-        return {}
-    version = column_letter(spec.columns.index(spec.version_column))
-    ranges = [r for t in tabs for r in (f"{quote_tab(t)}!A2:A", f"{quote_tab(t)}!{version}2:{version}")]
-    answer = client.execute(
-        client.values.batchGet(
-            spreadsheetId=spreadsheet_id, ranges=ranges, valueRenderOption="UNFORMATTED_VALUE", majorDimension="COLUMNS"
-        ),
-        "reads",
-    )
-    value_ranges = answer.get("valueRanges", [])
-    where: dict[str, list[Location]] = {}
-    for index, tab in enumerate(tabs):
-        keys = (value_ranges[2 * index].get("values") or [[]])[0]
-        versions = (value_ranges[2 * index + 1].get("values") or [[]])[0]
-        for offset, key in enumerate(keys):
-            if key not in ("", None):
-                found = Location(tab, offset + 2, versions[offset] if offset < len(versions) else None)
-                where.setdefault(str(key), []).append(found)
-    return where
 
 
 def _cell_data(value: Any) -> dict[str, Any]:

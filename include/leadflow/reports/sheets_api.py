@@ -6,6 +6,7 @@ Also the A1-notation helpers every request builder shares.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,11 +69,16 @@ class SheetsClient:
         self.values = self.spreadsheets.values()
         self.num_retries = hook.num_retries
         self.calls: Counter[str] = Counter()
+        self.seconds = 0.0  # spent in Sheets and Drive calls, retries included (bench.sheets prints it)
 
     def execute(self, request: Any, kind: str) -> dict[str, Any]:
         self.calls[kind] += 1
         self.calls["request_bytes"] += len(request.body or b"")
-        return request.execute(num_retries=self.num_retries)
+        started = time.perf_counter()
+        try:
+            return request.execute(num_retries=self.num_retries)
+        finally:
+            self.seconds += time.perf_counter() - started
 
     def create_spreadsheet(self, title: str, folder_id: str | None) -> str:
         """Create an empty spreadsheet; in ``folder_id`` (a shared drive's folder) if given.
