@@ -238,18 +238,9 @@ class FollowupProcessor(SendStep):
         # The text: reuse the one stored by an earlier attempt, else generate and claim.
         if doc is None or not doc.get("text"):
             result = self.personaliser.personalise(prompt_data(event.event_type, user, event.scheduled_at))
-            doc = self.ledger.claim(
-                key,
-                event_type=event.event_type.value,
-                user_id=event.user_id,
-                text=result.text,
-                text_source=result.source,
-                fallback_reason=result.fallback_reason,
-                sqs_message_id=message["MessageId"],
-                openai_usage=result.usage,  # openai_usage hook
-            )
-            if doc.get("text") == result.text:  # ours, not a concurrent copy's
-                self._summary.record_text(result.source, result.fallback_reason)
+            if doc is None:  # nothing recorded: claimed together with the send, in one write
+                return self._send(message, event, phone, result.text, unclaimed=result)
+            doc = self._claim(message, event, result)
             if doc.get("state") != State.PENDING:
                 return self._settle(message, doc)
         return self._send(message, event, phone, str(doc["text"]))

@@ -20,9 +20,10 @@ from pymongo.database import Database
 
 from leadflow.config import USERS
 from leadflow.followups.contract import FollowupEvent
-from leadflow.followups.deadlines import deadline_of, is_late, late_seconds, record_deadline, record_lateness
+from leadflow.followups.deadlines import deadline_of, is_late, late_seconds, record_lateness
 from leadflow.followups.outcomes import BatchSummary, Outcome
 from leadflow.followups.pacing import TokenBucket, UserPacer
+from leadflow.followups.personalise import Personalised
 from leadflow.followups.settings import ProcessorSettings
 from leadflow.followups.snapshot import BatchSnapshot
 from leadflow.marketing import USER_FIELDS as MARKETING_FIELDS
@@ -61,34 +62,53 @@ class SendStep:
     _abort: threading.Event
     _deadline: float
 
-    def _send(self, message: dict[str, Any], event: FollowupEvent, phone: str, text: str) -> Outcome:
+    def _send(
+        self,
+        message: dict[str, Any],
+        event: FollowupEvent,
+        phone: str,
+        text: str,
+        *,
+        unclaimed: Personalised | None = None,
+    ) -> Outcome:
+        """Send ``text`` once the event is ``sending``. ``unclaimed``: the event has nothing in the
+        ledger yet and this is its new text, claimed together with ``pending -> sending`` (one
+        write, not two); a step that ends before the send claims it alone, so the text is kept."""
         key = event.event_id
         with self.pacer.slot(event.user_id, lambda: self.snapshot.last_sent(event.user_id)):
             # Checked again after the pacing wait: a thread queued behind the same user must not
             # start a send after the batch was stopped or its budget ran out.
             if self._abort.is_set() or time.monotonic() > self._deadline:
+                self._claim_alone(message, event, unclaimed)
                 self._hand_back(message)
                 return self._summary.count(Outcome.LEFT)
+            window_open = self.snapshot.window_open(event.user_object_id, self.now())
             try:
-                payload, mode = self._payload(
-                    event, phone, text, self.snapshot.window_open(event.user_object_id, self.now())
-                )
+                payload, mode = self._payload(event, phone, text, window_open)
             except TemplateMediaMissing as problem:
                 # Meta would refuse it (132012). A configuration problem of this message only
                 # (events with media still go): failed with its reason, redriven once fixed.
+                self._claim_alone(message, event, unclaimed)
                 return self._dead_letter_new(
                     message, key, "template_needs_media", str(problem), event=event, state=State.FAILED
                 )
             if payload is None:
                 # A configuration problem, not a bad message: stop the batch, fail nothing.
+                self._claim_alone(message, event, unclaimed)
                 self._stop_batch("no_template", f"no WhatsApp template configured for {event.event_type}")
                 self._hand_back(message)
                 return self._summary.count(Outcome.LEFT)
             deadline = deadline_of(event)
-            if deadline is not None:
-                record_deadline(self.ledger.collection, key, deadline)
             media = {"type": event.media.type, "url": event.media.url} if event.media is not None else None
-            if not self.ledger.mark_sending(key, media=media):
+            if unclaimed is not None:
+                claimed = self._claim_and_send(message, event, unclaimed, media, deadline)
+                if isinstance(claimed, Outcome):
+                    return claimed
+                if claimed != text:  # a concurrent copy's text was stored first: that one goes
+                    text = claimed
+                    payload, mode = self._payload(event, phone, text, window_open)
+                    assert payload is not None  # the same template as above
+            elif not self.ledger.mark_sending(key, media=media, deadline_at=deadline):
                 # Another copy of this event got there first (or it is no longer pending).
                 return self._settle(message, self.ledger.get(key))
             try:
@@ -108,6 +128,58 @@ class SendStep:
         self.queue.delete(message)
         self._summary.record_sent_as(mode)
         return self._summary.count(Outcome.SENT)
+
+    def _claim(self, message: dict[str, Any], event: FollowupEvent, text: Personalised) -> dict[str, Any]:
+        """Store the event's new text (``pending``), or get the event as it already is."""
+        doc = self.ledger.claim(
+            event.event_id,
+            event_type=event.event_type.value,
+            user_id=event.user_id,
+            text=text.text,
+            text_source=text.source,
+            fallback_reason=text.fallback_reason,
+            sqs_message_id=str(message["MessageId"]),
+            openai_usage=text.usage,  # openai_usage hook
+        )
+        if doc.get("text") == text.text:  # ours, not a concurrent copy's
+            self._summary.record_text(text.source, text.fallback_reason)
+        return doc
+
+    def _claim_alone(self, message: dict[str, Any], event: FollowupEvent, unclaimed: Personalised | None) -> None:
+        if unclaimed is not None:
+            self._claim(message, event, unclaimed)
+
+    def _claim_and_send(
+        self,
+        message: dict[str, Any],
+        event: FollowupEvent,
+        text: Personalised,
+        media: dict[str, str] | None,
+        deadline: datetime | None,
+    ) -> str | Outcome:
+        """The text to send once the new event is ``sending``, or the outcome if it cannot be."""
+        key = event.event_id
+        doc = self.ledger.claim_and_send(
+            key,
+            media=media,
+            deadline_at=deadline,
+            event_type=event.event_type.value,
+            user_id=event.user_id,
+            text=text.text,
+            text_source=text.source,
+            fallback_reason=text.fallback_reason,
+            sqs_message_id=str(message["MessageId"]),
+            openai_usage=text.usage,  # openai_usage hook
+        )
+        if doc is not None:
+            if doc.get("text") == text.text:
+                self._summary.record_text(text.source, text.fallback_reason)
+            return str(doc["text"])
+        # Recorded meanwhile by another copy (or a receipt): the two steps, as for a known event.
+        doc = self._claim(message, event, text)
+        if doc.get("state") != State.PENDING or not self.ledger.mark_sending(key, media=media, deadline_at=deadline):
+            return self._settle(message, self.ledger.get(key))
+        return str(doc["text"])
 
     def _template_instead(
         self, message: dict[str, Any], event: FollowupEvent, phone: str, text: str
