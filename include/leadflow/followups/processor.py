@@ -133,6 +133,8 @@ class FollowupProcessor(SendStep):
                 lanes.join()
         finally:
             self.queue.flush()
+            if self.personaliser.usage is not None:  # openai_usage hook
+                self.personaliser.usage.flush()
         self._summary.elapsed_seconds = time.monotonic() - started
         log.info("Batch done: %s", self._summary.as_dict())
         return self._summary
