@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -215,18 +216,22 @@ def run_shape(shape: str, seeder: Seeder, root: Path, count: int, extra: dict[st
 
 
 def wait_drained(seeder: Seeder, ids: list[str], started: float, timeout: float, shape: str) -> list[float]:
-    """Poll until every event is sent and the queue is empty; the send times (epoch seconds)."""
+    """Wait until the queue is empty and every event is sent; the send times (epoch seconds).
+
+    Polls the queue's depth (cheap for the SQS stand-in), and reads the ledger only once it is
+    empty: a message leaves the queue only after its outcome is in the ledger. Counting sent
+    events every poll would put this process's queries on the MongoDB stand-in's CPU figure."""
     deliveries = seeder.db.followup_deliveries
     last_report = started
     while True:
-        done = deliveries.count_documents({"_id": {"$in": ids}, "state": "sent"})
         now = time.time()
-        if done == len(ids) and seeder.queue_depth() == 0:
+        depth = seeder.queue_depth()
+        if depth == 0 and deliveries.count_documents({"_id": {"$in": ids}, "state": "sent"}) == len(ids):
             break
         if now - started > timeout:
-            raise SystemExit(f"[{shape}] not drained after {timeout:.0f} s: {done} of {len(ids)} sent")
+            raise SystemExit(f"[{shape}] not drained after {timeout:.0f} s: {depth} message(s) still queued")
         if now - last_report >= 30:
-            print(f"  [{shape}] {now - started:5.0f} s: {done} of {len(ids)} sent", flush=True)
+            print(f"  [{shape}] {now - started:5.0f} s: {depth} of {len(ids)} still queued", flush=True)
             last_report = now
         time.sleep(2)
     rows = deliveries.find({"_id": {"$in": ids}}, projection={"sent_at": 1})
@@ -274,6 +279,10 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown shape(s) {sorted(unknown)}; choose from {sorted(SHAPES)}")
 
+    # A SIGTERM (a timeout, a kill) must still stop the stand-ins and Airflow it started.
+    from devstack.topology import _exit_on_sigterm
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     root = Path(tempfile.mkdtemp(prefix="leadflow-bench-e2e-", dir="/var/tmp"))
     root.chmod(0o755)
     from devstack.airflow_home import airflow_env
