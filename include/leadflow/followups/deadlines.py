@@ -43,10 +43,6 @@ def is_late(seconds: float) -> bool:
     return seconds > LATE_TOLERANCE_SECONDS
 
 
-def record_deadline(deliveries: Collection, event_id: str, deadline: datetime) -> None:
-    deliveries.update_one({"_id": event_id}, {"$set": {"deadline_at": deadline}})
-
-
 def record_lateness(deliveries: Collection, event_id: str, seconds: float) -> None:
     update: dict[str, Any] = {"$set": {"late_seconds": round(seconds, 3)}}
     deliveries.update_one({"_id": event_id}, update)

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ DEFAULT_PRICES: dict[str, dict[str, float]] = {
 TOKENS_PER_MESSAGE = 3
 REPLY_PRIMING_TOKENS = 3
 CHARS_PER_TOKEN = 4
+SETTLE_EVERY = 50  # calls whose usage is written together when no limit is set (DailyBudget.settle)
 
 
 class BudgetExhausted(Exception):
@@ -154,6 +156,9 @@ class DailyBudget:
         self.limit = limit
         self.now = now
         self._ensured: set[str] = set()
+        self._lock = threading.Lock()
+        self._unsettled: dict[str, Counter[str]] = {}
+        self._unsettled_calls = 0
 
     def _ensure(self, day: str) -> None:
         if day in self._ensured:
@@ -184,12 +189,36 @@ class DailyBudget:
         raise BudgetExhausted
 
     def settle(self, day: str, reserved: int, usage: Usage | None) -> None:
-        """Replace the reservation by what the call really used (nothing, if it failed)."""
+        """Replace the reservation by what the call really used (nothing, if it failed).
+
+        Without a limit nothing was reserved and nothing waits on the count, so the calls'
+        usage is added up here and written every :data:`SETTLE_EVERY` calls and at
+        :meth:`flush` (the end of a batch): one write per 50 messages instead of one each. With a
+        limit every settle is written at once, as the next reservation depends on it."""
         used = usage.total_tokens if usage else 0
         inc: dict[str, int] = {"tokens": used - (reserved if self.limit is not None else 0)}
         if usage:
             inc |= {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "calls": 1}
-        self.collection.update_one({"_id": day}, {"$inc": inc})
+        if self.limit is not None:
+            self.collection.update_one({"_id": day}, {"$inc": inc})
+            return
+        with self._lock:
+            self._unsettled.setdefault(day, Counter()).update(inc)
+            self._unsettled_calls += 1
+            if self._unsettled_calls < SETTLE_EVERY:
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the usage added up since the last write (see :meth:`settle`)."""
+        with self._lock:
+            unsettled, self._unsettled, self._unsettled_calls = self._unsettled, {}, 0
+        for day, inc in unsettled.items():
+            # An upsert: the thread that first saw the day may not have created its document yet.
+            try:
+                self.collection.update_one({"_id": day}, {"$inc": dict(inc)}, upsert=True)
+            except DuplicateKeyError:  # it did, just now
+                self.collection.update_one({"_id": day}, {"$inc": dict(inc)})
 
     def today(self) -> dict[str, Any]:
         return self.collection.find_one({"_id": ist_day(self.now())}) or {}
@@ -273,6 +302,11 @@ class UsageMeter:
             self._add(call, model)
             if self.budget is not None and day is not None:
                 self.budget.settle(day, reserved, call.usage)
+
+    def flush(self) -> None:
+        """Write the budget's unwritten usage (the end of a batch)."""
+        if self.budget is not None:
+            self.budget.flush()
 
     def record_insufficient_quota(self) -> None:
         with self._lock:

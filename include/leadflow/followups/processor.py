@@ -10,8 +10,8 @@ threads polite: ``concurrency`` threads at most (capped by the visibility-timeou
 
 The seams: :mod:`.snapshot` reads what the batch needs up front, :mod:`.queue_actions` deletes,
 dead-letters or leaves each SQS message, :mod:`.outcomes` counts what happened, :mod:`.settings`
-holds the knobs and :mod:`.lanes` decides which thread runs which message. This module is the
-decision for one message.
+holds the knobs, :mod:`.lanes` decides which thread runs which message and :mod:`.sending` sends
+one message and handles WhatsApp's answer. This module is the decision for one message.
 
 Every message ends in exactly one outcome (see :mod:`.outcomes`). The SQS message is deleted
 (or moved to the DLQ) only after the ledger records its outcome; see
@@ -30,20 +30,20 @@ from typing import Any
 
 from pymongo.database import Database
 
-from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES, USERS
+from leadflow.config import DEFAULT_OPENAI_MODEL, DELIVERIES
 from leadflow.followups.budget import receive_window_seconds
 from leadflow.followups.contract import FollowupEvent, ValidationFailure
-from leadflow.followups.deadlines import deadline_of, is_late, late_seconds, record_deadline, record_lateness
+from leadflow.followups.deadlines import deadline_of
 from leadflow.followups.lanes import BuyerLanes, Grouped, Received, events_of, group_by_buyer
 from leadflow.followups.outcomes import BatchSummary, Outcome
 from leadflow.followups.pacing import TokenBucket, UserPacer
 from leadflow.followups.personalise import Personaliser, prompt_data
 from leadflow.followups.requeue import requeue_copy
 from leadflow.followups.send_checks import EXPIRED, opt_in, send_time_problem
+from leadflow.followups.sending import SendStep
 from leadflow.followups.settings import ProcessorSettings, load_settings
 from leadflow.followups.snapshot import BatchSnapshot
-from leadflow.marketing import MARKETING, hold_for_code, marketing_hold, record_refusal
-from leadflow.marketing import USER_FIELDS as MARKETING_FIELDS
+from leadflow.marketing import MARKETING, marketing_hold
 from leadflow.messaging.ledger import (
     REOPENABLE_STATES,
     UNKNOWN_OUTCOME,
@@ -54,26 +54,15 @@ from leadflow.messaging.ledger import (
     message_key,
 )
 from leadflow.messaging.queue_actions import SQS_BATCH, QueueActions
-from leadflow.messaging.whatsapp import (
-    WINDOW_CLOSED,
-    SendMode,
-    TemplateMediaMissing,
-    WhatsAppClient,
-    WhatsAppError,
-    media_payload,
-    template_payload,
-    text_payload,
-)
+from leadflow.messaging.whatsapp import WhatsAppClient
 from leadflow.phones import mask, to_e164
 
 log = logging.getLogger(__name__)
 
-MAX_VISIBILITY_S = 43_200  # SQS's limit on ChangeMessageVisibility (12 h)
-GRACE_MARGIN_S = 30  # a receipt sent at the end of the grace period has time to land
 RECEIVES_PER_READ = 5
 
 
-class FollowupProcessor:
+class FollowupProcessor(SendStep):
     def __init__(
         self,
         *,
@@ -144,6 +133,8 @@ class FollowupProcessor:
                 lanes.join()
         finally:
             self.queue.flush()
+            if self.personaliser.usage is not None:  # openai_usage hook
+                self.personaliser.usage.flush()
         self._summary.elapsed_seconds = time.monotonic() - started
         log.info("Batch done: %s", self._summary.as_dict())
         return self._summary
@@ -249,133 +240,12 @@ class FollowupProcessor:
         # The text: reuse the one stored by an earlier attempt, else generate and claim.
         if doc is None or not doc.get("text"):
             result = self.personaliser.personalise(prompt_data(event.event_type, user, event.scheduled_at))
-            doc = self.ledger.claim(
-                key,
-                event_type=event.event_type.value,
-                user_id=event.user_id,
-                text=result.text,
-                text_source=result.source,
-                fallback_reason=result.fallback_reason,
-                sqs_message_id=message["MessageId"],
-                openai_usage=result.usage,  # openai_usage hook
-            )
-            if doc.get("text") == result.text:  # ours, not a concurrent copy's
-                self._summary.record_text(result.source, result.fallback_reason)
+            if doc is None:  # nothing recorded: claimed together with the send, in one write
+                return self._send(message, event, phone, result.text, unclaimed=result)
+            doc = self._claim(message, event, result)
             if doc.get("state") != State.PENDING:
                 return self._settle(message, doc)
         return self._send(message, event, phone, str(doc["text"]))
-
-    def _send(self, message: dict[str, Any], event: FollowupEvent, phone: str, text: str) -> Outcome:
-        key = event.event_id
-        with self.pacer.slot(event.user_id, lambda: self.snapshot.last_sent(event.user_id)):
-            # Checked again after the pacing wait: a thread queued behind the same user must not
-            # start a send after the batch was stopped or its budget ran out.
-            if self._abort.is_set() or time.monotonic() > self._deadline:
-                self._hand_back(message)
-                return self._summary.count(Outcome.LEFT)
-            try:
-                payload, mode = self._payload(
-                    event, phone, text, self.snapshot.window_open(event.user_object_id, self.now())
-                )
-            except TemplateMediaMissing as problem:
-                # Meta would refuse it (132012). A configuration problem of this message only
-                # (events with media still go): failed with its reason, redriven once fixed.
-                return self._dead_letter_new(
-                    message, key, "template_needs_media", str(problem), event=event, state=State.FAILED
-                )
-            if payload is None:
-                # A configuration problem, not a bad message: stop the batch, fail nothing.
-                self._stop_batch("no_template", f"no WhatsApp template configured for {event.event_type}")
-                self._hand_back(message)
-                return self._summary.count(Outcome.LEFT)
-            deadline = deadline_of(event)
-            if deadline is not None:
-                record_deadline(self.ledger.collection, key, deadline)
-            media = {"type": event.media.type, "url": event.media.url} if event.media is not None else None
-            if not self.ledger.mark_sending(key, media=media):
-                # Another copy of this event got there first (or it is no longer pending).
-                return self._settle(message, self.ledger.get(key))
-            try:
-                # The rate limiter runs before every attempt, the client's retries after 130429 too.
-                wamid = self.whatsapp.send(payload, before_attempt=self.rate.acquire)
-            except WhatsAppError as error:
-                if error.code != WINDOW_CLOSED or mode == "template":
-                    return self._after_send_error(message, event, phone, error)
-                sent = self._template_instead(message, event, phone, text)
-                if isinstance(sent, Outcome):
-                    return sent
-                wamid, mode = sent
-            self.ledger.mark_sent(key, wamid=wamid, send_mode=mode)
-            if deadline is not None:
-                self._record_lateness(key, deadline)
-        log.info("Event %s sent to %s as %s (wamid %s)", key, mask(phone), mode, wamid)
-        self.queue.delete(message)
-        self._summary.record_sent_as(mode)
-        return self._summary.count(Outcome.SENT)
-
-    def _template_instead(
-        self, message: dict[str, Any], event: FollowupEvent, phone: str, text: str
-    ) -> tuple[str, SendMode] | Outcome:
-        """After a synchronous 131047 (the 24-hour window had closed; nothing was sent): the
-        approved template, once, exactly as an asynchronous 131047 gets it (statuses/resend)."""
-        key = event.event_id
-        log.warning("Event %s to %s: 24-hour window closed (131047); sending the template instead", key, mask(phone))
-        try:
-            payload, mode = self._payload(event, phone, text, window_open=False)
-        except TemplateMediaMissing as problem:
-            self.ledger.release(key, error_code=str(WINDOW_CLOSED))
-            return self._dead_letter_new(
-                message, key, "template_needs_media", str(problem), event=event, state=State.FAILED
-            )
-        if payload is None:
-            self.ledger.release(key, error_code=str(WINDOW_CLOSED))
-            self._stop_batch("no_template", f"no WhatsApp template configured for {event.event_type}")
-            self._hand_back(message)
-            return self._summary.count(Outcome.LEFT)
-        try:
-            return self.whatsapp.send(payload, before_attempt=self.rate.acquire), mode
-        except WhatsAppError as error:
-            return self._after_send_error(message, event, phone, error)
-
-    def _after_send_error(
-        self, message: dict[str, Any], event: FollowupEvent, phone: str, error: WhatsAppError
-    ) -> Outcome:
-        key, code = event.event_id, error.code_str
-        hold = hold_for_code(error.code)
-        if hold is not None:
-            # Meta's marketing limit (131049) or the buyer's marketing opt-out (131050): nothing
-            # was sent and retrying cannot help. Kept on the user, so neither the planner nor a
-            # later send tries marketing again (leadflow.marketing); the event is skipped.
-            record_refusal(self.db[USERS], event.user_id, error.code, self.now())
-            user = self.snapshot.user(event.user_object_id)
-            if user is not None:  # later events of this user in this batch see it too
-                user.update(self.db[USERS].find_one({"_id": user["_id"]}, projection=MARKETING_FIELDS) or {})
-            self.ledger.release(key, error_code=code)
-            return self._skip(message, event, hold, error_code=code)
-        if error.account_level:
-            self.ledger.release(key, error_code=code)
-            self._stop_batch(code, f"WhatsApp account-level error {code} (HTTP {error.status})")
-            self._hand_back(message)
-            return self._summary.count(Outcome.LEFT)
-        if error.ambiguous:
-            # The request may have reached WhatsApp: never retried blind. A receipt marks it
-            # sent; without one, the delivery after the grace period sends it once more.
-            self.ledger.mark_unknown(key, error_code=code)
-            self._summary.record_unknown_outcome()
-            log.warning("Event %s to %s: outcome unknown (%s); waiting for a receipt", key, mask(phone), code)
-            self.queue.leave(message, delay=self._grace_delay(self.settings.unknown_outcome_grace_seconds))
-            return self._summary.count(Outcome.LEFT)
-        if error.transient:
-            self.ledger.release(key, error_code=code)
-            log.warning("Event %s to %s: rejected for now (%s); left for redelivery", key, mask(phone), code)
-            self.queue.leave(message)
-            return self._summary.count(Outcome.LEFT)
-        reason = f"WhatsApp error {code} (HTTP {error.status})"
-        self.ledger.fail_send(key, error_code=code, reason=reason)
-        log.error("Event %s to %s: permanent error %s; dead-lettering", key, mask(phone), code)
-        return self._dead_letter(
-            message, key, f"send_failed_{code}", reason, event_id=key, outcome=Outcome.FAILED, failure_code=code
-        )
 
     def _stop_batch(self, code: str, detail: str) -> None:
         """An account-level problem: no further send in this batch, fail the task once (see tasks)."""
@@ -398,33 +268,6 @@ class FollowupProcessor:
             self._summary.record_requeued()
         else:
             self.queue.leave(message, delay=delay)
-
-    def _record_lateness(self, key: str, deadline: datetime) -> None:
-        late = late_seconds(deadline, self.now())
-        if late > 0:
-            record_lateness(self.ledger.collection, key, late)
-        if is_late(late):
-            log.warning("Reminder %s sent %.0f s after its deadline", key, late)
-        self._summary.record_reminder_sent(key, late, is_late(late))
-
-    @staticmethod
-    def _grace_delay(grace_seconds: float) -> int:
-        return int(min(MAX_VISIBILITY_S, max(0.0, grace_seconds) + GRACE_MARGIN_S))
-
-    def _payload(
-        self, event: FollowupEvent, phone: str, text: str, window_open: bool
-    ) -> tuple[dict[str, Any] | None, SendMode]:
-        media, callback = event.media, event.event_id
-        if window_open:
-            if media is not None:
-                caption = f"{text} {media.caption}" if media.caption else text
-                return media_payload(phone, media.type, media.url, caption, callback_data=callback), "media"
-            return text_payload(phone, text, callback_data=callback), "text"
-        template = self.settings.templates.templates.get(event.event_type.value)
-        if template is None:
-            return None, "template"
-        media_ref = (media.type, media.url) if media is not None else None
-        return template_payload(phone, template, text, media_ref, callback_data=callback), "template"
 
     def _skip(
         self, message: dict[str, Any], event: FollowupEvent, reason: str, *, error_code: str | None = None

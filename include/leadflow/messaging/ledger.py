@@ -29,8 +29,11 @@ At most once comes from the order of the writes around the HTTP send:
 1. ``claim``: an upsert that creates the event in ``pending`` and stores the generated text
    (``$setOnInsert``, so a retry or a concurrent copy reuses the first text, never a new one).
 2. ``mark_sending``: ``pending -> sending``, atomic and only from ``pending``, immediately before
-   the HTTP call. Only one worker can win it, so only one worker can send.
-3. The send. After a 2xx: ``sending -> sent`` with the wamid, then the SQS message is deleted.
+   the HTTP call. Only one worker can win it, so only one worker can send. For an event with
+   nothing recorded yet, ``claim_and_send`` does 1 and 2 in one write (upsert straight into
+   ``sending``, or ``pending -> sending``), with the same single winner.
+3. The send. After a 2xx: ``sending -> sent`` with the wamid (one write with the attempt), then
+   the SQS message is deleted.
    After an answer that proves the message was rejected: ``sending -> pending`` (retried on a
    later delivery) or ``sending -> failed`` (permanent). After an ambiguous one:
    ``sending -> unknown_outcome``.
@@ -88,7 +91,15 @@ _EVIDENCE = [
     {"delivery.status": {"$in": list(EVIDENCE_STATUSES)}},
 ]
 HAS_EVIDENCE: dict[str, Any] = {"$or": _EVIDENCE}
-NO_EVIDENCE: dict[str, Any] = {"$nor": _EVIDENCE}
+# The same negation as field conditions, not a top-level $nor: next to "_id" in a guarded write,
+# a top-level logical operator makes the MongoDB stand-in scan the whole collection (~10 ms per
+# 1,000 ledger documents per write, the growing cost per message of the follow-ups bench);
+# mongod finds the document by _id either way. ``$nin`` on ``sends.status`` holds only when no
+# attempt has one of those statuses, as the $elemMatch did.
+NO_EVIDENCE: dict[str, Any] = {
+    "sends.status": {"$nin": list(EVIDENCE_STATUSES)},
+    "delivery.status": {"$nin": list(EVIDENCE_STATUSES)},
+}
 # What a send's 200 says before any receipt: accepted, not yet evidence (a failed receipt may follow).
 ACCEPTED = "accepted"
 
@@ -144,6 +155,39 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _new_event(
+    key: str,
+    event_type: str,
+    user_id: str,
+    text: str,
+    text_source: str,
+    fallback_reason: str | None,
+    openai_usage: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A new event's document: ``pending`` with its text."""
+    return {
+        "event_id": key,
+        "event_type": event_type,
+        "user_id": user_id,
+        "state": State.PENDING.value,
+        "text": text,
+        "text_source": text_source,
+        "fallback_reason": fallback_reason,
+        "openai_usage": openai_usage,  # openai_usage hook: tokens of the reply that wrote `text`
+        "attempts": 0,
+        "created_at": _now(),
+    }
+
+
+def _sending(media: dict[str, str] | None, deadline_at: datetime | None) -> dict[str, Any]:
+    """The update that makes an event ``sending`` (one more attempt)."""
+    now = _now()
+    values: dict[str, Any] = {"state": State.SENDING.value, "sending_at": now, "updated_at": now, "media": media}
+    if deadline_at is not None:
+        values["deadline_at"] = deadline_at
+    return {"$set": values, "$inc": {"attempts": 1}}
+
+
 class Ledger:
     """State-guarded writes to ``followup_deliveries`` (see the module docstring)."""
 
@@ -169,22 +213,10 @@ class Ledger:
         openai_usage: dict[str, Any] | None = None,  # openai_usage hook
     ) -> dict[str, Any]:
         """Create the event in ``pending`` with its text, or return it as it already is."""
-        now = _now()
-        insert = {
-            "event_id": key,
-            "event_type": event_type,
-            "user_id": user_id,
-            "state": State.PENDING.value,
-            "text": text,
-            "text_source": text_source,
-            "fallback_reason": fallback_reason,
-            "openai_usage": openai_usage,  # openai_usage hook: tokens of the reply that wrote `text`
-            "attempts": 0,
-            "created_at": now,
-        }
+        insert = _new_event(key, event_type, user_id, text, text_source, fallback_reason, openai_usage)
         update = {
             "$setOnInsert": insert,
-            "$set": {"updated_at": now},
+            "$set": {"updated_at": insert["created_at"]},
             "$addToSet": {"sqs_message_ids": sqs_message_id},
         }
         try:
@@ -203,43 +235,85 @@ class Ledger:
             assert doc is not None
         return doc
 
-    def mark_sending(self, key: str, *, media: dict[str, str] | None = None) -> bool:
+    def mark_sending(
+        self, key: str, *, media: dict[str, str] | None = None, deadline_at: datetime | None = None
+    ) -> bool:
         """``pending -> sending``; False if the event is not ``pending`` (someone else has it).
 
         ``media`` (``{"type", "url"}``) is the event's media, kept with the send so that a later
-        template resend (:mod:`leadflow.statuses.resend`) carries the same header.
+        template resend (:mod:`leadflow.statuses.resend`) carries the same header; ``deadline_at``
+        a reminder's deadline (:mod:`leadflow.followups.deadlines`).
         """
-        now = _now()
         result = self.collection.update_one(
-            {"_id": key, "state": State.PENDING.value, **NO_EVIDENCE},
-            {
-                "$set": {"state": State.SENDING.value, "sending_at": now, "updated_at": now, "media": media},
-                "$inc": {"attempts": 1},
-            },
+            {"_id": key, "state": State.PENDING.value, **NO_EVIDENCE}, _sending(media, deadline_at)
         )
         return result.modified_count == 1
+
+    def claim_and_send(
+        self,
+        key: str,
+        *,
+        media: dict[str, str] | None = None,
+        deadline_at: datetime | None = None,
+        event_type: str,
+        user_id: str,
+        text: str,
+        text_source: str,
+        fallback_reason: str | None,
+        sqs_message_id: str,
+        openai_usage: dict[str, Any] | None = None,  # openai_usage hook
+    ) -> dict[str, Any] | None:
+        """:meth:`claim` and :meth:`mark_sending` in one write, for an event with nothing recorded
+        yet: created straight in ``sending`` with ``text``, or ``pending -> sending`` if a
+        concurrent copy created it (then its text is the one to send). Returns the document, or
+        None when the event is in another state or has no text yet: then claim and mark_sending.
+
+        Only one writer can win, as with mark_sending: the insert is unique by ``_id`` and the
+        update guarded by ``pending``. Upserting copies ``state: pending`` from the filter into the
+        new document; ``$set`` then makes it ``sending``, as mongod does.
+        """
+        fields = _new_event(key, event_type, user_id, text, text_source, fallback_reason, openai_usage)
+        del fields["state"], fields["attempts"]  # set by _sending's $set and $inc
+        update = _sending(media, deadline_at)
+        update["$setOnInsert"] = fields
+        update["$addToSet"] = {"sqs_message_ids": sqs_message_id}
+        try:
+            return self.collection.find_one_and_update(
+                {"_id": key, "state": State.PENDING.value, "text": {"$type": "string"}, **NO_EVIDENCE},
+                update,
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return None
 
     def mark_sent(self, key: str, *, wamid: str, send_mode: str) -> bool:
         """``sending -> sent`` (also over an ``unknown_outcome`` a redelivered copy recorded)."""
         now = _now()
+        sending = {"_id": key, "state": {"$in": [State.SENDING.value, State.UNKNOWN_OUTCOME.value]}}
+        sent = {
+            "$set": {
+                "state": State.SENT.value,
+                "wamid": wamid,
+                "send_mode": send_mode,
+                "sent_at": now,
+                "updated_at": now,
+                "error_code": None,
+                "reason": None,
+                "confirmed_by": "response",
+            }
+        }
+        # One write on the usual path: the state and the attempt together, while no receipt has
+        # recorded this wamid yet (it may come first: then its status must not be pushed back).
         result = self.collection.update_one(
-            {"_id": key, "state": {"$in": [State.SENDING.value, State.UNKNOWN_OUTCOME.value]}},
-            {
-                "$set": {
-                    "state": State.SENT.value,
-                    "wamid": wamid,
-                    "send_mode": send_mode,
-                    "sent_at": now,
-                    "updated_at": now,
-                    "error_code": None,
-                    "reason": None,
-                    "confirmed_by": "response",
-                }
-            },
+            {**sending, "sends.wamid": {"$ne": wamid}},
+            {**sent, "$push": {"sends": {"wamid": wamid, "status": ACCEPTED, "rank": 0}}},
         )
-        # Whatever the state says by now (a receipt of an earlier attempt may have settled it),
-        # this wamid is one of the event's attempts: its receipts must find the event.
-        record_attempt(self.collection, key, wamid)
+        if result.matched_count != 1:
+            result = self.collection.update_one(sending, sent)
+            # Whatever the state says by now (a receipt of an earlier attempt may have settled
+            # it), this wamid is one of the event's attempts: its receipts must find the event.
+            record_attempt(self.collection, key, wamid)
         if result.matched_count != 1:
             log.error("Ledger: event %s was sent (wamid %s) but is no longer in 'sending'", key, wamid)
         return result.matched_count == 1
