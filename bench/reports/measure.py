@@ -165,6 +165,10 @@ class TimedCollection:
         self._clock.stage_queries[stage] += 1
         return self._clock.timed(self._collection.find(*args, **kwargs), stage)
 
+    def __getattr__(self, name: str) -> Any:
+        # The watermark's find_one and the like: single documents, not the cursors the bench times.
+        return getattr(self._collection, name)
+
 
 class TimedDatabase:
     """What ``extract`` needs of a pymongo Database (``db[name].find``), with cursors timed."""

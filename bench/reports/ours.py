@@ -134,7 +134,7 @@ def load_task(job: Job, kind: str, transformed: dict[str, Any]) -> dict[str, Any
     stages = Stages(sampler)
     attempt = ["1st: rows added"]
     stages.wrap(pipeline, "read_frame", lambda: f"read report ({attempt[0]})")
-    stages.wrap(pipeline, "upsert", lambda: f"upsert ({attempt[0]})")
+    stages.wrap(pipeline, "write_report", lambda: f"upsert ({attempt[0]})")
     runs = []
     for name in ("1st: rows added", "2nd: rows updated"):
         attempt[0] = name
