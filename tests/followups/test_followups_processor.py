@@ -15,7 +15,7 @@ from devstack import clients
 from leadflow.followups.personalise import Personaliser
 from leadflow.followups.processor import FollowupProcessor
 from leadflow.followups.settings import ProcessorSettings
-from leadflow.messaging.ledger import Ledger, State
+from leadflow.messaging.ledger import Ledger, NewText, State
 from leadflow.messaging.templates import TemplateConfig
 from leadflow.messaging.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
 from tests.followups.support import TEMPLATES, VISIT_AT, VISIT_TEXT, Env, event, template_params
@@ -249,10 +249,12 @@ def test_logs_never_carry_the_number_the_token_or_the_key(env: Env, caplog: pyte
 
 def test_the_ledger_allows_one_sender_and_never_downgrades_a_send(env: Env) -> None:
     ledger = Ledger(env.db.followup_deliveries)
-    first = ledger.claim("e", event_type="x", user_id="u", text="one", text_source="openai",
-                         fallback_reason=None, sqs_message_id="m1")  # fmt: skip
-    again = ledger.claim("e", event_type="x", user_id="u", text="two", text_source="openai",
-                         fallback_reason=None, sqs_message_id="m2")  # fmt: skip
+    def text(value: str, message_id: str) -> NewText:
+        return NewText(event_type="x", user_id="u", text=value, text_source="openai", fallback_reason=None,
+                       sqs_message_id=message_id)  # fmt: skip
+
+    first = ledger.claim("e", text("one", "m1"))
+    again = ledger.claim("e", text("two", "m2"))
     assert first["text"] == again["text"] == "one"
     assert again["sqs_message_ids"] == ["m1", "m2"]
 

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadflow.messaging.ledger import Ledger
+from leadflow.messaging.ledger import Ledger, NewText
 
 PROVES_DELIVERY = {"sent", "delivered", "read"}
 STATES = ["pending", "sending", "sent", "skipped", "dead_lettered", "failed", "unknown_outcome"]
@@ -56,10 +56,9 @@ def collection(stack: Any) -> Iterator[Any]:
 
 
 def new_event(ledger: Ledger, key: str, text: str = "new text") -> dict[str, Any] | None:
-    return ledger.claim_and_send(
-        key, event_type="inquiry_followup", user_id="u1", text=text, text_source="openai",
-        fallback_reason=None, sqs_message_id=f"m-{uuid.uuid4().hex[:6]}",
-    )  # fmt: skip
+    new = NewText(event_type="inquiry_followup", user_id="u1", text=text, text_source="openai",
+                  fallback_reason=None, sqs_message_id=f"m-{uuid.uuid4().hex[:6]}")  # fmt: skip
+    return ledger.claim_and_send(key, new)
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -28,7 +28,7 @@ from leadflow.followups.settings import ProcessorSettings
 from leadflow.followups.snapshot import BatchSnapshot
 from leadflow.marketing import USER_FIELDS as MARKETING_FIELDS
 from leadflow.marketing import hold_for_code, record_refusal
-from leadflow.messaging.ledger import Ledger, State
+from leadflow.messaging.ledger import Ledger, NewText, State
 from leadflow.messaging.queue_actions import QueueActions
 from leadflow.messaging.whatsapp import (
     WINDOW_CLOSED,
@@ -46,6 +46,18 @@ log = logging.getLogger(__name__)
 
 MAX_VISIBILITY_S = 43_200  # SQS's limit on ChangeMessageVisibility (12 h)
 GRACE_MARGIN_S = 30  # a receipt sent at the end of the grace period has time to land
+
+
+def new_text(message: dict[str, Any], event: FollowupEvent, text: Personalised) -> NewText:
+    return NewText(
+        event_type=event.event_type.value,
+        user_id=event.user_id,
+        text=text.text,
+        text_source=text.source,
+        fallback_reason=text.fallback_reason,
+        sqs_message_id=str(message["MessageId"]),
+        openai_usage=text.usage,  # openai_usage hook
+    )
 
 
 class SendStep:
@@ -131,16 +143,7 @@ class SendStep:
 
     def _claim(self, message: dict[str, Any], event: FollowupEvent, text: Personalised) -> dict[str, Any]:
         """Store the event's new text (``pending``), or get the event as it already is."""
-        doc = self.ledger.claim(
-            event.event_id,
-            event_type=event.event_type.value,
-            user_id=event.user_id,
-            text=text.text,
-            text_source=text.source,
-            fallback_reason=text.fallback_reason,
-            sqs_message_id=str(message["MessageId"]),
-            openai_usage=text.usage,  # openai_usage hook
-        )
+        doc = self.ledger.claim(event.event_id, new_text(message, event, text))
         if doc.get("text") == text.text:  # ours, not a concurrent copy's
             self._summary.record_text(text.source, text.fallback_reason)
         return doc
@@ -159,18 +162,7 @@ class SendStep:
     ) -> str | Outcome:
         """The text to send once the new event is ``sending``, or the outcome if it cannot be."""
         key = event.event_id
-        doc = self.ledger.claim_and_send(
-            key,
-            media=media,
-            deadline_at=deadline,
-            event_type=event.event_type.value,
-            user_id=event.user_id,
-            text=text.text,
-            text_source=text.source,
-            fallback_reason=text.fallback_reason,
-            sqs_message_id=str(message["MessageId"]),
-            openai_usage=text.usage,  # openai_usage hook
-        )
+        doc = self.ledger.claim_and_send(key, new_text(message, event, text), media=media, deadline_at=deadline)
         if doc is not None:
             if doc.get("text") == text.text:
                 self._summary.record_text(text.source, text.fallback_reason)

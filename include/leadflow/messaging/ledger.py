@@ -58,6 +58,7 @@ write, and documents written before ``sends`` existed.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -155,28 +156,32 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _new_event(
-    key: str,
-    event_type: str,
-    user_id: str,
-    text: str,
-    text_source: str,
-    fallback_reason: str | None,
-    openai_usage: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """A new event's document: ``pending`` with its text."""
-    return {
-        "event_id": key,
-        "event_type": event_type,
-        "user_id": user_id,
-        "state": State.PENDING.value,
-        "text": text,
-        "text_source": text_source,
-        "fallback_reason": fallback_reason,
-        "openai_usage": openai_usage,  # openai_usage hook: tokens of the reply that wrote `text`
-        "attempts": 0,
-        "created_at": _now(),
-    }
+@dataclass(frozen=True)
+class NewText:
+    """What a message brings to its event's record: the text written for it and where it came from."""
+
+    event_type: str
+    user_id: str
+    text: str
+    text_source: str
+    fallback_reason: str | None
+    sqs_message_id: str
+    openai_usage: dict[str, Any] | None = None  # openai_usage hook: tokens of the reply that wrote `text`
+
+    def event_document(self, key: str) -> dict[str, Any]:
+        """A new event's document: ``pending`` with this text."""
+        return {
+            "event_id": key,
+            "event_type": self.event_type,
+            "user_id": self.user_id,
+            "state": State.PENDING.value,
+            "text": self.text,
+            "text_source": self.text_source,
+            "fallback_reason": self.fallback_reason,
+            "openai_usage": self.openai_usage,
+            "attempts": 0,
+            "created_at": _now(),
+        }
 
 
 def _sending(media: dict[str, str] | None, deadline_at: datetime | None) -> dict[str, Any]:
@@ -200,24 +205,13 @@ class Ledger:
     def get(self, key: str) -> dict[str, Any] | None:
         return self.collection.find_one({"_id": key})
 
-    def claim(
-        self,
-        key: str,
-        *,
-        event_type: str,
-        user_id: str,
-        text: str,
-        text_source: str,
-        fallback_reason: str | None,
-        sqs_message_id: str,
-        openai_usage: dict[str, Any] | None = None,  # openai_usage hook
-    ) -> dict[str, Any]:
+    def claim(self, key: str, new: NewText) -> dict[str, Any]:
         """Create the event in ``pending`` with its text, or return it as it already is."""
-        insert = _new_event(key, event_type, user_id, text, text_source, fallback_reason, openai_usage)
+        insert = new.event_document(key)
         update = {
             "$setOnInsert": insert,
             "$set": {"updated_at": insert["created_at"]},
-            "$addToSet": {"sqs_message_ids": sqs_message_id},
+            "$addToSet": {"sqs_message_ids": new.sqs_message_id},
         }
         try:
             doc = self.collection.find_one_and_update(
@@ -228,7 +222,7 @@ class Ledger:
         assert doc is not None
         if not doc.get("text"):
             # Reopened before any text was stored (it was dead-lettered early): the first text wins.
-            fill = {"text": text, "text_source": text_source, "fallback_reason": fallback_reason}
+            fill = {"text": new.text, "text_source": new.text_source, "fallback_reason": new.fallback_reason}
             doc = self.collection.find_one_and_update(
                 {"_id": key, "text": None}, {"$set": fill}, return_document=ReturnDocument.AFTER
             ) or self.get(key)
@@ -250,18 +244,7 @@ class Ledger:
         return result.modified_count == 1
 
     def claim_and_send(
-        self,
-        key: str,
-        *,
-        media: dict[str, str] | None = None,
-        deadline_at: datetime | None = None,
-        event_type: str,
-        user_id: str,
-        text: str,
-        text_source: str,
-        fallback_reason: str | None,
-        sqs_message_id: str,
-        openai_usage: dict[str, Any] | None = None,  # openai_usage hook
+        self, key: str, new: NewText, *, media: dict[str, str] | None = None, deadline_at: datetime | None = None
     ) -> dict[str, Any] | None:
         """:meth:`claim` and :meth:`mark_sending` in one write, for an event with nothing recorded
         yet: created straight in ``sending`` with ``text``, or ``pending -> sending`` if a
@@ -272,11 +255,11 @@ class Ledger:
         update guarded by ``pending``. Upserting copies ``state: pending`` from the filter into the
         new document; ``$set`` then makes it ``sending``, as mongod does.
         """
-        fields = _new_event(key, event_type, user_id, text, text_source, fallback_reason, openai_usage)
+        fields = new.event_document(key)
         del fields["state"], fields["attempts"]  # set by _sending's $set and $inc
         update = _sending(media, deadline_at)
         update["$setOnInsert"] = fields
-        update["$addToSet"] = {"sqs_message_ids": sqs_message_id}
+        update["$addToSet"] = {"sqs_message_ids": new.sqs_message_id}
         try:
             return self.collection.find_one_and_update(
                 {"_id": key, "state": State.PENDING.value, "text": {"$type": "string"}, **NO_EVIDENCE},
