@@ -126,7 +126,7 @@ def test_one_writer_wins_when_copies_of_a_new_event_claim_it_at_once(collection:
 
 
 def test_sent_keeps_a_receipt_that_came_before_the_send_answer_was_recorded(collection: Any) -> None:
-    from leadflow.messaging.ledger import record_attempt
+    from leadflow.messaging.evidence import record_attempt
 
     ledger = Ledger(collection)
     early, usual = uuid.uuid4().hex, uuid.uuid4().hex

@@ -44,13 +44,13 @@ from leadflow.followups.sending import SendStep
 from leadflow.followups.settings import ProcessorSettings, load_settings
 from leadflow.followups.snapshot import BatchSnapshot
 from leadflow.marketing import MARKETING, marketing_hold
+from leadflow.messaging.evidence import has_evidence
 from leadflow.messaging.ledger import (
     REOPENABLE_STATES,
     UNKNOWN_OUTCOME,
     Ledger,
     State,
     aware,
-    has_evidence,
     message_key,
 )
 from leadflow.messaging.queue_actions import SQS_BATCH, QueueActions

@@ -41,7 +41,8 @@ from typing import Any
 from pymongo import IndexModel, ReturnDocument
 from pymongo.collection import Collection
 
-from leadflow.messaging.ledger import EVIDENCE_STATUSES, HAS_EVIDENCE, State, record_attempt
+from leadflow.messaging.evidence import EVIDENCE_STATUSES, HAS_EVIDENCE, record_attempt
+from leadflow.messaging.ledger import State
 from leadflow.statuses.webhook import Receipt
 
 log = logging.getLogger(__name__)
