@@ -61,6 +61,7 @@ outbox:
 bench: install
 	$(PY) -m bench.reports
 	$(PY) -m bench.followups
+	$(PY) -m bench.followups_e2e
 	$(PY) -m bench.reminders
 	$(PY) -m bench.sheets
 	$(PY) -m bench.parse_time
