@@ -201,12 +201,13 @@ class Chaos:
 
     def kill_process_messages(self) -> str:
         sends = self.rng.randint(5, 150)
-        start = len(clients.outbox(self.stack.control_url("whatsapp")))
+        first: list[int] = []  # the outbox's length at the first answer (WhatsApp may be down now)
 
         def mid_batch() -> list | None:
+            count = len(clients.outbox(self.stack.control_url("whatsapp")))
+            first[:] = first or [count]
             running = self.running(("process_messages",))
-            grown = len(clients.outbox(self.stack.control_url("whatsapp"))) - start
-            return running if running and grown >= sends else None
+            return running if running and count - first[0] >= sends else None
 
         found = self.wait("process_messages mid-batch", mid_batch, 180)
         if not found:

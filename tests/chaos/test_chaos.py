@@ -191,7 +191,7 @@ def test_chaos(clean_stack, tmp_path, chaos_seed: int) -> None:
                     chaos = Chaos(topology, stack, plan, supervisor, zero)
                     chaos.whatsapp_settings = WHATSAPP_SETTINGS
                     chaos.before_fault = lambda name: send_wave() if name in WAVE_BEFORE else None
-                    outages = [threading.Thread(target=chaos.outage, args=(name,)) for name in OUTAGES]
+                    outages = [threading.Thread(target=chaos.outage, args=(name,), daemon=True) for name in OUTAGES]
                     for thread in outages:
                         thread.start()
                     chaos.run_process_faults()
