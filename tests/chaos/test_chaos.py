@@ -37,7 +37,7 @@ from devstack.chaos import OUTAGES, Chaos, Fault, Plan, Supervisor
 from devstack.topology import Topology, running_topology
 from tests.alerts import alert_inbox
 from tests.followups.support import Env
-from tests.helpers import all_spreadsheets, wait_for
+from tests.helpers import wait_for
 from tests.reports import fixture
 from tests.reports.test_dag import wipe_sheets
 from tests.topology import reference
@@ -215,7 +215,7 @@ def test_chaos(clean_stack, tmp_path, chaos_seed: int) -> None:
                     " OR (state = 'queued' AND queued_dttm < now() - make_interval(secs => %s))",
                     2 * HEARTBEAT_TIMEOUT_S, QUEUED_TIMEOUT_S,
                 )  # fmt: skip
-                sheets = report_rows(all_spreadsheets(stack))
+                sheets = report_rows(reference.read_within_quota(stack))
                 alerts = env.alerts.read()
             keys = [o["Key"] for o in stack.boto3_client("s3").list_objects_v2(Bucket=BUCKET).get("Contents", [])]
         ledger, outbox = env.ledger(), env.outbox()
