@@ -82,8 +82,8 @@ class Plan:
     def from_seed(cls, seed: int) -> Plan:
         rng = random.Random(seed)
         order = rng.sample(PROCESS_FAULTS, len(PROCESS_FAULTS))
-        pauses = [rng.uniform(5, 25) for _ in order]
-        starts = {name: rng.uniform(10, 150) for name in OUTAGES}
+        pauses = [rng.uniform(3, 12) for _ in order]
+        starts = {name: rng.uniform(10, 120) for name in OUTAGES}
         return cls(seed, order, pauses, starts, rng)
 
 
@@ -240,7 +240,7 @@ class Chaos:
 
     def kill_scheduler(self) -> str:
         name = self.rng.choice(["scheduler-1", "scheduler-2"])
-        down = self.rng.uniform(20, 90)
+        down = self.rng.uniform(10, 40)
         self._down_for(name, down)
         return f"{name} SIGKILLed, started again after {down:.0f} s"
 
@@ -255,7 +255,7 @@ class Chaos:
         name = self.wait("deferred SQS sensor on a triggerer", holder, 120) or self.rng.choice(
             ["triggerer-1", "triggerer-2"]
         )
-        down = self.rng.uniform(20, 90)
+        down = self.rng.uniform(10, 40)
         self._down_for(str(name), down)
         return f"{name} (holding a deferred SQS sensor) SIGKILLed, started again after {down:.0f} s"
 
