@@ -79,11 +79,20 @@ class Plan:
     rng: random.Random = field(repr=False)
 
     @classmethod
-    def from_seed(cls, seed: int) -> Plan:
+    def from_seed(cls, seed: int, only: set[str] | None = None) -> Plan:
+        """The seed's plan; ``only`` keeps those faults (``CHAOS_FAULTS``: a fault named alone, e.g.
+        to see a check fail with a protection removed), the same moments as the full plan."""
         rng = random.Random(seed)
         order = rng.sample(PROCESS_FAULTS, len(PROCESS_FAULTS))
         pauses = [rng.uniform(3, 12) for _ in order]
         starts = {name: rng.uniform(10, 120) for name in OUTAGES}
+        if only:
+            unknown = only - {*PROCESS_FAULTS, *(f"{name}_unreachable" for name in OUTAGES)}
+            if unknown:
+                raise ValueError(f"unknown faults {sorted(unknown)}")
+            kept = [(name, pause) for name, pause in zip(order, pauses, strict=True) if name in only]
+            order, pauses = [name for name, _ in kept], [pause for _, pause in kept]
+            starts = {name: at for name, at in starts.items() if f"{name}_unreachable" in only}
         return cls(seed, order, pauses, starts, rng)
 
 
