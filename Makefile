@@ -52,8 +52,9 @@ local-scheduler: install
 # and MongoDB unreachable) during a follow-up burst and a report backfill on the topology stack,
 # one seed after another; a failing seed is printed for replay. About 12 minutes a seed here.
 #   make chaos                    one random seed
-#   make chaos SEEDS="1 2 3 4 5"  these seeds, stopping at the first failure
-SEEDS ?= random
+#   make chaos SEEDS="1 2 3 4 5"  these seeds, stopping at the first failure (or CHAOS_SEED=3 make chaos)
+#   CHAOS_FAULTS=kill_process_messages,mongo_unreachable make chaos SEEDS=3   only those faults of the plan
+SEEDS ?= $(or $(CHAOS_SEED),random)
 chaos: install
 	@set -uo pipefail; for seed in $(SEEDS); do \
 	  if [ "$$seed" = random ]; then seed=$$((RANDOM * 32768 + RANDOM)); fi; \
