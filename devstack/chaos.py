@@ -261,12 +261,12 @@ class Chaos:
             )
             return rows[0][0] if rows else None
 
-        name = self.wait("deferred SQS sensor on a triggerer", holder, 120) or self.rng.choice(
-            ["triggerer-1", "triggerer-2"]
-        )
+        found = self.wait("deferred SQS sensor on a triggerer", holder, 120)
+        name = str(found or self.rng.choice(["triggerer-1", "triggerer-2"]))
         down = self.rng.uniform(10, 40)
-        self._down_for(str(name), down)
-        return f"{name} (holding a deferred SQS sensor) SIGKILLed, started again after {down:.0f} s"
+        self._down_for(name, down)
+        why = "holding a deferred SQS sensor" if found else "no sensor deferred then: chosen at random"
+        return f"{name} ({why}) SIGKILLed, started again after {down:.0f} s"
 
     def restart_postgres(self) -> str:
         down = self.rng.uniform(0, 20)
