@@ -50,7 +50,7 @@ local-scheduler: install
 
 # On demand: MWAA's own faults (workers, schedulers, triggerers, Postgres, Redis killed; WhatsApp
 # and MongoDB unreachable) during a follow-up burst and a report backfill on the topology stack,
-# one seed after another; a failing seed is printed for replay. About 12 minutes a seed here.
+# one seed after another; a failing seed is printed for replay. About 14 minutes a seed here.
 #   make chaos                    one random seed
 #   make chaos SEEDS="1 2 3 4 5"  these seeds, stopping at the first failure (or CHAOS_SEED=3 make chaos)
 #   CHAOS_FAULTS=kill_process_messages,mongo_unreachable make chaos SEEDS=3   only those faults of the plan

@@ -18,7 +18,7 @@ MWAA replaces a component that exits by itself; :class:`Supervisor` does the sam
 ``REPLACE_AFTER_S``), except for those a fault holds down. Every fault is recorded with when it
 began and ended, so the run can print how long the queue took to drain after each.
 
-Two clocks are shortened, and the run says so: Airflow's heartbeat timeout (a killed task is
+Three clocks are shortened, and the run says so: Airflow's heartbeat timeout (a killed task is
 noticed after 60 s, not 300 s) and queued timeout (120 s, not 600 s), both ``[scheduler]``
 options MWAA accepts; and the 20 minutes a dead consumer's messages stay invisible on SQS, which
 the run skips by making every in-flight message visible at once (SIGUSR1 to the SQS stand-in,
