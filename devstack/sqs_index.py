@@ -36,6 +36,7 @@ import heapq
 import itertools
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from copy import deepcopy
 from dataclasses import dataclass
@@ -48,6 +49,15 @@ from moto.sqs.models import Message, Queue, _filter_message_attributes
 # AWS's documented quota for a standard queue ("approximately 120,000 in flight messages").
 IN_FLIGHT_LIMIT = 120_000
 MAX_TOTAL_VISIBILITY_MS = 43_200 * 1000  # 12 hours
+# Every index of this process, for :func:`end_all_visibility_timeouts`.
+_INDEXES: weakref.WeakSet[MessageIndex] = weakref.WeakSet()
+
+
+def end_all_visibility_timeouts() -> int:
+    """Make every in-flight message of every queue visible now, as if its visibility timeout had
+    ended: the chaos run's stand-in for waiting out the 20 minutes after a consumer died holding
+    messages (devstack/chaos.py). How many messages came back."""
+    return sum(index.end_visibility_timeouts() for index in list(_INDEXES))
 
 
 def _now_ms() -> float:
@@ -93,6 +103,7 @@ class MessageIndex:
         self._deleted_handles: set[str] = set()  # deleting again succeeds, as on SQS
         self.in_flight = 0
         self.delayed = 0
+        _INDEXES.add(self)
 
     # --- what moves a message -------------------------------------------------------------
 
@@ -166,6 +177,14 @@ class MessageIndex:
             else:
                 self._make_ready(entry)
                 self.changed.notify_all()
+
+    def end_visibility_timeouts(self) -> int:
+        with self.changed:
+            released = [entry for entry in self._entries.values() if entry.place is Place.IN_FLIGHT]
+            for entry in released:
+                self._make_ready(entry)
+            self.changed.notify_all()
+            return len(released)
 
     def purge(self) -> None:
         with self.changed:

@@ -88,6 +88,8 @@ class Topology:
     db_dsn: str
     pids: dict[str, int] = field(default_factory=dict)
     logs: Path = Path()
+    # How each process was started (command line, environment, folder), so one can be replaced.
+    commands: dict[str, tuple[list[str], dict[str, str] | None, Path | None]] = field(default_factory=dict)
 
     @functools.cached_property
     def http(self) -> requests.Session:
@@ -119,6 +121,33 @@ class Topology:
 
     def runs(self, dag_id: str) -> list[dict]:
         return self.api("GET", f"dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, *, wait_s: float = 30.0) -> bool:
+        """Send ``sig`` to the process group of ``name`` (a container's processes all go at once); True
+        once they have all exited within ``wait_s`` (a warm shutdown may outlast it)."""
+        pid = self.pids[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.2)
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    def start(self, name: str) -> int:
+        """Start ``name`` again as it was first started (same command, ports and folders); its PID."""
+        command, env, cwd = self.commands[name]
+        return _start(name, command, self.logs, self.pids, env=env, cwd=cwd).pid
 
     def query(self, sql: str, *params) -> list[tuple]:
         import psycopg2
@@ -293,15 +322,19 @@ def running_topology(stack: Stack, extra_env: dict[str, str] | None = None) -> I
         for n in range(1, SCHEDULERS + 1):
             components[f"scheduler-{n}"] = (["scheduler"], {}, None)
         for n in range(1, TRIGGERERS + 1):
+            # Its own name in the job table, so a test can tell which triggerer runs a trigger.
             components[f"triggerer-{n}"] = (
-                ["triggerer"], {"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())}, None,
+                ["triggerer"],
+                {"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()), "LEADFLOW_HOSTNAME": f"triggerer-{n}"},
+                None,
             )  # fmt: skip
         for name in WORKERS:
             own = root / name
             for sub in ("home", "tmp", "logs"):
                 (own / sub).mkdir(parents=True)
             components[name] = (
-                ["celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "1"],
+                ["celery", "worker", "--celery-hostname", f"{name}@%h",
+                 "--concurrency", env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]],
                 {
                     "HOME": str(own / "home"), "TMPDIR": str(own / "tmp"), "LEADFLOW_HOSTNAME": name,
                     "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(own / "logs"),
@@ -315,9 +348,9 @@ def running_topology(stack: Stack, extra_env: dict[str, str] | None = None) -> I
         for name, (args, own_env, cwd) in components.items():
             keep = (REPO, Path(sys.prefix))
             prefix = _private_tmp(Path(own_env["TMPDIR"]), keep) if name in WORKERS else []
-            airflow_procs[name] = _start(
-                name, [*prefix, *airflow, *args], logs, pids, env={**env, **own_env}, cwd=cwd
-            )
+            topology.commands[name] = ([*prefix, *airflow, *args], {**env, **own_env}, cwd)
+            airflow_procs[name] = _start(name, [*prefix, *airflow, *args], logs, pids, env={**env, **own_env}, cwd=cwd)
+        topology.commands.update({name: (list(proc.args), None, None) for name, proc in procs.items()})
 
         last: dict = {}
 
