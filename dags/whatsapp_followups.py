@@ -25,8 +25,9 @@ behind these.
    → WhatsApp: free-form text (or the media with the text as caption) if the buyer wrote to us
    in the last 24 h, else the approved template (`leadflow_whatsapp_templates`).
    Each message is deleted from the queue only after its outcome is in the ledger.
-3. `alert_on_problems` sends one alert (SNS `leadflow_alerts_sns_topic_arn`) when the run
-   dead-lettered messages or had permanent send failures, with counts, reasons and event ids,
+3. `alert_on_problems` sends one alert (SNS `leadflow_alerts_sns_topic_arn`) when the ledger
+   holds dead letters or permanent send failures no alert has named yet (this run's, or those of
+   a try whose worker died), with counts, reasons and event ids,
    or when more of its texts than `leadflow_followup_fallback_alert_rate` (default 0.2) were the
    template fallback (a fallback is not a success: a model switch or an outage shows here).
    (A failed `process_messages` alerts by itself, once, and this task is then skipped.)

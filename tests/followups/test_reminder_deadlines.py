@@ -278,8 +278,9 @@ def test_every_reminder_is_on_time_or_counted_and_alerted_and_an_outage_loses_no
     with pytest.MonkeyPatch.context() as patch:
         # Outside a task the alert reads its topic and connection from the environment.
         patch.setenv("AIRFLOW_VAR_LEADFLOW_ALERTS_SNS_TOPIC_ARN", env.stack.alerts_topic_arn)
-        aws = next(c for c in read_settings(stack=env.stack).connections if c["conn_id"] == "aws_default")
-        patch.setenv("AIRFLOW_CONN_AWS_DEFAULT", connection_json(aws))
+        for conn in read_settings(stack=env.stack).connections:
+            if conn["conn_id"] in ("aws_default", "mongo_default"):  # the alert reads the ledger too
+                patch.setenv(f"AIRFLOW_CONN_{conn['conn_id'].upper()}", connection_json(conn))
         _simulate_and_check(env, virtual_sqs, scenario)
 
 

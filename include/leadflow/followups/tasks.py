@@ -118,14 +118,23 @@ def too_many_fallbacks(summary: dict[str, Any], threshold: float) -> bool:
 
 
 def alert_on_problems(summary: dict[str, Any], run_id: str, dag_id: str = DAG_ID) -> bool:
-    """One alert per run that dead-lettered messages, had permanent send failures, sent a
-    reminder late or let one expire (see :mod:`.deadlines`), or whose fallback rate passed
-    ``leadflow_followup_fallback_alert_rate`` (default 20 %)."""
+    """One alert per run that found dead letters or permanent send failures no alert named yet,
+    sent a reminder late or let one expire (see :mod:`.deadlines`), or whose fallback rate passed
+    ``leadflow_followup_fallback_alert_rate`` (default 20 %).
+
+    Dead letters and failures come from the delivery ledger, not the summary: a try of
+    ``process_messages`` killed after dead-lettering leaves them in no summary
+    (:mod:`leadflow.messaging.alert_claims`). Late/expired reminders and fallbacks are the run's own.
+    """
     from airflow.sdk import Variable
 
     from leadflow.alerts import publish_alert
+    from leadflow.config import DELIVERIES
+    from leadflow.messaging.alert_claims import claim_problems
+    from leadflow.mongo import get_database
 
-    dead_lettered, failed = int(summary.get("dead_lettered", 0)), int(summary.get("failed", 0))
+    claimed = claim_problems(get_database()[DELIVERIES], f"{dag_id}/{run_id}")
+    dead_lettered, failed = claimed.dead_lettered, claimed.failed
     threshold = fallback_alert_rate(Variable.get(VAR_FALLBACK_ALERT_RATE, default=DEFAULT_FALLBACK_ALERT_RATE))
     fallbacks_alarming = too_many_fallbacks(summary, threshold)
     late, expired = int(summary.get("reminders_late", 0)), int(summary.get("reminders_expired", 0))
@@ -142,15 +151,15 @@ def alert_on_problems(summary: dict[str, Any], run_id: str, dag_id: str = DAG_ID
         "sent": summary.get("sent"),
         "dead_lettered": dead_lettered,
         "failed": failed,
-        "dead_letter_reasons": summary.get("dead_letter_reasons"),
-        "failure_codes": summary.get("failure_codes"),
-        "event_ids": summary.get("problem_event_ids"),
+        "dead_letter_reasons": dict(claimed.dead_letter_reasons),
+        "failure_codes": dict(claimed.failure_codes),
+        "event_ids": claimed.event_ids,
         "texts_generated": summary.get("texts_generated"),
         "fallbacks": summary.get("fallbacks"),
         "fallback_reasons": summary.get("fallback_reasons"),
         "fallback_alert_rate": threshold,
         "where": "DLQ messages carry a 'reason' attribute; followup_deliveries has each event's outcome "
-        "(fallback_reason for template texts)",
+        "(fallback_reason for template texts; alerted_by names the alert that reported a problem)",
     }
     # SNS keeps 99 characters of a subject: name only what happened (the body has every count).
     problems += [f"{late} late reminder(s)"] if late else []

@@ -311,7 +311,8 @@ class Ledger:
             {"_id": key, "state": doc["state"], "updated_at": doc.get("updated_at"), **NO_EVIDENCE},
             {
                 "$set": {"state": State.PENDING.value, "updated_at": _now(), "reopened_at": _now()},
-                "$unset": {"reason": "", "error_code": "", "dlq_message_id": "", "failed_async": ""},
+                # A new outcome is a new problem for the alert (leadflow.messaging.alert_claims).
+                "$unset": {"reason": "", "error_code": "", "dlq_message_id": "", "failed_async": "", "alerted_by": ""},
                 "$push": {"history": previous},
                 "$addToSet": {"sqs_message_ids": sqs_message_id},
             },
