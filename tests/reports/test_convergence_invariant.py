@@ -29,6 +29,7 @@ import json
 import os
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
@@ -65,7 +66,12 @@ PROFILE_CHANGES: list[dict[str, Any]] = [
     {"name": "Name Fixed"},
     {"preferred_configuration": "4BHK"},
 ]
-SHEETS_FAULT_PATHS = ["values:batchGet", "values:batchUpdate", ":batchUpdate", ":copyTo"]
+FAULT_CALLS = ["/values:batchGet", "/values:batchUpdate", ":batchUpdate", ":copyTo"]
+# Any spreadsheet, or only a report's current one (as the run starts) or its first one: a fault
+# can then fall between the writes of one load into two spreadsheets (a backfill after a rollover).
+FAULT_PLACES: list[tuple[str, str] | None] = [
+    None, None, ("sessions", "current"), ("consolidated", "current"), ("sessions", "first"), ("consolidated", "first"),
+]  # fmt: skip
 KINDS = ("sessions", "consolidated")
 TITLES = {"sessions": SESSION_TITLE, "consolidated": LEADS_TITLE}
 
@@ -87,10 +93,10 @@ chat = st.tuples(
 )  # fmt: skip
 profile = st.tuples(st.just("profile"), st.integers(0, len(USER_IDS) - 1), st.integers(0, len(PROFILE_CHANGES) - 1))
 # A run of any hour in any order: on time, late, a backfill, a re-run of a landed hour; hours
-# never run are the skipped ones. A fault is a 403 on the run's first Sheets call of that kind.
-run = st.tuples(
-    st.just("run"), st.sampled_from(RUN_HOURS + SEPTEMBER_HOURS), st.sampled_from([None, None, *SHEETS_FAULT_PATHS])
-)
+# never run are the skipped ones. A fault is a 403 on the run's first Sheets call of that kind
+# (to that spreadsheet, if a place is given).
+fault = st.tuples(st.sampled_from(FAULT_PLACES), st.sampled_from(FAULT_CALLS))
+run = st.tuples(st.just("run"), st.sampled_from(RUN_HOURS + SEPTEMBER_HOURS), st.one_of(st.none(), st.none(), fault))
 # The cell budget set to what a report's current spreadsheet holds (its next write that adds a
 # row rolls it over, or fails with CellBudgetExceeded if even a new one cannot take it), a tab's
 # worth above it, or back to the default (None: the Variable deleted).
@@ -143,8 +149,9 @@ def reference(users: list[dict], interactions: list[dict]) -> tuple[dict[str, li
 
 
 class Driver:
-    def __init__(self, stack: Any, db: Any) -> None:
+    def __init__(self, stack: Any, db: Any, first: dict[str, str]) -> None:
         self.stack, self.db = stack, db
+        self.first = first  # report -> the spreadsheet it started with
         self.written = 0
         self.failures: list[str] = []  # why each load of the last run failed
 
@@ -200,6 +207,17 @@ class Driver:
         grids = [sheet["properties"]["gridProperties"] for sheet in book["sheets"]]
         Variable.set(VAR_CELL_BUDGET, str(sum(g["rowCount"] * g["columnCount"] for g in grids) + above))
 
+    def fault_path(self, place: tuple[str, str] | None, call: str) -> str:
+        """What the fault's path must contain: the call, after the spreadsheet's id if placed."""
+        from airflow.sdk import Variable
+
+        from leadflow.reports.pipeline import SPREADSHEET_VARIABLES
+
+        if place is None or call == ":copyTo":  # a copy's path names the tab's id too: any copy
+            return call
+        kind, which = place
+        return (Variable.get(SPREADSHEET_VARIABLES[kind]) if which == "current" else self.first[kind]) + call
+
 
 def drain_faults(stack: Any) -> None:
     """Spend a fault the run did not meet on a call of ours that the fault refuses, so it changes nothing."""
@@ -208,26 +226,28 @@ def drain_faults(stack: Any) -> None:
     from tests.helpers import sheets_service
 
     pending = requests.get(stack.control_url("sheets").rstrip("/") + "/_control/faults", timeout=10).json()
-    spreadsheet = clients.spreadsheet_list(stack.control_url("sheets"))[0]["spreadsheetId"]
+    anyone = clients.spreadsheet_list(stack.control_url("sheets"))[0]["spreadsheetId"]
     values = sheets_service(stack).spreadsheets().values()
-    calls = {
-        "values:batchGet": lambda: values.batchGet(spreadsheetId=spreadsheet, ranges=["A1"]),
-        "values:batchUpdate": lambda: values.batchUpdate(
+    calls: dict[str, Callable[[str], Any]] = {
+        "/values:batchGet": lambda spreadsheet: values.batchGet(spreadsheetId=spreadsheet, ranges=["A1"]),
+        "/values:batchUpdate": lambda spreadsheet: values.batchUpdate(
             spreadsheetId=spreadsheet, body={"valueInputOption": "RAW", "data": []}
         ),
-        ":batchUpdate": lambda: (
+        ":batchUpdate": lambda spreadsheet: (
             sheets_service(stack).spreadsheets().batchUpdate(spreadsheetId=spreadsheet, body={"requests": []})
         ),
-        ":copyTo": lambda: (
+        ":copyTo": lambda spreadsheet: (
             sheets_service(stack)
             .spreadsheets()
             .sheets()
             .copyTo(spreadsheetId=spreadsheet, sheetId=0, body={"destinationSpreadsheetId": spreadsheet})
         ),
     }
-    for fault in pending["faults"]:
+    for pending_fault in pending["faults"]:
+        path = pending_fault["path_contains"]
+        call = next(c for c in FAULT_CALLS if path.endswith(c))  # "/values:batchUpdate" before ":batchUpdate"
         with pytest.raises(HttpError):
-            calls[fault["path_contains"]]().execute()
+            calls[call](path.removesuffix(call) or anyone).execute()
 
 
 def report_books(stack: Any, kind: str) -> dict[str, dict[str, Any]]:
@@ -278,8 +298,8 @@ def variables(airflow_settings):
         Variable.delete(key)
 
 
-def fresh_state(stack: Any, env: dict[str, str]) -> None:
-    """Empty MongoDB and Sheets, two new spreadsheets; their ids as the Variables, no budget set."""
+def fresh_state(stack: Any, env: dict[str, str]) -> dict[str, str]:
+    """Empty MongoDB and Sheets, two new spreadsheets; their ids as the Variables (and returned), no budget set."""
     from airflow.sdk import Variable
 
     from leadflow.reports.pipeline import SPECS, SPREADSHEET_VARIABLES
@@ -298,11 +318,17 @@ def fresh_state(stack: Any, env: dict[str, str]) -> None:
     Variable.set(VAR_REPORT_LOOKBACK_MINUTES, "0")
     with mock.patch.dict(os.environ, env):
         sheets = SheetsClient()
-        for kind in KINDS:
-            Variable.set(SPREADSHEET_VARIABLES[kind], sheets.create_spreadsheet(SPECS[kind].title, None))
+        first = {kind: sheets.create_spreadsheet(SPECS[kind].title, None) for kind in KINDS}
+    for kind, spreadsheet_id in first.items():
+        Variable.set(SPREADSHEET_VARIABLES[kind], spreadsheet_id)
+    return first
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+# LEADFLOW_INVARIANT_EXAMPLES=200 explores further, with fresh random examples each time.
+EXPLORE = int(os.environ.get("LEADFLOW_INVARIANT_EXAMPLES", "0"))
+
+
+@settings(max_examples=EXPLORE or 8, deadline=None, derandomize=not EXPLORE, suppress_health_check=list(HealthCheck))
 @given(operations=operations, final_hour=st.sampled_from(RUN_HOURS + SEPTEMBER_HOURS))
 # Always tried: session A lands in 2026-11, then a late message of 31 October moves its start.
 @example(
@@ -321,14 +347,27 @@ def fresh_state(stack: Any, env: dict[str, str]) -> None:
     ],
     final_hour=RUN_HOURS[6],
 )  # fmt: skip
+# Always tried: leads of September, October and November; the consolidated report rolls over on
+# November's write (September stays behind); a lead of November then chats on 21 September, so it
+# moves into September in the earlier spreadsheet, and the run fails on the current spreadsheet's
+# write, after the earlier one's landed.
+@example(
+    operations=[
+        ("chat", "A", 10, 5, None, -60), ("chat", "E", 10, 5, None, -20), ("chat", "C", 10, 5, None, 20),
+        ("run", RUN_HOURS[3], None), ("budget", "consolidated", 0), ("chat", "C", 11, 0, None, 20),
+        ("run", RUN_HOURS[4], None), ("chat", "C", 9, 0, None, -60),
+        ("run", RUN_HOURS[5], (("consolidated", "current"), ":batchUpdate")),
+    ],
+    final_hour=RUN_HOURS[6],
+)  # fmt: skip
 def test_after_the_last_successful_run_the_sheets_equal_mongodb(
     stack, environment, variables, operations: list[tuple], final_hour: datetime
 ) -> None:
-    fresh_state(stack, environment)
+    first = fresh_state(stack, environment)
     with pymongo.MongoClient(stack.mongo_uri, tz_aware=True) as client, mock.patch.dict(os.environ, environment):
         db = client.leadflow
         db.users.insert_many([initial_user(i) for i in range(len(USER_IDS))])
-        driver = Driver(stack, db)
+        driver = Driver(stack, db, first)
         # The first run ever has no watermark (it covers its window); from the second on, every
         # write since the last successful run is covered.
         assert driver.run(ist(20, 9, 0))
@@ -342,7 +381,8 @@ def test_after_the_last_successful_run_the_sheets_equal_mongodb(
                     driver.set_budget(kind, above)
                 case ("run", hour, None):
                     driver.run(hour)
-                case ("run", hour, path):
+                case ("run", hour, (place, call)):
+                    path = driver.fault_path(place, call)
                     control = stack.control_url("sheets")
                     clients.inject_faults(control, [{"count": 1, "status": 403, "path_contains": path}])
                     driver.run(hour)

@@ -278,9 +278,12 @@ def write_report(
     holds, that one. Returns the current spreadsheet's result, the room, and the earlier ones'.
 
     Spreadsheets are written one after the other (Google has no atomic call across two): the
-    earlier ones first, then the current one, which clears any copy of the keys written there
-    (a session whose start moved into a month the old spreadsheet holds). A failure between the
-    two leaves a copy that the task's retry, rewriting the same frame, clears.
+    current one first, which clears its copy of the keys that go to an earlier one (a session or
+    lead whose start moved into a month an earlier spreadsheet holds), then the earlier ones.
+    In that order the row index still says where the lead's copy is when it is cleared; written
+    the other way round, the earlier write records the lead's new row over it, and a failure in
+    between left a copy no later run could find. A failure between the two leaves the key in
+    neither until the task's retry (or the next run: the watermark has not moved) writes it.
     """
     tabs = sorted(set(spec.tab_of(report))) if len(report) else []
     room = ensure_room(client, spec, where, spreadsheet_id, tabs, len(report))
@@ -288,18 +291,13 @@ def write_report(
     homes = earlier_homes(client, spec, room.spreadsheet_id, current_tabs, tabs)
     tab_of = spec.tab_of(report) if len(report) else pd.Series(dtype="object")
     home_of = tab_of.map(homes) if homes else pd.Series(None, index=report.index, dtype="object")
-    # Where the row index has the leads that go to an earlier spreadsheet, before those writes
-    # record their new rows: a copy left in the current spreadsheet is found and cleared below.
-    was = index.lookup(report.loc[home_of.notna(), spec.key].astype(str)) if index is not None and homes else {}
+    away = home_of.notna()
+    gone = dict(zip(report.loc[away, spec.key].astype(str), tab_of[away], strict=True))
+    result = upsert(client, room.spreadsheet_id, report[~away], spec, tabs=current_tabs, elsewhere=gone, index=index)
     earlier = {
         home: upsert(client, home, report[home_of == home], spec, index=index).as_dict()
         for home in sorted(set(homes.values()))
     }
-    away = home_of.notna()
-    gone = dict(zip(report.loc[away, spec.key].astype(str), tab_of[away], strict=True))
-    result = upsert(
-        client, room.spreadsheet_id, report[~away], spec, tabs=current_tabs, elsewhere=gone, index=index, was=was
-    )
     return result, room, earlier
 
 
