@@ -14,9 +14,10 @@ stand-ins; a Sheets fault is a 403 (not retried) on the next call whose path mat
 
 A message may also be written, late, on 31 October into a session that began on 20 November: the
 session's start moves into the previous month, and its row must then be in the 2026-10 tab only
-(one key, one row, one place: issue 21 point 3). Or on 21 September, with runs of September
-hours: after a rollover that left September in the earlier spreadsheet, those are the backfills
-that must write there (issue 21 point 4), not into a second September tab in the new one.
+(one key, one row, one place: issue 21 point 3). September's sessions (21 September, with runs
+of September hours) and December's (1 December) give a rollover months to leave behind and to
+start with: after a rollover that left September in the earlier spreadsheet, a late message
+there and a backfill must write there (issue 21 point 4), not into a second September tab.
 
 Variables are the metadata database's, through the supervisor channel a task has
 (tests/reports/supervisor_variables.py): the rollover writes the new spreadsheet's id into its
@@ -38,7 +39,7 @@ import pymongo
 import pytest
 from bson import ObjectId
 from googleapiclient.errors import HttpError
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from devstack import clients
@@ -52,7 +53,8 @@ from tests.reports.test_window import interval_of_run_at
 
 REPORT = "interaction_reports"
 USER_IDS: list[Any] = [ObjectId("670000000000000000000001"), ObjectId("670000000000000000000002"), 7]
-SESSIONS = {"A": 0, "B": 0, "C": 1, "D": 2, "E": 2}  # session -> owner (index into USER_IDS)
+# session -> owner (index into USER_IDS); F and G are September's sessions, H December's.
+SESSIONS = {"A": 0, "B": 0, "C": 1, "D": 2, "E": 2, "F": 0, "G": 1, "H": 2}
 RUN_HOURS = [ist(20, hour, 0) for hour in range(9, 22)]
 SEPTEMBER = timedelta(days=-60)  # 21 September: a month a rollover in November leaves behind
 SEPTEMBER_HOURS = [ist(20, hour, 0) + SEPTEMBER for hour in range(9, 22, 3)]
@@ -84,12 +86,19 @@ def initial_user(index: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-# The day a message's timestamp names: mostly the report day, sometimes a month before (a late,
-# earlier message that moves its session's start into October or September).
-DAYS = [20, 20, 20, -20, -60]
-chat = st.tuples(
-    st.just("chat"), st.sampled_from(sorted(SESSIONS)), st.integers(0, 20), st.integers(0, 59),
-    st.sampled_from(INTENTS), st.sampled_from(DAYS),
+# The day a message's timestamp names, in days from 20 November. A..E: mostly the report day,
+# sometimes 31 October (a late, earlier message that moves its session's start into the month
+# before). F, G: 21 September, H: 1 December, months a rollover can leave behind or start a
+# spreadsheet with; a lead whose first chat was in November may chat in F or G, so its first
+# month moves two months back. Sessions move at most one month back, as documented: the upsert of
+# session tabs reads the tab before and after the one it writes (two months back, the old row
+# would be missed; see the report).
+DAYS: dict[str, list[int]] = {"F": [-60], "G": [-60], "H": [11]}
+chat = st.sampled_from(sorted(SESSIONS)).flatmap(
+    lambda session: st.tuples(
+        st.just("chat"), st.just(session), st.integers(0, 20), st.integers(0, 59),
+        st.sampled_from(INTENTS), st.sampled_from(DAYS.get(session, [0, 0, 0, -20])),
+    )
 )  # fmt: skip
 profile = st.tuples(st.just("profile"), st.integers(0, len(USER_IDS) - 1), st.integers(0, len(PROFILE_CHANGES) - 1))
 # A run of any hour in any order: on time, late, a backfill, a re-run of a landed hour; hours
@@ -102,6 +111,18 @@ run = st.tuples(st.just("run"), st.sampled_from(RUN_HOURS + SEPTEMBER_HOURS), st
 # worth above it, or back to the default (None: the Variable deleted).
 budget = st.tuples(st.just("budget"), st.sampled_from(KINDS), st.sampled_from([0, 0, 12_000, None]))
 operations = st.lists(st.one_of(chat, chat, profile, run, run, budget), min_size=3, max_size=12)
+
+
+# The session-wise report rolls over on November's write (September may stay behind), gets
+# December, and rolls over again on December's (October stays in the second spreadsheet); then
+# late messages of October and September, for the spreadsheets that hold those months.
+TWO_ROLLOVERS: list[tuple] = [
+    ("chat", "F", 10, 5, None, -60), ("chat", "E", 10, 5, None, -20), ("chat", "C", 10, 5, None, 0),
+    ("run", RUN_HOURS[3], None), ("budget", "sessions", 0), ("chat", "D", 11, 0, None, 0),
+    ("run", RUN_HOURS[4], None), ("chat", "H", 12, 0, None, 11), ("run", RUN_HOURS[5], None),
+    ("budget", "sessions", 0), ("chat", "H", 13, 0, "Pricing", 11), ("run", RUN_HOURS[6], None),
+    ("chat", "E", 14, 0, None, -20), ("chat", "F", 14, 0, None, -60),
+]  # fmt: skip
 
 
 # -- the independent reference: plain Python over the documents, not our transform -------------
@@ -154,12 +175,13 @@ class Driver:
         self.first = first  # report -> the spreadsheet it started with
         self.written = 0
         self.failures: list[str] = []  # why each load of the last run failed
+        self.notes: set[str] = set()  # what happened, for --hypothesis-show-statistics
 
-    def write_message(self, session_id: str, hour: int, minute: int, intent: str | None, day: int = 20) -> None:
+    def write_message(self, session_id: str, hour: int, minute: int, intent: str | None, day: int = 0) -> None:
         # Written now (its _id time), whatever hour its timestamp names: late data, however late.
         # Milliseconds keep every timestamp distinct, so a tie between intents is never a coin toss.
         self.written += 1
-        when = ist(20, hour, minute) + timedelta(days=min(day, 0), milliseconds=self.written)
+        when = ist(20, hour, minute) + timedelta(days=day, milliseconds=self.written)
         owner = USER_IDS[SESSIONS[session_id]]
         self.db.interactions.insert_one(
             {"user_id": owner, "session_id": session_id, "role": "user", "text": "…",
@@ -184,7 +206,9 @@ class Driver:
         if extracted["touched_sessions"]:  # the anything_touched branch
             for kind in KINDS:  # parallel tasks: one failing leaves the other
                 try:
-                    load_step(kind, transform_step(kind, extracted))
+                    loaded = load_step(kind, transform_step(kind, extracted))
+                    if loaded["earlier_spreadsheets"]:
+                        self.notes.add(f"{kind}: a write into an earlier spreadsheet")
                 except (HttpError, CellBudgetExceeded) as error:
                     self.failures.append(type(error).__name__)
         landed = not self.failures
@@ -217,6 +241,26 @@ class Driver:
             return call
         kind, which = place
         return (Variable.get(SPREADSHEET_VARIABLES[kind]) if which == "current" else self.first[kind]) + call
+
+
+def play(driver: Driver, operations: list[tuple]) -> None:
+    for operation in operations:
+        match operation:
+            case ("chat", session_id, hour, minute, intent, day):
+                driver.write_message(session_id, hour, minute, intent, day)
+            case ("profile", user, change):
+                driver.change_profile(user, change)
+            case ("budget", kind, above):
+                driver.set_budget(kind, above)
+            case ("run", hour, None):
+                driver.run(hour)
+            case ("run", hour, (place, call)):
+                path = driver.fault_path(place, call)
+                clients.inject_faults(
+                    driver.stack.control_url("sheets"), [{"count": 1, "status": 403, "path_contains": path}]
+                )
+                driver.run(hour)
+                drain_faults(driver.stack)  # a run that touched nothing made no Sheets call
 
 
 def drain_faults(stack: Any) -> None:
@@ -308,7 +352,9 @@ def fresh_state(stack: Any, env: dict[str, str]) -> dict[str, str]:
     with pymongo.MongoClient(stack.mongo_uri) as client:
         client.drop_database("leadflow")
     clients.reset(stack.control_url("sheets"))
-    clients.set_settings(stack.control_url("sheets"), caller="user")  # may create in My Drive
+    # May create in My Drive; no per-minute quota: the runs stand for hours but come seconds apart
+    # (Google's quota and the client's backoff are tested in tests/reports/test_sheets_quota.py).
+    clients.set_settings(stack.control_url("sheets"), caller="user", quota=None)
     for key in report_variables():
         Variable.delete(key)
     # No overlap on the change scan: it covers writes that become visible after their _id time,
@@ -332,7 +378,7 @@ EXPLORE = int(os.environ.get("LEADFLOW_INVARIANT_EXAMPLES", "0"))
 @given(operations=operations, final_hour=st.sampled_from(RUN_HOURS + SEPTEMBER_HOURS))
 # Always tried: session A lands in 2026-11, then a late message of 31 October moves its start.
 @example(
-    operations=[("chat", "A", 10, 5, "Pricing", 20), ("run", RUN_HOURS[3], None), ("chat", "A", 9, 0, None, -20)],
+    operations=[("chat", "A", 10, 5, "Pricing", 0), ("run", RUN_HOURS[3], None), ("chat", "A", 9, 0, None, -20)],
     final_hour=RUN_HOURS[5],
 )
 # Always tried: September, October and November in both reports; the budget lowered to what the
@@ -341,25 +387,29 @@ EXPLORE = int(os.environ.get("LEADFLOW_INVARIANT_EXAMPLES", "0"))
 # September hour, which must write into the earlier spreadsheets.
 @example(
     operations=[
-        ("chat", "A", 10, 5, "Pricing", -60), ("chat", "E", 10, 5, None, -20), ("chat", "C", 10, 5, None, 20),
-        ("run", RUN_HOURS[3], None), ("budget", "sessions", 0), ("chat", "D", 11, 0, None, 20),
-        ("run", RUN_HOURS[4], None), ("chat", "A", 12, 0, "Site Visit", -60), ("run", SEPTEMBER_HOURS[1], None),
+        ("chat", "F", 10, 5, "Pricing", -60), ("chat", "E", 10, 5, None, -20), ("chat", "C", 10, 5, None, 0),
+        ("run", RUN_HOURS[3], None), ("budget", "sessions", 0), ("chat", "D", 11, 0, None, 0),
+        ("run", RUN_HOURS[4], None), ("chat", "F", 12, 0, "Site Visit", -60), ("run", SEPTEMBER_HOURS[1], None),
     ],
     final_hour=RUN_HOURS[6],
 )  # fmt: skip
 # Always tried: leads of September, October and November; the consolidated report rolls over on
 # November's write (September stays behind); a lead of November then chats on 21 September, so it
-# moves into September in the earlier spreadsheet, and the run fails on the current spreadsheet's
+# moves into September in the earlier spreadsheet (session G), and the run fails on the current spreadsheet's
 # write, after the earlier one's landed.
 @example(
     operations=[
-        ("chat", "A", 10, 5, None, -60), ("chat", "E", 10, 5, None, -20), ("chat", "C", 10, 5, None, 20),
-        ("run", RUN_HOURS[3], None), ("budget", "consolidated", 0), ("chat", "C", 11, 0, None, 20),
-        ("run", RUN_HOURS[4], None), ("chat", "C", 9, 0, None, -60),
+        ("chat", "F", 10, 5, None, -60), ("chat", "E", 10, 5, None, -20), ("chat", "C", 10, 5, None, 0),
+        ("run", RUN_HOURS[3], None), ("budget", "consolidated", 0), ("chat", "C", 11, 0, None, 0),
+        ("run", RUN_HOURS[4], None), ("chat", "G", 9, 0, None, -60),
         ("run", RUN_HOURS[5], (("consolidated", "current"), ":batchUpdate")),
     ],
     final_hour=RUN_HOURS[6],
 )  # fmt: skip
+# Always tried: a second rollover. The session-wise report rolls over on November's write (September
+# stays behind), gets December, rolls over again on December's (October stays in the second
+# spreadsheet); then late messages of October and September go to the spreadsheet of each.
+@example(operations=TWO_ROLLOVERS, final_hour=SEPTEMBER_HOURS[2])
 def test_after_the_last_successful_run_the_sheets_equal_mongodb(
     stack, environment, variables, operations: list[tuple], final_hour: datetime
 ) -> None:
@@ -371,22 +421,7 @@ def test_after_the_last_successful_run_the_sheets_equal_mongodb(
         # The first run ever has no watermark (it covers its window); from the second on, every
         # write since the last successful run is covered.
         assert driver.run(ist(20, 9, 0))
-        for operation in operations:
-            match operation:
-                case ("chat", session_id, hour, minute, intent, day):
-                    driver.write_message(session_id, hour, minute, intent, day)
-                case ("profile", user, change):
-                    driver.change_profile(user, change)
-                case ("budget", kind, above):
-                    driver.set_budget(kind, above)
-                case ("run", hour, None):
-                    driver.run(hour)
-                case ("run", hour, (place, call)):
-                    path = driver.fault_path(place, call)
-                    control = stack.control_url("sheets")
-                    clients.inject_faults(control, [{"count": 1, "status": 403, "path_contains": path}])
-                    driver.run(hour)
-                    drain_faults(stack)  # a run that touched nothing made no Sheets call
+        play(driver, operations)
         if not driver.run(final_hour):
             # Only a budget too low for even a new spreadsheet may stop it: the alert asks the
             # operator to raise the budget, who does.
@@ -413,6 +448,7 @@ def test_after_the_last_successful_run_the_sheets_equal_mongodb(
         ("consolidated", want_leads, want_lead_tabs),
     ):
         books = report_books(stack, kind)
+        event(f"{kind}: {len(books)} spreadsheet(s)")  # --hypothesis-show-statistics: how often it rolled over
         got = sheet_rows(books)
         # Every key once, in one tab of one of every spreadsheet the report has had, the tab of
         # its session's (its lead's first) month ...
@@ -428,10 +464,31 @@ def test_after_the_last_successful_run_the_sheets_equal_mongodb(
         )
         assert {title: n for title, n in homes.items() if n > 1} == {}, (kind, operations)
         assert_all_listed(books, kind)
+    for note in sorted(driver.notes):
+        event(note)
     from airflow.sdk import Variable
 
     # No rollover left half-way.
     assert all(Variable.get(name, default=None) is None for name in ROLLOVER_VARIABLES.values()), operations
+
+
+def test_a_backfill_into_an_earlier_spreadsheet_counts_against_its_budget_not_the_current_ones(
+    stack, environment, variables
+) -> None:
+    """After two rollovers, late messages of October and September go to the spreadsheets that hold
+    those months; with the budget still low, the current spreadsheet has room for the rest of the
+    write (nothing), so the run lands without a third rollover or a CellBudgetExceeded. (Counted
+    as new tabs of the current spreadsheet, they made it fail: the generated test's last run only
+    saw it pass once the operator raised the budget.)"""
+    first = fresh_state(stack, environment)
+    with pymongo.MongoClient(stack.mongo_uri, tz_aware=True) as client, mock.patch.dict(os.environ, environment):
+        client.leadflow.users.insert_many([initial_user(i) for i in range(len(USER_IDS))])
+        driver = Driver(stack, client.leadflow, first)
+        assert driver.run(ist(20, 9, 0))
+        play(driver, TWO_ROLLOVERS)
+        assert len(report_books(stack, "sessions")) == 3  # it did roll over twice
+        assert driver.run(SEPTEMBER_HOURS[2]), driver.failures
+    assert len(report_books(stack, "sessions")) == 3
 
 
 def assert_all_listed(books: dict[str, dict[str, Any]], kind: str) -> None:

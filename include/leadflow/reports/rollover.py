@@ -115,12 +115,19 @@ class Room:
     spreadsheet_id: str
     tabs: dict[str, Tab] | None
     rollover: dict[str, Any] | None = None
+    # Target tabs an earlier spreadsheet holds (earlier_homes), if found for this spreadsheet.
+    homes: dict[str, str] | None = None
 
 
 def ensure_room(
-    client: SheetsClient, spec: ReportSpec, where: Destination, spreadsheet_id: str, targets: list[str], rows: int
+    client: SheetsClient, spec: ReportSpec, where: Destination, spreadsheet_id: str, rows_per_tab: Mapping[str, int]
 ) -> Room:
-    """The spreadsheet this write goes to, rolled over first if it would pass the cell budget."""
+    """The spreadsheet this write goes to, rolled over first if it would pass the cell budget.
+
+    Rows of a month an earlier spreadsheet holds (a backfill after a rollover) are written there:
+    they count against nothing here (counted as a new tab here, a backfill of an old month could
+    roll a spreadsheet over, or fail, that had room for the rest of the write).
+    """
     from airflow.sdk import Variable
 
     before_calls = sum(client.calls[kind] for kind in ("reads", "writes", "shares"))
@@ -129,10 +136,13 @@ def ensure_room(
     if state is None:
         budget = cell_budget()
         tabs = list_tabs(client, spreadsheet_id)
+        homes = earlier_homes(client, spec, spreadsheet_id, tabs, sorted(rows_per_tab))
+        targets = sorted(t for t in rows_per_tab if t not in homes)
+        rows = sum(rows_per_tab[t] for t in targets)
         before = sum(t.cells for t in tabs.values())
         width = len(spec.columns)
         if before + write_cells(tabs, targets, rows, width) <= budget:
-            return Room(spreadsheet_id, tabs)
+            return Room(spreadsheet_id, tabs, homes=homes)
         report_tabs = sorted({t for t in tabs if spec.is_report_tab(t)} | set(targets))
         # Lead tabs: an hour also rewrites old leads in place, in their first month's tab; only
         # the newest target (and its neighbours) moves, so old months stay behind and archive.
@@ -285,11 +295,13 @@ def write_report(
     between left a copy no later run could find. A failure between the two leaves the key in
     neither until the task's retry (or the next run: the watermark has not moved) writes it.
     """
-    tabs = sorted(set(spec.tab_of(report))) if len(report) else []
-    room = ensure_room(client, spec, where, spreadsheet_id, tabs, len(report))
-    current_tabs = room.tabs if room.tabs is not None else list_tabs(client, room.spreadsheet_id)
-    homes = earlier_homes(client, spec, room.spreadsheet_id, current_tabs, tabs)
     tab_of = spec.tab_of(report) if len(report) else pd.Series(dtype="object")
+    rows_per_tab = {str(tab): int(n) for tab, n in tab_of.value_counts().items()}
+    room = ensure_room(client, spec, where, spreadsheet_id, rows_per_tab)
+    current_tabs = room.tabs if room.tabs is not None else list_tabs(client, room.spreadsheet_id)
+    homes = room.homes
+    if homes is None:  # a new spreadsheet: its "Earlier spreadsheets" list now ends with the old one
+        homes = earlier_homes(client, spec, room.spreadsheet_id, current_tabs, sorted(rows_per_tab))
     home_of = tab_of.map(homes) if homes else pd.Series(None, index=report.index, dtype="object")
     away = home_of.notna()
     gone = dict(zip(report.loc[away, spec.key].astype(str), tab_of[away], strict=True))
