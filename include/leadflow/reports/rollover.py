@@ -115,12 +115,19 @@ class Room:
     spreadsheet_id: str
     tabs: dict[str, Tab] | None
     rollover: dict[str, Any] | None = None
+    # Target tabs an earlier spreadsheet holds (earlier_homes), if found for this spreadsheet.
+    homes: dict[str, str] | None = None
 
 
 def ensure_room(
-    client: SheetsClient, spec: ReportSpec, where: Destination, spreadsheet_id: str, targets: list[str], rows: int
+    client: SheetsClient, spec: ReportSpec, where: Destination, spreadsheet_id: str, rows_per_tab: Mapping[str, int]
 ) -> Room:
-    """The spreadsheet this write goes to, rolled over first if it would pass the cell budget."""
+    """The spreadsheet this write goes to, rolled over first if it would pass the cell budget.
+
+    Rows of a month an earlier spreadsheet holds (a backfill after a rollover) are written there:
+    they count against nothing here (counted as a new tab here, a backfill of an old month could
+    roll a spreadsheet over, or fail, that had room for the rest of the write).
+    """
     from airflow.sdk import Variable
 
     before_calls = sum(client.calls[kind] for kind in ("reads", "writes", "shares"))
@@ -129,10 +136,13 @@ def ensure_room(
     if state is None:
         budget = cell_budget()
         tabs = list_tabs(client, spreadsheet_id)
+        homes = earlier_homes(client, spec, spreadsheet_id, tabs, sorted(rows_per_tab))
+        targets = sorted(t for t in rows_per_tab if t not in homes)
+        rows = sum(rows_per_tab[t] for t in targets)
         before = sum(t.cells for t in tabs.values())
         width = len(spec.columns)
         if before + write_cells(tabs, targets, rows, width) <= budget:
-            return Room(spreadsheet_id, tabs)
+            return Room(spreadsheet_id, tabs, homes=homes)
         report_tabs = sorted({t for t in tabs if spec.is_report_tab(t)} | set(targets))
         # Lead tabs: an hour also rewrites old leads in place, in their first month's tab; only
         # the newest target (and its neighbours) moves, so old months stay behind and archive.
@@ -278,28 +288,28 @@ def write_report(
     holds, that one. Returns the current spreadsheet's result, the room, and the earlier ones'.
 
     Spreadsheets are written one after the other (Google has no atomic call across two): the
-    earlier ones first, then the current one, which clears any copy of the keys written there
-    (a session whose start moved into a month the old spreadsheet holds). A failure between the
-    two leaves a copy that the task's retry, rewriting the same frame, clears.
+    current one first, which clears its copy of the keys that go to an earlier one (a session or
+    lead whose start moved into a month an earlier spreadsheet holds), then the earlier ones.
+    In that order the row index still says where the lead's copy is when it is cleared; written
+    the other way round, the earlier write records the lead's new row over it, and a failure in
+    between left a copy no later run could find. A failure between the two leaves the key in
+    neither until the task's retry (or the next run: the watermark has not moved) writes it.
     """
-    tabs = sorted(set(spec.tab_of(report))) if len(report) else []
-    room = ensure_room(client, spec, where, spreadsheet_id, tabs, len(report))
-    current_tabs = room.tabs if room.tabs is not None else list_tabs(client, room.spreadsheet_id)
-    homes = earlier_homes(client, spec, room.spreadsheet_id, current_tabs, tabs)
     tab_of = spec.tab_of(report) if len(report) else pd.Series(dtype="object")
+    rows_per_tab = {str(tab): int(n) for tab, n in tab_of.value_counts().items()}
+    room = ensure_room(client, spec, where, spreadsheet_id, rows_per_tab)
+    current_tabs = room.tabs if room.tabs is not None else list_tabs(client, room.spreadsheet_id)
+    homes = room.homes
+    if homes is None:  # a new spreadsheet: its "Earlier spreadsheets" list now ends with the old one
+        homes = earlier_homes(client, spec, room.spreadsheet_id, current_tabs, sorted(rows_per_tab))
     home_of = tab_of.map(homes) if homes else pd.Series(None, index=report.index, dtype="object")
-    # Where the row index has the leads that go to an earlier spreadsheet, before those writes
-    # record their new rows: a copy left in the current spreadsheet is found and cleared below.
-    was = index.lookup(report.loc[home_of.notna(), spec.key].astype(str)) if index is not None and homes else {}
+    away = home_of.notna()
+    gone = dict(zip(report.loc[away, spec.key].astype(str), tab_of[away], strict=True))
+    result = upsert(client, room.spreadsheet_id, report[~away], spec, tabs=current_tabs, elsewhere=gone, index=index)
     earlier = {
         home: upsert(client, home, report[home_of == home], spec, index=index).as_dict()
         for home in sorted(set(homes.values()))
     }
-    away = home_of.notna()
-    gone = dict(zip(report.loc[away, spec.key].astype(str), tab_of[away], strict=True))
-    result = upsert(
-        client, room.spreadsheet_id, report[~away], spec, tabs=current_tabs, elsewhere=gone, index=index, was=was
-    )
     return result, room, earlier
 
 

@@ -97,7 +97,6 @@ class IndexedRows:
     index: RowIndex
     tabs: dict[str, Tab]
     keys: set[str]
-    was: dict[str, Location] = field(default_factory=dict)  # rows recorded before this run moved them
     trusted: dict[str, KnownTab] = field(init=False)
     to_scan: set[str] = field(init=False)
     scanned: dict[str, Where] = field(default_factory=dict, init=False)  # tab -> its keys' rows as read
@@ -110,7 +109,7 @@ class IndexedRows:
         # Same title and same tab id: a tab deleted and made again, or copied by a rollover, is new.
         self.trusted = {t: k for t, k in known.items() if t in report_tabs and self.tabs[t].sheet_id == k.sheet_id}
         self.to_scan = report_tabs - set(self.trusted)
-        self.hints = {**self.index.lookup(self.keys), **self.was}
+        self.hints = self.index.lookup(self.keys)
 
     def where(self) -> tuple[Where, dict[str, int]]:
         pending = sorted(self.to_scan - set(self.scanned))

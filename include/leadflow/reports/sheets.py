@@ -36,7 +36,7 @@ import pandas as pd
 from leadflow.config import REPORT_TIMEZONE
 from leadflow.reports.row_index import KnownTab, RowIndex
 from leadflow.reports.sheet_layout import layout_requests
-from leadflow.reports.sheet_plan import Location, Plan, consecutive, plan_write
+from leadflow.reports.sheet_plan import Plan, consecutive, plan_write
 from leadflow.reports.sheet_reads import IndexedRows, TabScan, misplaced_tabs
 from leadflow.reports.sheets_api import SheetsClient, Tab, list_tabs, new_tab_properties
 
@@ -126,14 +126,12 @@ def upsert(
     tabs: dict[str, Tab] | None = None,
     elsewhere: Mapping[str, str] | None = None,
     index: RowIndex | None = None,
-    was: Mapping[str, Location] | None = None,
 ) -> UpsertResult:
     """``tabs``: the tab list if the caller read it for this write (the cell-budget check does: that
     read is counted in the result's reads), else read here. ``elsewhere``: key -> tab of the rows
-    this run wrote into another spreadsheet (a backfill after a rollover); any copy of those
-    keys here (in the tabs next to that tab) is cleared, counted in ``rows_moved``. ``index``: the
-    report's row index, required when its spec keeps one; ``was``: rows the index had for some
-    of ``elsewhere``'s keys before this run wrote them into the other spreadsheet."""
+    this run writes into another spreadsheet (a backfill after a rollover); any copy of those
+    keys here (in the tabs next to that tab, or where the row index says) is cleared, counted in
+    ``rows_moved``. ``index``: the report's row index, required when its spec keeps one."""
     elsewhere = elsewhere or {}
     result = UpsertResult(spreadsheet_id=spreadsheet_id)
     before = Counter(client.calls)
@@ -164,7 +162,7 @@ def upsert(
         if index is None:
             raise ValueError(f"the {spec.title!r} report keeps a row index: pass its RowIndex")
         keys = set(frame[spec.key].astype(str)) | set(elsewhere)
-        finder = IndexedRows(client, spreadsheet_id, spec, index, {t: tabs[t] for t in existing}, keys, dict(was or {}))
+        finder = IndexedRows(client, spreadsheet_id, spec, index, {t: tabs[t] for t in existing}, keys)
     # A sort or an inserted row between our read and our write would make a row number point at
     # another lead (and the index may be stale): check the rows the plan writes or clears still
     # hold the planned keys (and the rows it appends at are still empty) right before writing;
