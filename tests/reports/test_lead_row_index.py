@@ -26,7 +26,6 @@ from unittest import mock
 import pandas as pd
 import pymongo
 import pytest
-from googleapiclient.errors import HttpError
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +33,7 @@ from devstack import clients
 from leadflow.reports import sheets, sheets_api
 from leadflow.reports.pipeline import SPECS
 from leadflow.reports.row_index import LEADS_ROW_INDEX, TABS, RowIndex
-from tests.reports.test_sheets_one_key_one_row import FOLDER, faults, faults_queued
+from tests.reports.test_sheets_one_key_one_row import FOLDER, faults, run_until_it_lands
 
 MONTHS = ["2026-10", "2026-11", "2026-12"]
 KEYS = [f"u{i}" for i in range(6)]
@@ -121,25 +120,6 @@ def disturb(client, db, spreadsheet_id: str, step: dict, model: dict, number: in
     return True
 
 
-def run_until_it_lands(client, stack, index, spreadsheet_id: str, frame: pd.DataFrame, step: dict):
-    fault = step["fault"]
-    if fault:
-        spec = {**fault, "path_contains": fault["path_contains"].replace("SHEET", spreadsheet_id)}
-        if spec.get("answer") == "drop":
-            spec.pop("status")
-        clients.inject_faults(stack.control_url("sheets"), [{"count": 1, **spec}])
-    limit = 900 if step["small_payload"] else sheets.MAX_PAYLOAD_BYTES
-    with mock.patch.object(sheets, "MAX_PAYLOAD_BYTES", limit):
-        for attempt in range(3):
-            pending = len(faults_queued(stack))
-            try:
-                return sheets.upsert(client, spreadsheet_id, frame, SPEC, index=index), attempt > 0
-            except HttpError:
-                # A fault for a call a run did not make (no re-check on new tabs) waits for the next.
-                assert len(faults_queued(stack)) < pending, "only an injected fault may fail a run"
-    raise AssertionError("the run never landed")
-
-
 def check_written(found: list[tuple[str, str, int]], model: dict[str, tuple[str, int]], keys: set[str]) -> None:
     for key in keys:
         copies = [(tab, messages) for tab, k, messages in found if k == key]
@@ -183,7 +163,9 @@ def test_every_lead_is_in_one_row_of_its_tab_and_clean_runs_read_no_tab_whole(cl
                 rows.append(lead_row(key, month, number, BASE + pd.Timedelta(hours=read_hour)))
                 if read_hour >= newest.get(key, -(10**6)):  # a read as new as the sheet's replaces it
                     expected[key] = (tab_of(month), number)
-            result, retried = run_until_it_lands(client, clean_stack, index, spreadsheet_id, pd.DataFrame(rows), step)
+            result, retried = run_until_it_lands(
+                client, clean_stack, spreadsheet_id, pd.DataFrame(rows), step, spec=SPEC, index=index
+            )
             if clean and not retried:  # the primary path: the index vouched for every tab
                 assert result.index_rebuilds == 0, (step, result)
             clean = not retried

@@ -93,20 +93,22 @@ def sheet_rows(stack, spreadsheet_id: str) -> list[tuple[str, str, int]]:
     return found
 
 
-def run_until_it_lands(client, stack, spreadsheet_id: str, frame: pd.DataFrame, step: dict) -> None:
+def run_until_it_lands(
+    client, stack, spreadsheet_id: str, frame: pd.DataFrame, step: dict, spec=SPEC, index=None
+) -> tuple[sheets.UpsertResult, bool]:
+    """The upsert with the step's fault queued, retried as a task would be; its result and whether it retried."""
     fault = step["fault"]
     if fault:
-        spec = {**fault, "path_contains": fault["path_contains"].replace("SHEET", spreadsheet_id)}
-        if spec.get("answer") == "drop":
-            spec.pop("status")
-        clients.inject_faults(stack.control_url("sheets"), [{"count": 1, **spec}])
+        fault_spec = {**fault, "path_contains": fault["path_contains"].replace("SHEET", spreadsheet_id)}
+        if fault_spec.get("answer") == "drop":
+            fault_spec.pop("status")
+        clients.inject_faults(stack.control_url("sheets"), [{"count": 1, **fault_spec}])
     limit = 900 if step["small_payload"] else sheets.MAX_PAYLOAD_BYTES
     with mock.patch.object(sheets, "MAX_PAYLOAD_BYTES", limit):
-        for _attempt in range(3):
+        for attempt in range(3):
             pending = len(faults_queued(stack))
             try:
-                sheets.upsert(client, spreadsheet_id, frame, SPEC)
-                return
+                return sheets.upsert(client, spreadsheet_id, frame, spec, index=index), attempt > 0
             except HttpError:
                 # A fault for a call a run did not make (no key read on new tabs) waits for the next.
                 assert len(faults_queued(stack)) < pending, "only an injected fault may fail a run"
