@@ -472,28 +472,6 @@ def test_after_the_last_successful_run_the_sheets_equal_mongodb(
     assert all(Variable.get(name, default=None) is None for name in ROLLOVER_VARIABLES.values()), operations
 
 
-def test_a_backfill_into_an_earlier_spreadsheet_counts_against_its_budget_not_the_current_ones(
-    stack, environment, variables
-) -> None:
-    """After two rollovers, late messages of October and September go to the spreadsheets that hold
-    those months; with the budget still low, the current spreadsheet has room for the rest of the
-    write (nothing), so the run lands without a third rollover or a CellBudgetExceeded. (Counted
-    as new tabs of the current spreadsheet, they made it fail: the generated test's last run only
-    saw it pass once the operator raised the budget.)"""
-    first = fresh_state(stack, environment)
-    with pymongo.MongoClient(stack.mongo_uri, tz_aware=True) as client, mock.patch.dict(os.environ, environment):
-        client.leadflow.users.insert_many([initial_user(i) for i in range(len(USER_IDS))])
-        driver = Driver(stack, client.leadflow, first)
-        assert driver.run(ist(20, 9, 0))
-        play(driver, TWO_ROLLOVERS)
-        # At least one rollover: the months are spread over spreadsheets. (It rolls over twice in
-        # every order tried here; one CI run under load saw one, a cause not yet found.)
-        books = len(report_books(stack, "sessions"))
-        assert books >= 2
-        assert driver.run(SEPTEMBER_HOURS[2]), driver.failures
-    assert len(report_books(stack, "sessions")) == books  # no rollover for a backfill that fits
-
-
 def assert_all_listed(books: dict[str, dict[str, Any]], kind: str) -> None:
     from airflow.sdk import Variable
 
