@@ -60,6 +60,13 @@ def end_all_visibility_timeouts() -> int:
     return sum(index.end_visibility_timeouts() for index in list(_INDEXES))
 
 
+def end_all_delays() -> int:
+    """Make every delayed message of every queue visible now, as if its ``DelaySeconds`` had
+    passed: a test's "time passes" for the waits the processor chose (fresh delayed copies,
+    leadflow.followups.requeue). How many messages came out."""
+    return sum(index.end_delays() for index in list(_INDEXES))
+
+
 def _now_ms() -> float:
     """moto's SQS clock, read where moto's messages read it: their timestamps and these timers
     must agree, and a test may move that clock (``devstack.sqs_server.use_clock``)."""
@@ -182,6 +189,15 @@ class MessageIndex:
         with self.changed:
             released = [entry for entry in self._entries.values() if entry.place is Place.IN_FLIGHT]
             for entry in released:
+                self._make_ready(entry)
+            self.changed.notify_all()
+            return len(released)
+
+    def end_delays(self) -> int:
+        with self.changed:
+            released = [entry for entry in self._entries.values() if entry.place is Place.DELAYED]
+            for entry in released:
+                entry.message.delayed_until = 0
                 self._make_ready(entry)
             self.changed.notify_all()
             return len(released)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from devstack.sqs_index import IN_FLIGHT_LIMIT, MessageIndex, end_all_visibility_timeouts
+from devstack.sqs_index import IN_FLIGHT_LIMIT, MessageIndex, end_all_delays, end_all_visibility_timeouts
 
 
 class LazyQueueAttributes(Mapping[str, Any]):
@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(
             signal.SIGUSR1, lambda *_: threading.Thread(target=end_all_visibility_timeouts, daemon=True).start()
         )
+        # SIGUSR2: every delayed message visible now (a test's "time passes" for chosen waits).
+        signal.signal(signal.SIGUSR2, lambda *_: threading.Thread(target=end_all_delays, daemon=True).start())
     from moto.server import main as moto_main
 
     moto_main(motos_arguments)

@@ -57,7 +57,8 @@ BACKFILL_SPAN = ("2026-11-19T21:00:00+05:30", "2026-11-20T20:00:00+05:30")
 HEARTBEAT_TIMEOUT_S = 60  # Airflow's default and MWAA's: 300
 QUEUED_TIMEOUT_S = 120  # default 600
 QUIET_BEFORE_CLOCK_JUMP_S = 45
-SETTLE_TIMEOUT_S = 1500
+# A send a kill interrupted waits out its unknown-outcome grace period (15 min) before its resend.
+SETTLE_TIMEOUT_S = 2100
 WAVE_BEFORE = ("kill_process_messages", "sigterm_worker", "whatsapp_unreachable")
 WHATSAPP_SETTINGS = {"pair_rate_limit_seconds": 6.0, "latency": 0.05}
 

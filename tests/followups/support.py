@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,7 +16,7 @@ from bson import ObjectId
 
 from devstack import clients
 from tests.alerts import AlertInbox
-from tests.helpers import task_states
+from tests.helpers import task_states, wait_for
 
 TEMPLATES = {
     "site_visit_reminder": "site_visit_reminder_v1",
@@ -109,6 +112,15 @@ class Env:
             QueueUrl=queue_url or self.stack.queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessagesDelayed"])
+
+    def delays_end(self, timeout: float = 10.0) -> None:
+        """Play SQS's clock: every delayed message (a wait the processor chose, as a fresh copy)
+        is visible now. SIGUSR2 to the stack's SQS stand-in (devstack.sqs_server), which does it
+        on a thread of its own; nothing else delays messages meanwhile, so none delayed = done."""
+        queues = (self.stack.queue_url, self.stack.statuses_queue_url)
+        os.kill(self.stack.pids["sqs"], signal.SIGUSR2)
+        wait_for("the SQS stand-in to end its delays", lambda: not any(self.delayed(url) for url in queues),
+                 time.monotonic() + timeout, every=0.05)  # fmt: skip
 
     def dlq(self, queue_url: str | None = None) -> list[dict[str, Any]]:
         """Every DLQ message (of the follow-ups, or ``queue_url``) as {body, **its attributes},

@@ -16,6 +16,7 @@ from leadflow.followups.personalise import Personaliser
 from leadflow.followups.processor import FollowupProcessor
 from leadflow.followups.settings import ProcessorSettings
 from leadflow.messaging.ledger import Ledger, NewText, State
+from leadflow.messaging.queue_actions import receive_count
 from leadflow.messaging.templates import TemplateConfig
 from leadflow.messaging.whatsapp import RetryPolicy, WhatsAppClient, WhatsAppConfig
 from tests.followups.support import TEMPLATES, VISIT_AT, VISIT_TEXT, Env, event, template_params
@@ -274,14 +275,6 @@ def test_the_ledger_allows_one_sender_and_never_downgrades_a_send(env: Env) -> N
 # -- ambiguous sends ----------------------------------------------------------------------------
 
 
-def _visible_again(env: Env, messages: list[dict[str, Any]]) -> None:
-    """Play SQS's part: the messages the processor held back come back now rather than in minutes."""
-    for message in messages:
-        env.sqs.change_message_visibility(
-            QueueUrl=env.stack.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-        )
-
-
 def _wait_for_outbox(env: Env, count: int, seconds: float = 10.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -319,17 +312,19 @@ def test_a_lost_answer_is_never_retried_blind_and_resent_once_after_the_grace_pe
     doc = env.ledger()["evt-lost-answer"]
     assert (doc["state"], doc["error_code"], doc.get("wamid")) == ("unknown_outcome", code, None)
     assert doc["unknown_outcome_at"]
-    assert env.queue_counts() == (0, 1)  # held back for the grace period, not lost
+    # Held back for the grace period as a fresh delayed copy (its SQS receives start again), not lost.
+    assert (env.queue_counts(), env.delayed(), first.requeue_fallbacks) == ((0, 0), 1, 0)
 
     # Redelivered inside the grace period: still no second send.
-    _visible_again(env, messages)
+    env.delays_end()
     messages = receive_all(env)
+    assert [receive_count(m) for m in messages] == [1]
     second = make_processor(env, grace_seconds=600).process(messages)
     assert (second.sent, second.left_for_redelivery) == (0, 1)
     assert len(env.send_calls()) == 1
 
     # No receipt arrived and the grace period is over: sent exactly once more.
-    _visible_again(env, messages)
+    env.delays_end()
     third = make_processor(env, grace_seconds=0).process(receive_all(env))
     assert (third.sent, third.resent_after_grace) == (1, 1)
     assert len(env.outbox()) == 2

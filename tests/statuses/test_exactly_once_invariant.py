@@ -97,12 +97,14 @@ class World:
             found += batch
 
     def time_passes(self, queue_url: str, messages: list[dict[str, Any]]) -> None:
-        """Play SQS's part: what a run left (held back or for redelivery) comes back now."""
+        """Play SQS's part: what a run left (held back, for redelivery, or as a delayed copy)
+        comes back now."""
         for message in messages:
             with contextlib.suppress(self.env.sqs.exceptions.ClientError):  # deleted by the run
                 self.env.sqs.change_message_visibility(
                     QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
                 )
+        self.env.delays_end()
 
     def process(self, fault: str | None, grace_seconds: float = LONG_GRACE_S) -> None:
         stack = self.env.stack

@@ -59,6 +59,9 @@ class BatchSummary:
     # Messages re-queued as fresh copies during an account-level outage (their receive count
     # starts again, so SQS never dead-letters them for the outage's length).
     requeued: int = 0
+    # Waits (an outage's, or an unknown outcome's grace period) for which SQS refused the fresh
+    # copy: the original waits instead and spends one of its receives. A fallback, so counted.
+    requeue_fallbacks: int = 0
     fatal_error: str | None = None
     account_error_code: str | None = None
     elapsed_seconds: float = 0.0
@@ -122,6 +125,10 @@ class BatchSummary:
     def record_requeued(self) -> None:
         with self._lock:
             self.requeued += 1
+
+    def record_requeue_fallback(self) -> None:
+        with self._lock:
+            self.requeue_fallbacks += 1
 
     def record_skip(self, reason: str) -> None:
         with self._lock:
@@ -199,6 +206,7 @@ class BatchSummary:
             "late_event_ids": self.late_event_ids[:MAX_PROBLEM_IDS],
             "expired_event_ids": self.expired_event_ids[:MAX_PROBLEM_IDS],
             "requeued": self.requeued,
+            "requeue_fallbacks": self.requeue_fallbacks,
             "fatal_error": self.fatal_error,
             "account_error_code": self.account_error_code,
             "elapsed_seconds": round(self.elapsed_seconds, 3),

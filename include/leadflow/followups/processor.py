@@ -262,12 +262,19 @@ class FollowupProcessor(SendStep):
             return
         # Every message would fail the same way until a human acts; handing them straight back
         # would make the next run fail (and alert) at once again.
-        delay = self.settings.outage_requeue_delay_seconds
-        if requeue_copy(self.sqs, self.settings.queue_url, message, delay_seconds=delay, because=code):
-            self.queue.delete(message)
+        if self._wait_as_copy(message, self.settings.outage_requeue_delay_seconds, because=code):
             self._summary.record_requeued()
-        else:
-            self.queue.leave(message, delay=delay)
+
+    def _wait_as_copy(self, message: dict[str, Any], delay: int, *, because: str) -> bool:
+        """Back on the queue after ``delay`` as a fresh copy, so a wait the run chose does not
+        spend the message's receives (see :mod:`.requeue`); if SQS refuses the copy, the original
+        waits instead (a fallback, counted in the summary) and False."""
+        if requeue_copy(self.sqs, self.settings.queue_url, message, delay_seconds=delay, because=because):
+            self.queue.delete(message)
+            return True
+        self._summary.record_requeue_fallback()
+        self.queue.leave(message, delay=delay)
+        return False
 
     def _skip(
         self, message: dict[str, Any], event: FollowupEvent, reason: str, *, error_code: str | None = None
@@ -330,7 +337,7 @@ class FollowupProcessor(SendStep):
                 wait = (since + grace - self.now()).total_seconds()
                 if wait > 0:
                     log.info("Event %s: outcome unknown, no receipt yet; checking again in %.0f s", key, wait)
-                    self.queue.leave(message, delay=self._grace_delay(wait))
+                    self._wait_as_copy(message, self._grace_delay(wait), because=UNKNOWN_OUTCOME)
                     return self._summary.count(Outcome.LEFT)
                 reclaimed = self.ledger.reclaim_unknown(key, not_after=self.now() - grace)
                 if reclaimed is not None:

@@ -1,4 +1,5 @@
-"""Hand a message back as a fresh copy, for when the account, not the message, is the problem.
+"""Hand a message back as a fresh copy, for a wait the processor chose: the account, not the
+message, is the problem; or a send's outcome is unknown and its grace period must pass first.
 
 SQS counts every receive of a message and moves it to the DLQ after ``maxReceiveCount`` (5)
 of them. While an account-level WhatsApp error (token, payment, permissions, block) lasts,
@@ -7,6 +8,9 @@ whole backlog would reach the DLQ after 5 receives x 15 min, as ``no_reason``, a
 nothing is wrong with it. A fresh copy (``SendMessage`` with ``DelaySeconds``, then the
 original deleted) starts its receive count, and its retention period, again, so an outage
 of any length ends with the backlog still queued, and it goes out once the cause is fixed.
+The same holds for an event waiting out its unknown-outcome grace period: a message that had
+already spent receives (outage backoffs, a worker lost twice) would otherwise reach the DLQ
+before its one resend (``make chaos`` seed 5 lost 58 follow-ups that way).
 
 (SQS moves a message to the DLQ once its receive count exceeds the source queue's
 ``maxReceiveCount``; ``DelaySeconds`` allows 0-900 s: AWS, *Using dead-letter queues in Amazon
@@ -23,7 +27,7 @@ from leadflow.messaging.queue_actions import MAX_MESSAGE_ATTRIBUTES, MAX_REDELIV
 
 log = logging.getLogger(__name__)
 
-REQUEUED_ATTRIBUTE = "requeued_after"  # the account-level error code that caused the copy
+REQUEUED_ATTRIBUTE = "requeued_after"  # why: the account-level error code, or unknown_outcome
 
 
 def requeue_copy(sqs: Any, queue_url: str, message: dict[str, Any], *, delay_seconds: int, because: str) -> bool:

@@ -4,7 +4,7 @@ Mixed into :class:`.processor.FollowupProcessor`, which decides whether and what
 module starts after that decision: the pacing slot, ``pending -> sending``, the HTTP call, then
 ``sent``, or the error's handling). The processor provides the attributes annotated below and the
 outcome steps the error handling ends in (``_skip``, ``_settle``, ``_dead_letter_new``,
-``_dead_letter``, ``_stop_batch``, ``_hand_back``).
+``_dead_letter``, ``_stop_batch``, ``_hand_back``, ``_wait_as_copy``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from leadflow.followups.settings import ProcessorSettings
 from leadflow.followups.snapshot import BatchSnapshot
 from leadflow.marketing import USER_FIELDS as MARKETING_FIELDS
 from leadflow.marketing import hold_for_code, record_refusal
-from leadflow.messaging.ledger import Ledger, NewText, State
+from leadflow.messaging.ledger import UNKNOWN_OUTCOME, Ledger, NewText, State
 from leadflow.messaging.queue_actions import QueueActions
 from leadflow.messaging.whatsapp import (
     WINDOW_CLOSED,
@@ -223,7 +223,9 @@ class SendStep:
             self.ledger.mark_unknown(key, error_code=code)
             self._summary.record_unknown_outcome()
             log.warning("Event %s to %s: outcome unknown (%s); waiting for a receipt", key, mask(phone), code)
-            self.queue.leave(message, delay=self._grace_delay(self.settings.unknown_outcome_grace_seconds))
+            self._wait_as_copy(
+                message, self._grace_delay(self.settings.unknown_outcome_grace_seconds), because=UNKNOWN_OUTCOME
+            )
             return self._summary.count(Outcome.LEFT)
         if error.transient:
             self.ledger.release(key, error_code=code)
