@@ -35,7 +35,8 @@ GRACE = timedelta(minutes=15)  # ProcessorSettings' default, leadflow_followup_u
 
 
 def test_a_send_interrupted_after_the_message_spent_its_receives_is_resent_once_not_dead_lettered(
-    env: Env, virtual_sqs: VirtualSqs
+    env: Env,
+    virtual_sqs: VirtualSqs,  # noqa: F811 - the fixture imported above
 ) -> None:
     clock = virtual_sqs.clock
     clock.t = START.timestamp()
@@ -66,5 +67,6 @@ def test_a_send_interrupted_after_the_message_spent_its_receives_is_resent_once_
 
     assert [m["to"] for m in clients.outbox(env.whatsapp)] == [phone]  # once, not lost
     assert env.ledger()["evt-waits"]["state"] == "sent"
-    assert len(resent_at) == 1 and resent_at[0] - crashed_at >= GRACE  # only after the grace period
+    assert len(resent_at) == 1
+    assert resent_at[0] - crashed_at >= GRACE  # only after the grace period
     assert (_depth(sqs, queue), _depth(sqs, dlq)) == (0, 0)
