@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from devstack.airflow_settings import connection_json, read_settings
 from leadflow.followups.tasks import alert_on_problems
-from leadflow.messaging.alert_claims import claim_problems
+from leadflow.messaging.alert_claims import STALE_CLAIM, claim_problems, mark_published
 from leadflow.messaging.ledger import REOPENABLE_STATES, Ledger, State
 from tests.followups.support import event, run_dag
 
@@ -71,8 +71,10 @@ operations = st.lists(
         st.tuples(st.just("receipt_failed"), st.sampled_from(KEYS), st.none()),
         st.tuples(st.just("history"), st.sampled_from(KEYS), st.none()),
         st.tuples(st.just("delivered"), st.sampled_from(KEYS), st.none()),
-        # An alert try: True publishes (the run is over), False is killed after claiming (retried).
-        st.tuples(st.just("alert"), st.none(), st.booleans()),
+        # An alert try: "publishes" (the run is over), "killed" after claiming (retried: the next
+        # alert try is the same run's), "dies" after claiming (failed for good: the run is over).
+        st.tuples(st.just("alert"), st.none(), st.sampled_from(["publishes", "killed", "dies"])),
+        st.tuples(st.just("wait"), st.none(), st.none()),  # past the stale-claim time
     ),
     max_size=25,
 )
@@ -95,13 +97,18 @@ def test_every_current_problem_is_named_by_exactly_one_run(env, ops: list[tuple[
         generation[key] += 1
         must_alert[(key, generation[key])] = alertable
 
-    def alert_try(publishes: bool) -> None:
+    now = datetime.now(UTC)
+
+    def alert_try(how: str) -> None:
         nonlocal run
-        claimed = claim_problems(collection, f"whatsapp_followups/run-{run}")
-        if publishes:
+        claimant = f"whatsapp_followups/run-{run}"
+        claimed = claim_problems(collection, claimant, now=now)
+        if how == "publishes":  # as alert_on_problems: publish, then say so
             assert claimed.dead_lettered == len(claimed.event_ids) >= claimed.failed
             for key in claimed.event_ids:
                 named_by[(key, generation[key])].add(run)
+            mark_published(collection, claimant, now=now)
+        if how != "killed":
             run += 1
 
     for kind, key, arg in ops:
@@ -125,8 +132,11 @@ def test_every_current_problem_is_named_by_exactly_one_run(env, ops: list[tuple[
             collection.update_one({"_id": key}, {"$set": {"state": "sent", "updated_at": datetime.now(UTC)}})
             new_outcome(key, alertable=False)
         elif kind == "alert":
-            alert_try(publishes=arg)
-    alert_try(publishes=True)  # the next run's alert, which publishes
+            alert_try(arg)
+        elif kind == "wait":
+            now += STALE_CLAIM + timedelta(minutes=1)
+    now += STALE_CLAIM + timedelta(minutes=1)
+    alert_try("publishes")  # a later run's alert, which publishes
 
     current = {(key, gen) for key, gen in generation.items()}
     for occurrence, alertable in must_alert.items():

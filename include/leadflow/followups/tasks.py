@@ -130,10 +130,11 @@ def alert_on_problems(summary: dict[str, Any], run_id: str, dag_id: str = DAG_ID
 
     from leadflow.alerts import publish_alert
     from leadflow.config import DELIVERIES
-    from leadflow.messaging.alert_claims import claim_problems
+    from leadflow.messaging.alert_claims import claim_problems, mark_published
     from leadflow.mongo import get_database
 
-    claimed = claim_problems(get_database()[DELIVERIES], f"{dag_id}/{run_id}")
+    deliveries, claimant = get_database()[DELIVERIES], f"{dag_id}/{run_id}"
+    claimed = claim_problems(deliveries, claimant)
     dead_lettered, failed = claimed.dead_lettered, claimed.failed
     threshold = fallback_alert_rate(Variable.get(VAR_FALLBACK_ALERT_RATE, default=DEFAULT_FALLBACK_ALERT_RATE))
     fallbacks_alarming = too_many_fallbacks(summary, threshold)
@@ -168,7 +169,9 @@ def alert_on_problems(summary: dict[str, Any], run_id: str, dag_id: str = DAG_ID
     if late or expired:
         lines.update({key: summary.get(key) for key in REMINDER_ALERT_KEYS})
         lines["reminder_late_seconds_max"] = summary.get("reminder_late_seconds_max")
-    return publish_alert(subject, lines)
+    published = publish_alert(subject, lines)
+    mark_published(deliveries, claimant)
+    return published
 
 
 def cleanup_batch(batch: dict[str, Any] | None, run_id: str | None = None, prefix: str | None = None) -> bool:

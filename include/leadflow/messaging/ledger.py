@@ -312,7 +312,8 @@ class Ledger:
             {
                 "$set": {"state": State.PENDING.value, "updated_at": _now(), "reopened_at": _now()},
                 # A new outcome is a new problem for the alert (leadflow.messaging.alert_claims).
-                "$unset": {"reason": "", "error_code": "", "dlq_message_id": "", "failed_async": "", "alerted_by": ""},
+                "$unset": {"reason": "", "error_code": "", "dlq_message_id": "", "failed_async": "", "alerted_by": "",
+                           "alert_claimed_at": "", "alert_published_at": ""},
                 "$push": {"history": previous},
                 "$addToSet": {"sqs_message_ids": sqs_message_id},
             },
