@@ -39,7 +39,8 @@ behind these.
   * `sent` (with `wamid`; `confirmed_by` `response` or `receipt`): final, never sent again;
   * `unknown_outcome`: the request may have reached WhatsApp (read timeout, connection lost,
     a 5xx without an error body). A delivery receipt marks it `sent`; without one within
-    `leadflow_followup_unknown_outcome_grace_minutes` (15) the next delivery sends it once more;
+    `leadflow_followup_unknown_outcome_grace_minutes` (15) the next delivery sends it once more
+    (the message waits as a fresh delayed copy: the wait spends none of its SQS receives);
   * `skipped` (`reason`: `opted_out`, `opt_in_unreadable`, `expired` = the visit time has passed
     or it happened, `superseded` = the user's `site_visit` is cancelled or at another time);
   * `dead_lettered` (bad input, with `reason`) or `failed` (a permanent send error, with
