@@ -119,6 +119,18 @@ budget = st.tuples(st.just("budget"), st.sampled_from(KINDS), st.sampled_from([0
 operations = st.lists(st.one_of(chat, chat, profile, run, run, budget), min_size=3, max_size=12)
 
 
+# September, October and November in both reports, each written on time by its day's run (see
+# TWO_ROLLOVERS for why on time); the budget lowered to what the session-wise spreadsheet holds,
+# so November's next write rolls both reports over (October moves with it, September stays in
+# the session-wise one); then a late message into September's session and a backfill of a
+# September hour, which must write into the earlier spreadsheet.
+SEPTEMBER_LEFT_BEHIND: list[tuple] = [
+    ("on time", "F", 11, 0, "Pricing", -60), ("run", SEPTEMBER_HOURS[1], None),
+    ("on time", "E", 11, 0, None, -20), ("run", OCTOBER_HOURS[1], None),
+    ("on time", "C", 11, 0, None, 0), ("run", RUN_HOURS[3], None),
+    ("budget", "sessions", 0), ("on time", "D", 12, 0, None, 0), ("run", RUN_HOURS[4], None),
+    ("chat", "F", 12, 0, "Site Visit", -60), ("run", SEPTEMBER_HOURS[1], None),
+]  # fmt: skip
 # The session-wise report's two rollovers, each month's tab in a known spreadsheet: September,
 # October and November in the first; November's write rolls it over (October and November move,
 # September stays); December joins them; December's next write rolls over again (November and
@@ -406,18 +418,8 @@ EXPLORE = int(os.environ.get("LEADFLOW_INVARIANT_EXAMPLES", "0"))
     operations=[("chat", "A", 10, 5, "Pricing", 0), ("run", RUN_HOURS[3], None), ("chat", "A", 9, 0, None, -20)],
     final_hour=RUN_HOURS[5],
 )
-# Always tried: September, October and November in both reports; the budget lowered to what the
-# session-wise spreadsheet holds, so November's next write rolls both reports over (October moves
-# with it, September stays); then a late message into September's session and a backfill of a
-# September hour, which must write into the earlier spreadsheets.
-@example(
-    operations=[
-        ("chat", "F", 10, 5, "Pricing", -60), ("chat", "E", 10, 5, None, -20), ("chat", "C", 10, 5, None, 0),
-        ("run", RUN_HOURS[3], None), ("budget", "sessions", 0), ("chat", "D", 11, 0, None, 0),
-        ("run", RUN_HOURS[4], None), ("chat", "F", 12, 0, "Site Visit", -60), ("run", SEPTEMBER_HOURS[1], None),
-    ],
-    final_hour=RUN_HOURS[6],
-)  # fmt: skip
+# Always tried: a rollover that leaves September behind, then a late message into it.
+@example(operations=SEPTEMBER_LEFT_BEHIND, final_hour=RUN_HOURS[6])
 # Always tried: leads of September, October and November; the consolidated report rolls over on
 # November's write (September stays behind); a lead of November then chats on 21 September, so it
 # moves into September in the earlier spreadsheet (session G), and the run fails on the current spreadsheet's
