@@ -58,6 +58,12 @@ SESSIONS = {"A": 0, "B": 0, "C": 1, "D": 2, "E": 2, "F": 0, "G": 1, "H": 2}
 RUN_HOURS = [ist(20, hour, 0) for hour in range(9, 22)]
 SEPTEMBER = timedelta(days=-60)  # 21 September: a month a rollover in November leaves behind
 SEPTEMBER_HOURS = [ist(20, hour, 0) + SEPTEMBER for hour in range(9, 22, 3)]
+# 31 October and 1 December: the months on either side of November's (TWO_ROLLOVERS runs them).
+OCTOBER_HOURS = [hour + timedelta(days=40) for hour in SEPTEMBER_HOURS]
+DECEMBER_HOURS = [ist(20, hour, 0) + timedelta(days=11) for hour in range(9, 22, 3)]
+# The _id time of a message written on time: long before any run here, so no run's change scan
+# (since the last successful run) reads it; only the run whose window holds its timestamp does.
+LONG_AGO = datetime(2024, 1, 1, tzinfo=UTC)
 INTENTS = [None, "Pricing", "Site Visit"]
 PROFILE_CHANGES: list[dict[str, Any]] = [
     {"site_visit.status": "completed"},
@@ -113,16 +119,41 @@ budget = st.tuples(st.just("budget"), st.sampled_from(KINDS), st.sampled_from([0
 operations = st.lists(st.one_of(chat, chat, profile, run, run, budget), min_size=3, max_size=12)
 
 
-# The session-wise report rolls over on November's write (September may stay behind), gets
-# December, and rolls over again on December's (October stays in the second spreadsheet); then
-# late messages of October and September, for the spreadsheets that hold those months.
-TWO_ROLLOVERS: list[tuple] = [
-    ("chat", "F", 10, 5, None, -60), ("chat", "E", 10, 5, None, -20), ("chat", "C", 10, 5, None, 0),
-    ("run", RUN_HOURS[3], None), ("budget", "sessions", 0), ("chat", "D", 11, 0, None, 0),
-    ("run", RUN_HOURS[4], None), ("chat", "H", 12, 0, None, 11), ("run", RUN_HOURS[5], None),
-    ("budget", "sessions", 0), ("chat", "H", 13, 0, "Pricing", 11), ("run", RUN_HOURS[6], None),
-    ("chat", "E", 14, 0, None, -20), ("chat", "F", 14, 0, None, -60),
+# September, October and November in both reports, each written on time by its day's run (see
+# TWO_ROLLOVERS for why on time); the budget lowered to what the session-wise spreadsheet holds,
+# so November's next write rolls both reports over (October moves with it, September stays in
+# the session-wise one); then a late message into September's session and a backfill of a
+# September hour, which must write into the earlier spreadsheet.
+SEPTEMBER_LEFT_BEHIND: list[tuple] = [
+    ("on time", "F", 11, 0, "Pricing", -60), ("run", SEPTEMBER_HOURS[1], None),
+    ("on time", "E", 11, 0, None, -20), ("run", OCTOBER_HOURS[1], None),
+    ("on time", "C", 11, 0, None, 0), ("run", RUN_HOURS[3], None),
+    ("budget", "sessions", 0), ("on time", "D", 12, 0, None, 0), ("run", RUN_HOURS[4], None),
+    ("chat", "F", 12, 0, "Site Visit", -60), ("run", SEPTEMBER_HOURS[1], None),
 ]  # fmt: skip
+# The session-wise report's two rollovers, each month's tab in a known spreadsheet: September,
+# October and November in the first; November's write rolls it over (October and November move,
+# September stays); December joins them; December's next write rolls over again (November and
+# December move, October stays in the second). Then late messages of October and September, for
+# the spreadsheets that hold those months. Every message before the late ones is written on time
+# (reached by its hour's window only): a message written now is also read again by each run that
+# starts within the second of the last successful run's read (the change scan's ObjectId time has
+# whole seconds), so which months a run writes, and which tabs a rollover moves, would depend on
+# how fast the runs came. The October session is B's (user 0, whose lead tab is September's, like
+# session F's): E's owner would put a third month among the lead tabs, which the lowered budget
+# cannot move into a new consolidated spreadsheet (a CellBudgetExceeded that is right, not this
+# scenario's).
+TWO_ROLLOVERS: list[tuple] = [
+    ("on time", "F", 11, 0, None, -60), ("run", SEPTEMBER_HOURS[1], None),
+    ("on time", "B", 11, 0, None, -20), ("run", OCTOBER_HOURS[1], None),
+    ("on time", "C", 11, 0, None, 0), ("run", RUN_HOURS[3], None),
+    ("budget", "sessions", 0), ("on time", "D", 12, 0, None, 0), ("run", RUN_HOURS[4], None),
+    ("on time", "H", 11, 0, None, 11), ("run", DECEMBER_HOURS[1], None),
+    ("budget", "sessions", 0), ("on time", "H", 14, 0, "Pricing", 11), ("run", DECEMBER_HOURS[2], None),
+    ("chat", "B", 14, 0, None, -20), ("chat", "F", 14, 0, None, -60),
+]  # fmt: skip
+# Where TWO_ROLLOVERS leaves each month of the session-wise report: spreadsheet (0 = the first) -> months.
+TWO_ROLLOVERS_MONTHS = [{"2026-09"}, {"2026-10"}, {"2026-11", "2026-12"}]
 
 
 # -- the independent reference: plain Python over the documents, not our transform -------------
@@ -177,15 +208,19 @@ class Driver:
         self.failures: list[str] = []  # why each load of the last run failed
         self.notes: set[str] = set()  # what happened, for --hypothesis-show-statistics
 
-    def write_message(self, session_id: str, hour: int, minute: int, intent: str | None, day: int = 0) -> None:
-        # Written now (its _id time), whatever hour its timestamp names: late data, however late.
-        # Milliseconds keep every timestamp distinct, so a tie between intents is never a coin toss.
+    def write_message(
+        self, session_id: str, hour: int, minute: int, intent: str | None, day: int = 0, on_time: bool = False
+    ) -> None:
+        # Written now (its _id time), whatever hour its timestamp names: late data, however late;
+        # or on time (an _id time long ago, unique by the count). Milliseconds keep every
+        # timestamp distinct, so a tie between intents is never a coin toss.
         self.written += 1
         when = ist(20, hour, minute) + timedelta(days=day, milliseconds=self.written)
         owner = USER_IDS[SESSIONS[session_id]]
+        written = ObjectId(ObjectId.from_datetime(LONG_AGO).binary[:4] + self.written.to_bytes(8, "big"))
         self.db.interactions.insert_one(
             {"user_id": owner, "session_id": session_id, "role": "user", "text": "…",
-             "timestamp": when.astimezone(UTC), "intent": intent}
+             "timestamp": when.astimezone(UTC), "intent": intent, **({"_id": written} if on_time else {})}
         )  # fmt: skip
 
     def change_profile(self, user: int, change: int) -> None:
@@ -248,6 +283,8 @@ def play(driver: Driver, operations: list[tuple]) -> None:
         match operation:
             case ("chat", session_id, hour, minute, intent, day):
                 driver.write_message(session_id, hour, minute, intent, day)
+            case ("on time", session_id, hour, minute, intent, day):
+                driver.write_message(session_id, hour, minute, intent, day, on_time=True)
             case ("profile", user, change):
                 driver.change_profile(user, change)
             case ("budget", kind, above):
@@ -381,18 +418,8 @@ EXPLORE = int(os.environ.get("LEADFLOW_INVARIANT_EXAMPLES", "0"))
     operations=[("chat", "A", 10, 5, "Pricing", 0), ("run", RUN_HOURS[3], None), ("chat", "A", 9, 0, None, -20)],
     final_hour=RUN_HOURS[5],
 )
-# Always tried: September, October and November in both reports; the budget lowered to what the
-# session-wise spreadsheet holds, so November's next write rolls both reports over (October moves
-# with it, September stays); then a late message into September's session and a backfill of a
-# September hour, which must write into the earlier spreadsheets.
-@example(
-    operations=[
-        ("chat", "F", 10, 5, "Pricing", -60), ("chat", "E", 10, 5, None, -20), ("chat", "C", 10, 5, None, 0),
-        ("run", RUN_HOURS[3], None), ("budget", "sessions", 0), ("chat", "D", 11, 0, None, 0),
-        ("run", RUN_HOURS[4], None), ("chat", "F", 12, 0, "Site Visit", -60), ("run", SEPTEMBER_HOURS[1], None),
-    ],
-    final_hour=RUN_HOURS[6],
-)  # fmt: skip
+# Always tried: a rollover that leaves September behind, then a late message into it.
+@example(operations=SEPTEMBER_LEFT_BEHIND, final_hour=RUN_HOURS[6])
 # Always tried: leads of September, October and November; the consolidated report rolls over on
 # November's write (September stays behind); a lead of November then chats on 21 September, so it
 # moves into September in the earlier spreadsheet (session G), and the run fails on the current spreadsheet's
@@ -470,6 +497,45 @@ def test_after_the_last_successful_run_the_sheets_equal_mongodb(
 
     # No rollover left half-way.
     assert all(Variable.get(name, default=None) is None for name in ROLLOVER_VARIABLES.values()), operations
+
+
+def test_a_backfill_into_an_earlier_spreadsheet_counts_against_its_budget_not_the_current_ones(
+    stack, environment, variables
+) -> None:
+    """After two rollovers, late messages of October and September go to the spreadsheets that hold
+    those months; with the budget still low, the current spreadsheet has room for the rest of the
+    write (nothing), so the run lands without a third rollover or a CellBudgetExceeded. (Counted
+    as new tabs of the current spreadsheet, they made it fail: the generated test's last run only
+    saw it pass once the operator raised the budget.)"""
+    first = fresh_state(stack, environment)
+    with pymongo.MongoClient(stack.mongo_uri, tz_aware=True) as client, mock.patch.dict(os.environ, environment):
+        client.leadflow.users.insert_many([initial_user(i) for i in range(len(USER_IDS))])
+        driver = Driver(stack, client.leadflow, first)
+        assert driver.run(ist(20, 9, 0))
+        play(driver, TWO_ROLLOVERS[:-2])
+        assert driver.failures == []
+        assert months_by_spreadsheet(stack, "sessions") == TWO_ROLLOVERS_MONTHS  # the setup, exactly
+        play(driver, TWO_ROLLOVERS[-2:])
+        assert driver.run(SEPTEMBER_HOURS[2]), driver.failures
+        # Written where each month is: no third spreadsheet, no second copy of a month.
+        assert months_by_spreadsheet(stack, "sessions") == TWO_ROLLOVERS_MONTHS
+
+
+def months_by_spreadsheet(stack: Any, kind: str) -> list[set[str]]:
+    """The month tabs of each of the report's spreadsheets, the first first (the order of the
+    current one's "Earlier spreadsheets" list, then the current one)."""
+    from airflow.sdk import Variable
+
+    from leadflow.reports.pipeline import SPREADSHEET_VARIABLES
+
+    books = report_books(stack, kind)
+    current = Variable.get(SPREADSHEET_VARIABLES[kind])
+    earlier = [str(row[1]) for row in books[current].get(EARLIER_TAB, {"rows": [[]]})["rows"][1:]]
+    assert sorted([*earlier, current]) == sorted(books), kind  # every spreadsheet listed, once
+    return [
+        {title for title in books[sid] if title not in ("Dashboard", "Sheet1", EARLIER_TAB)}
+        for sid in [*earlier, current]
+    ]
 
 
 def assert_all_listed(books: dict[str, dict[str, Any]], kind: str) -> None:
