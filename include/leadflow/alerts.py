@@ -6,12 +6,21 @@ failed task. The alert goes to the SNS topic in Variable ``leadflow_alerts_sns_t
 (through the amazon provider's SNS hook) and, when Variable ``leadflow_alerts_slack_webhook_url``
 is set, to that Slack incoming webhook. It names the DAG, task, run, try number, error class and
 the log URL, and never the error message itself, which may carry a phone number or a token.
+
+Airflow 3.3.1 can call the failure callback **twice** for one failure: a task whose worker died
+is failed by the scheduler's heartbeat-timeout check, which requests the callback, and again when
+the executor's "failed" event for it is processed while the task instance is still ``running``
+(apache/airflow#68008, merged upstream after 3.3.1; ``make chaos`` seed 5 saw two alerts for one
+``process_messages``). So each failure is claimed once in MongoDB (``failure_alerts``, keyed by
+DAG, run, task and try) before it is published; the second call finds the claim and stays
+quiet. If MongoDB cannot be reached the alert goes out anyway: two alerts beat none.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseNotifier
@@ -76,4 +85,25 @@ class FailureAlert(BaseNotifier):
         if isinstance(extra, dict):
             lines.update({k: v for k, v in extra.items() if k not in lines})
         code = f", code {extra['error_code']}" if isinstance(extra, dict) and extra.get("error_code") else ""
+        if not first_call_for(ti):
+            log.info("Failure of %s.%s [%s] try %s is already alerted", dag_id, ti.task_id, ti.run_id, ti.try_number)
+            return
         publish_alert(f"[leadflow] {dag_id}.{ti.task_id} failed ({error_class}{code})", lines)
+
+
+def first_call_for(ti: Any) -> bool:
+    """Claim the alert of this try's failure: True for the first caller (and whenever MongoDB
+    cannot answer), False for any later one."""
+    from pymongo.errors import DuplicateKeyError
+
+    from leadflow.config import FAILURE_ALERTS
+    from leadflow.mongo import get_database
+
+    key = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}/{ti.try_number}"
+    try:
+        get_database()[FAILURE_ALERTS].insert_one({"_id": key, "alerted_at": datetime.now(UTC)})
+    except DuplicateKeyError:
+        return False
+    except Exception:  # MongoDB away (perhaps the very failure): alert regardless
+        log.warning("Could not record the failure alert of %s; sending it anyway", key, exc_info=True)
+    return True

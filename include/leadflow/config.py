@@ -14,6 +14,9 @@ DEFAULT_DATABASE = "leadflow"
 USERS = "users"
 INTERACTIONS = "interactions"
 DELIVERIES = "followup_deliveries"
+# One document per task failure alerted (dag/run/task/try): Airflow 3.3.1 can call a failure
+# callback twice for one failure (leadflow.alerts).
+FAILURE_ALERTS = "failure_alerts"
 
 # Variables
 VAR_OBJECT_STORE_BASE = "leadflow_object_store_base"
